@@ -1,0 +1,1 @@
+"""Fullkit: the sales-to-ops hand-off bridge."""

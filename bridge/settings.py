@@ -1,0 +1,148 @@
+"""Settings read once from the environment (names as in the SPEC)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """A malformed setting: the process must stop with this one line."""
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    redis_url: str | None = Field(default=None, validation_alias=_env("REDIS_URL"))
+    database_url: str | None = Field(default=None, validation_alias=_env("DATABASE_URL"))
+    home: Path = Field(default=Path(".fullkit"), validation_alias=_env("FULLKIT_HOME"))
+    rules_dir: Path = Field(default=Path("kit_rules"), validation_alias=_env("FULLKIT_RULES_DIR"))
+
+    hubspot_access_token: SecretStr | None = Field(
+        default=None, validation_alias=_env("HUBSPOT_ACCESS_TOKEN")
+    )
+    hubspot_client_secret: SecretStr | None = Field(
+        default=None, validation_alias=_env("HUBSPOT_CLIENT_SECRET")
+    )
+    hubspot_app_id: str | None = Field(default=None, validation_alias=_env("HUBSPOT_APP_ID"))
+    hubspot_api_base: str = Field(
+        default="https://api.hubapi.com", validation_alias=_env("HUBSPOT_API_BASE")
+    )
+    hubspot_app_base: str = Field(
+        default="https://app.hubspot.com", validation_alias=_env("HUBSPOT_APP_BASE")
+    )
+
+    salesforce_instance_url: str | None = Field(
+        default=None, validation_alias=_env("SALESFORCE_INSTANCE_URL")
+    )
+    salesforce_access_token: SecretStr | None = Field(
+        default=None, validation_alias=_env("SALESFORCE_ACCESS_TOKEN")
+    )
+    salesforce_username: str | None = Field(
+        default=None, validation_alias=_env("SALESFORCE_USERNAME")
+    )
+    salesforce_password: SecretStr | None = Field(
+        default=None, validation_alias=_env("SALESFORCE_PASSWORD")
+    )
+    salesforce_security_token: SecretStr | None = Field(
+        default=None, validation_alias=_env("SALESFORCE_SECURITY_TOKEN")
+    )
+    salesforce_client_id: str | None = Field(
+        default=None, validation_alias=_env("SALESFORCE_CLIENT_ID")
+    )
+    salesforce_client_secret: SecretStr | None = Field(
+        default=None, validation_alias=_env("SALESFORCE_CLIENT_SECRET")
+    )
+    salesforce_org_id: str | None = Field(default=None, validation_alias=_env("SALESFORCE_ORG_ID"))
+    salesforce_webhook_secret: SecretStr | None = Field(
+        default=None, validation_alias=_env("SALESFORCE_WEBHOOK_SECRET")
+    )
+
+    admin_token: SecretStr | None = Field(default=None, validation_alias=_env("FULLKIT_ADMIN_TOKEN"))
+    port: int = Field(default=8000, ge=1, le=65535, validation_alias=_env("PORT"))
+    public_url: str | None = Field(default=None, validation_alias=_env("FULLKIT_PUBLIC_URL"))
+
+    # How long a retryable CRM failure is retried before the attempt is failed (SPEC: >= 15 min).
+    retry_window_seconds: float = Field(
+        default=20 * 60, gt=0, validation_alias=_env("FULLKIT_RETRY_WINDOW_SECONDS")
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and urlsplit(value).scheme not in {"redis", "rediss", "unix", "valkey", "valkeys"}:
+            raise ValueError("must be a redis:// , rediss:// or unix:// URL")
+        return value or None
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        scheme = urlsplit(value).scheme
+        if not scheme or not scheme.split("+")[0] in {"postgresql", "postgres", "sqlite"}:
+            raise ValueError("must be a postgresql:// or sqlite:// URL")
+        return value
+
+    @field_validator("hubspot_api_base", "hubspot_app_base", "public_url", "salesforce_instance_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None if value == "" else value
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("salesforce_org_id")
+    @classmethod
+    def _org_id(cls, value: str | None) -> str | None:
+        if value and (len(value) not in (15, 18) or not value.isalnum()):
+            raise ValueError("must be a 15- or 18-character Salesforce id")
+        return value or None
+
+    @cached_property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgres://"):
+                url = "postgresql://" + url[len("postgres://") :]
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url[len("postgresql://") :]
+            return url
+        return f"sqlite:///{(self.home / 'ledger.sqlite3').resolve()}"
+
+    @property
+    def uses_default_database(self) -> bool:
+        return not self.database_url
+
+    @property
+    def hubspot_enabled(self) -> bool:
+        return self.hubspot_access_token is not None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; a malformed value raises SettingsError with one line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "settings"
+        name = _env_name(where)
+        raise SettingsError(f"invalid setting {name}: {first.get('msg')}") from None
+
+
+def _env_name(field_name: str) -> str:
+    field = Settings.model_fields.get(field_name)
+    alias = field.validation_alias if field else None
+    if isinstance(alias, AliasChoices) and alias.choices:
+        return str(alias.choices[0])
+    return field_name.upper()

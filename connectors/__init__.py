@@ -1,0 +1,25 @@
+"""Connectors to outside systems: CRMs (deal side) and ops targets, registered by name."""
+
+from __future__ import annotations
+
+from connectors.base import CrmConnector, OpsTarget, Registry
+
+registry = Registry()
+
+
+def register_crm(cls: type[CrmConnector]) -> type[CrmConnector]:
+    registry.crms[cls.name] = cls
+    return cls
+
+
+def register_target(cls: type[OpsTarget]) -> type[OpsTarget]:
+    registry.targets[cls.name] = cls
+    return cls
+
+
+def load_all() -> Registry:
+    """Import every built-in connector module so each registers itself."""
+    import connectors.hubspot  # noqa: F401
+    import connectors.hubspot_ticket  # noqa: F401
+
+    return registry

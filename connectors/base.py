@@ -1,0 +1,121 @@
+"""What every CRM connector and ops target offers the job layer.
+
+Methods take and return collections keyed by id so one call can serve many deals
+(batch endpoints take up to 100 ids); a single deal is a collection of one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from collections.abc import Mapping as MappingABC
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from bridge.mapping import Mapping
+from bridge.packet import Packet
+from bridge.settings import Settings
+
+
+@dataclass(frozen=True)
+class PushBack:
+    """Kit incomplete: send the deal back to sales."""
+
+    handoff_id: str  # "<crm>:<deal id>:<attempt>", unique per attempt
+    deal_id: str
+    return_stage_ref: str  # the CRM's stage id/name to move the deal to
+    missing: tuple[str, ...]  # requirement messages, kit order
+    owner_ref: str | None  # the deal owner, who gets the task
+    due: dt.date  # the task's due date (today, UTC)
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """Kit complete: ops owns the deal; write back where the work now lives."""
+
+    handoff_id: str
+    deal_id: str
+    ops_owner_email: str | None
+    ops_link: str
+    expected_kickoff: dt.date
+
+
+@dataclass(frozen=True)
+class OpsRequest:
+    """Everything an ops target needs to open one onboarding ticket/project."""
+
+    handoff_id: str
+    crm: str
+    deal_id: str
+    kit_id: str
+    kit_title: str
+    options: dict[str, Any]  # the kit's target-specific `ops` keys
+    owner_email: str | None
+    subject: str
+    summary: str  # plain text: the whole kit, so ops never has to open the deal
+    expected_kickoff: dt.date
+    packet: Packet
+
+
+@dataclass(frozen=True)
+class OpsResult:
+    ref: str  # the ticket/project id in the ops tool
+    link: str  # its URL in the ops tool's UI
+
+
+class CrmConnector(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, settings: Settings, mapping: Mapping) -> None:
+        self.settings = settings
+        self.mapping = mapping
+
+    @abstractmethod
+    def fetch_packets(self, deal_ids: Sequence[str]) -> dict[str, Packet]:
+        """Current packets; an id the CRM does not know is missing from the answer."""
+
+    @abstractmethod
+    def create_return_tasks(
+        self, items: Sequence[PushBack], *, may_exist: bool = False
+    ) -> dict[str, str]:
+        """One task per item for the deal owner -> {handoff_id: task id}.
+
+        With may_exist (a retry after a crash), a task already made for the same
+        handoff_id is found and returned instead of creating a second one.
+        """
+
+    @abstractmethod
+    def write_returns(self, items: Sequence[PushBack]) -> None:
+        """Stage <- return stage, status `returned`, the missing items. Idempotent."""
+
+    @abstractmethod
+    def write_acceptances(self, items: Sequence[Acceptance]) -> None:
+        """Status `accepted`, ops owner, link, expected kickoff; missing emptied. Idempotent."""
+
+
+class OpsTarget(ABC):
+    """An ops tool that receives onboarding tickets/projects. Registered by name."""
+
+    name: ClassVar[str]
+    option_keys: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @classmethod
+    def validate_options(cls, options: MappingABC[str, Any]) -> list[str]:
+        """Problems with a kit's target-specific `ops` keys, each '<key>: problem'."""
+        return [f"{key}: unknown key for target {cls.name}" for key in options if key not in cls.option_keys]
+
+    @abstractmethod
+    def create(self, requests: Sequence[OpsRequest]) -> dict[str, OpsResult]:
+        """Open one ticket per request -> {handoff_id: result}. Idempotent by handoff_id."""
+
+
+@dataclass
+class Registry:
+    """Maps names to connector classes so adding one never touches the core."""
+
+    crms: dict[str, type[CrmConnector]] = field(default_factory=dict)
+    targets: dict[str, type[OpsTarget]] = field(default_factory=dict)
