@@ -1,0 +1,165 @@
+"""The Flask app factory: receivers, health, metrics and the hand-off API."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import sessionmaker
+
+from bridge import db, ledger
+from bridge.logging import configure_logging
+from bridge.metrics import REGISTRY, LedgerCollector
+from bridge.queue import HandoffQueue, QueueUnavailable, connect
+from bridge.receivers import hubspot as hubspot_receiver
+from bridge.rules import Rules, load_rules
+from bridge.settings import Settings, load_settings
+
+RECEIVER_QUEUE_TIMEOUT = 1.5
+
+
+@dataclass
+class WebApp:
+    """What the web process holds: settings, rules' hand-off stages, lazy queue and ledger."""
+
+    settings: Settings
+    rules: Rules
+    handoff_stages: frozenset[str]
+    _engine: Engine | None = None
+    _redis: redis.Redis | None = None
+    _extra: dict[str, Any] = field(default_factory=dict)
+
+    def queue(self) -> HandoffQueue:
+        if self._redis is None or not self.settings.redis_url:
+            # The embedded server may have been restarted on another port: look again.
+            self._redis = connect(self.settings, timeout=RECEIVER_QUEUE_TIMEOUT)
+        return HandoffQueue(self._redis)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = db.make_engine(self.settings)
+        return self._engine
+
+    def sessions(self) -> sessionmaker:  # type: ignore[type-arg]
+        return db.session_factory(self.engine)
+
+    def count_by_state(self) -> dict[str, int]:
+        with self.sessions()() as session:
+            return ledger.count_by_state(session)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    configure_logging()
+    rules = load_rules(settings.rules_dir)
+    state = WebApp(
+        settings=settings,
+        rules=rules,
+        handoff_stages=frozenset(rules.handoff_stage_refs("hubspot")),
+    )
+    _prepare_ledger(state)
+    app = Flask("fullkit")
+    app.config["FULLKIT"] = state
+    app.config["MAX_CONTENT_LENGTH"] = None  # receivers enforce their own 1 MiB limit
+    app.register_blueprint(hubspot_receiver.blueprint)
+    app.register_blueprint(ops)
+    app.register_blueprint(api)
+    _register_collector(state)
+    return app
+
+
+def _prepare_ledger(state: WebApp) -> None:
+    """Bring the SQLite default up to date; a down server must not stop `serve`."""
+    try:
+        db.prepare(state.engine, state.settings)
+    except db.SchemaOutdated:
+        raise
+    except Exception:
+        pass  # /healthz reports it until the database is back
+
+
+_collector: LedgerCollector | None = None
+
+
+def _register_collector(state: WebApp) -> None:
+    global _collector
+    if _collector is not None:
+        REGISTRY.unregister(_collector)
+    _collector = LedgerCollector(state.count_by_state)
+    REGISTRY.register(_collector)
+
+
+ops = Blueprint("ops", __name__)
+
+
+def _state() -> WebApp:
+    app_state: WebApp = current_app.config["FULLKIT"]
+    return app_state
+
+
+@ops.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    state = _state()
+    checks = {"queue": "ok", "ledger": "ok"}
+    try:
+        state.queue().connection.ping()
+    except (redis.RedisError, QueueUnavailable):
+        checks["queue"] = "unreachable"
+    try:
+        with state.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception:
+        checks["ledger"] = "unreachable"
+    healthy = all(value == "ok" for value in checks.values())
+    return jsonify({"status": "ok" if healthy else "unavailable", **checks}), (
+        200 if healthy else 503
+    )
+
+
+@ops.get("/metrics")
+def metrics() -> Response:
+    return Response(generate_latest(REGISTRY), mimetype=CONTENT_TYPE_LATEST)
+
+
+api = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _authorized() -> Response | None:
+    token = _state().settings.admin_token
+    given = request.headers.get("Authorization", "")
+    if not given.startswith("Bearer "):
+        return _error(401, "bearer token required")
+    if token is None or not hmac.compare_digest(
+        given[len("Bearer ") :].encode(), token.get_secret_value().encode()
+    ):
+        return _error(403, "wrong token")
+    return None
+
+
+def _error(status: int, message: str) -> Response:
+    answer = jsonify({"error": message})
+    answer.status_code = status
+    return answer
+
+
+@api.get("/handoffs/<crm>/<deal_id>")
+def handoffs(crm: str, deal_id: str) -> Response:
+    refused = _authorized()
+    if refused is not None:
+        return refused
+    if crm not in {"hubspot", "salesforce"}:
+        return _error(404, f"unknown CRM {crm}")
+    try:
+        with _state().sessions()() as session:
+            history = ledger.deal_history(session, crm, deal_id)
+    except Exception:
+        return _error(503, "ledger unavailable")
+    if history is None:
+        return _error(404, f"no hand-off recorded for {crm}:{deal_id}")
+    return jsonify(history)

@@ -1,0 +1,204 @@
+"""The `fullkit` command. Exit 0 success, 1 a problem found, 2 a usage error; one line each."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from bridge.settings import Settings, SettingsError, load_settings
+
+
+class Problem(click.ClickException):
+    """The command ran and found a problem: exit 1 with one clear line."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"fullkit: {self.format_message()}", err=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise Problem(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Fullkit: the sales-to-ops hand-off bridge that enforces the full-kit rule."""
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: $PORT or 8000).")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+def serve(host: str, port: int | None, workers: int) -> None:
+    """Serve the webhook receivers, /healthz, /metrics and the API (gunicorn)."""
+    from bridge.server import serve_forever
+
+    settings = _settings()
+    _check_rules(settings)
+    serve_forever(host, port or settings.port, workers)
+
+
+@cli.command()
+@click.option("--burst", is_flag=True, help="Work until the queue is empty, then exit.")
+def worker(burst: bool) -> None:
+    """Run an RQ worker for hand-off jobs (with the retry scheduler and the resumer)."""
+    from bridge.worker import run_worker
+
+    settings = _settings()
+    _check_rules(settings)
+    run_worker(settings, burst=burst)
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="Leave everything running and print the URLs.")
+@click.option("--deals", default=10, show_default=True, type=click.IntRange(5, 100))
+def demo(keep: bool, deals: int) -> None:
+    """Run the whole hand-off story against the loopback sandbox."""
+    from bridge.demo import run_demo
+
+    code = run_demo(keep=keep, deal_count=deals)
+    sys.exit(code)
+
+
+@cli.group()
+def kit() -> None:
+    """Validate kits and check deals against them."""
+
+
+def _check_rules(settings: Settings) -> Any:
+    from bridge.rules import RulesError, load_rules
+
+    try:
+        return load_rules(settings.rules_dir)
+    except RulesError as exc:
+        raise Problem(f"invalid rules folder {settings.rules_dir}:\n{exc}") from None
+
+
+@kit.command("validate")
+def kit_validate() -> None:
+    """Validate the whole rules folder; every problem as file:line: path: problem."""
+    settings = _settings()
+    rules = _check_rules(settings)
+    click.echo(
+        f"{settings.rules_dir}: valid — {len(rules.kits)} kit(s), "
+        f"{len(rules.mappings)} mapping(s)"
+    )
+
+
+@kit.command("check")
+@click.option("--deal", "deal_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def kit_check(deal_file: Path) -> None:
+    """Evaluate a deal (canonical packet JSON) against the kits; exit 1 when incomplete."""
+    import datetime as dt
+
+    from bridge.evaluator import evaluate, select_kit
+    from bridge.rules import packet_from_json
+
+    rules = _check_rules(_settings())
+    try:
+        data = json.loads(deal_file.read_text())
+        packet = packet_from_json(data)
+    except OSError as exc:
+        raise Problem(f"cannot read {deal_file}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise Problem(f"{deal_file}: {exc}") from None
+    today = dt.datetime.now(dt.UTC).date()
+    chosen = select_kit(rules, packet, today)
+    if chosen is None:
+        raise Problem(f"no kit applies to deal {packet.deal_id}")
+    findings = evaluate(chosen, packet, today)
+    if not findings:
+        click.echo(f"kit {chosen.id}: complete — ops must accept")
+        return
+    click.echo(f"kit {chosen.id}: {len(findings)} missing — ops cannot accept")
+    for finding in findings:
+        click.echo(f"  - {finding.requirement_id}: {finding.message}")
+    sys.exit(1)
+
+
+@cli.command()
+@click.argument("handoff", metavar="CRM:DEAL_ID")
+def status(handoff: str) -> None:
+    """Show who owns a deal and its hand-off history."""
+    from bridge import db, ledger
+
+    crm, _, deal_id = handoff.partition(":")
+    if crm not in {"hubspot", "salesforce"} or not deal_id:
+        raise click.UsageError("expected CRM:DEAL_ID, e.g. hubspot:1234")
+    settings = _settings()
+    engine = db.make_engine(settings)
+    try:
+        with db.session_factory(engine)() as session:
+            history = ledger.deal_history(session, crm, deal_id)
+    except Exception as exc:
+        raise Problem(f"ledger unavailable: {type(exc).__name__}") from None
+    if history is None:
+        raise Problem(f"no hand-off recorded for {crm}:{deal_id}")
+    click.echo(f"{crm}:{deal_id} — owner {history['owner']} since {history['owner_since']}")
+    for attempt in history["attempts"]:
+        click.echo(f"  attempt {attempt['attempt']} ({attempt['kit']}): {attempt['state']}")
+        for finding in attempt["findings"]:
+            click.echo(f"    missing: {finding['message']}")
+        if attempt["ops_link"]:
+            click.echo(f"    ops: {attempt['ops_owner']} {attempt['ops_link']}")
+        if attempt["error"]:
+            click.echo(f"    error: {attempt['error']}")
+
+
+@cli.group(name="db")
+def db_group() -> None:
+    """Ledger schema."""
+
+
+@db_group.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the ledger schema up to date (Alembic)."""
+    from bridge import db
+
+    settings = _settings()
+    try:
+        db.upgrade(db.make_engine(settings))
+    except Exception as exc:
+        raise Problem(f"database upgrade failed: {type(exc).__name__}: {_first_line(exc)}") from None
+    click.echo(f"ledger schema at revision {db.head_revision()}")
+
+
+@cli.group()
+def hubspot() -> None:
+    """HubSpot portal set-up."""
+
+
+@hubspot.command("setup")
+def hubspot_setup() -> None:
+    """Create the fullkit_* deal properties and the ticket hand-off id (idempotent)."""
+    from connectors.errors import ConnectorError
+    from connectors.hubspot_setup import setup_properties
+
+    settings = _settings()
+    try:
+        lines = setup_properties(settings)
+    except ConnectorError as exc:
+        raise Problem(f"HubSpot setup failed: {exc}") from None
+    for line in lines:
+        click.echo(line)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]
+
+
+def main() -> NoReturn:
+    try:
+        cli.main(standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)
+

@@ -1,0 +1,157 @@
+"""One hand-off attempt, step by step, each step written to the ledger before the next.
+
+A step that talks to a CRM is idempotent or guarded, so running an attempt again after
+a crash, a retry or on a second worker finishes it without a second task or ticket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from bridge import ledger
+from bridge.evaluator import evaluate, select_kit
+from bridge.kickoff import expected_kickoff
+from bridge.models import Attempt
+from bridge.packet import Packet
+from bridge.rules import Kit
+from bridge.runtime import Runtime
+from bridge.summary import ticket_subject, ticket_summary
+from connectors.base import Acceptance, OpsRequest, PushBack
+from connectors.errors import PermanentError
+
+
+@dataclass
+class Handoff:
+    runtime: Runtime
+    session: Session
+    attempt: Attempt
+    packet: Packet | None = None  # fetched once per run, reused by later steps
+
+    def run(self) -> None:
+        """Advance the attempt until it reaches a terminal state (or a step raises)."""
+        while self.attempt.state in ledger.IN_PROGRESS:
+            step = {
+                "received": self._start,
+                "evaluating": self._evaluate_or_return,
+                "accepted": self._open_ops_ticket,
+            }[self.attempt.state]
+            step()
+            self.attempt.next_run_at = None
+            self.session.commit()
+
+    def _start(self) -> None:
+        ledger.move(self.attempt, "evaluating")
+
+    def _packet(self) -> Packet:
+        if self.packet is None:
+            connector = self.runtime.crm(self.attempt.crm)
+            packets = connector.fetch_packets([self.attempt.deal_id])
+            if self.attempt.deal_id not in packets:
+                raise PermanentError(f"the CRM has no deal {self.attempt.deal_id}")
+            self.packet = packets[self.attempt.deal_id]
+        return self.packet
+
+    def _kit(self) -> Kit:
+        kit = self.runtime.rules.kit_by_id(self.attempt.kit_id or "")
+        if kit is None:
+            raise PermanentError(f"kit {self.attempt.kit_id} is no longer in the rules folder")
+        return kit
+
+    def _evaluate_or_return(self) -> None:
+        if self.attempt.kit_id is None:
+            self._evaluate()
+        else:
+            self._push_back()
+
+    def _evaluate(self) -> None:
+        packet = self._packet()
+        today = ledger.utcnow().date()
+        kit = select_kit(self.runtime.rules, packet, today)
+        if kit is None:
+            ledger.move(self.attempt, "no_kit", "no kit applies to this deal")
+            return
+        findings = evaluate(kit, packet, today)
+        self.attempt.kit_id = kit.id
+        self.attempt.owner_ref = packet.owner_ref
+        self.attempt.findings = [
+            {"id": f.requirement_id, "path": f.path, "message": f.message} for f in findings
+        ]
+        if findings:
+            self.attempt.return_stage_ref = self._return_stage(kit, packet)
+            self.attempt.updated_at = ledger.utcnow()
+            return
+        self._accept(kit, packet)
+
+    def _return_stage(self, kit: Kit, packet: Packet) -> str:
+        mapping = self.runtime.rules.mappings[self.attempt.crm]
+        if kit.return_stage:
+            return mapping.stage_ref(kit.return_stage)
+        if packet.previous_stage_ref:
+            return packet.previous_stage_ref
+        raise PermanentError("the deal has no earlier stage to return to and the kit sets none")
+
+    def _accept(self, kit: Kit, packet: Packet) -> None:
+        self.attempt.ops_target = kit.ops.target
+        self.attempt.ops_owner = ledger.next_ops_owner(self.session, kit.id, kit.ops.owners)
+        ledger.move(self.attempt, "accepted", f"kit {kit.id} complete")
+        self.attempt.expected_kickoff = expected_kickoff(
+            self.attempt.owner_since.date(),
+            kit.ops.kickoff_within_days,
+            packet.deal.get("kickoff_date"),
+        )
+
+    def _push_back(self) -> None:
+        missing = tuple(f["message"] for f in self.attempt.findings)
+        item = PushBack(
+            handoff_id=self.attempt.handoff_id,
+            deal_id=self.attempt.deal_id,
+            return_stage_ref=self.attempt.return_stage_ref or "",
+            missing=missing,
+            owner_ref=self.attempt.owner_ref,
+            due=ledger.utcnow().date(),
+        )
+        connector = self.runtime.crm(self.attempt.crm)
+        if self.attempt.task_ref is None:
+            may_exist = self.attempt.task_started
+            self.attempt.task_started = True
+            self.session.commit()
+            tasks = connector.create_return_tasks([item], may_exist=may_exist)
+            self.attempt.task_ref = tasks[item.handoff_id]
+            self.session.commit()
+        connector.write_returns([item])
+        count = len(missing)
+        ledger.move(self.attempt, "returned", f"{count} item{'s' if count != 1 else ''} missing")
+
+    def _open_ops_ticket(self) -> None:
+        kit = self._kit()
+        packet = self._packet()
+        kickoff = self.attempt.expected_kickoff or ledger.utcnow().date()
+        if self.attempt.ops_ref is None:
+            request = OpsRequest(
+                handoff_id=self.attempt.handoff_id,
+                crm=self.attempt.crm,
+                deal_id=self.attempt.deal_id,
+                kit_id=kit.id,
+                kit_title=kit.title,
+                options=dict(kit.ops.options),
+                owner_email=self.attempt.ops_owner,
+                subject=ticket_subject(kit.title, packet),
+                summary=ticket_summary(kit, packet, self.attempt.ops_owner, kickoff),
+                expected_kickoff=kickoff,
+                packet=packet,
+            )
+            target = self.runtime.target(self.attempt.ops_target or kit.ops.target)
+            result = target.create([request])[request.handoff_id]
+            self.attempt.ops_ref, self.attempt.ops_link = result.ref, result.link
+            self.session.commit()
+        acceptance = Acceptance(
+            handoff_id=self.attempt.handoff_id,
+            deal_id=self.attempt.deal_id,
+            ops_owner_email=self.attempt.ops_owner,
+            ops_link=self.attempt.ops_link or "",
+            expected_kickoff=kickoff,
+        )
+        self.runtime.crm(self.attempt.crm).write_acceptances([acceptance])
+        ledger.move(self.attempt, "ops_created", f"ops ticket {self.attempt.ops_ref}")

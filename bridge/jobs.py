@@ -1,0 +1,141 @@
+"""RQ job functions. Jobs carry ids, never objects or secrets; state is loaded fresh."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import structlog
+from sqlalchemy import select
+
+from bridge import ledger
+from bridge.handoff import Handoff
+from bridge.models import Attempt
+from bridge.queue import job_id
+from bridge.runtime import Runtime
+from bridge.settings import load_settings
+from connectors.errors import AuthError, PermanentError, RetryableError
+
+log = structlog.get_logger("fullkit.jobs")
+
+_runtime: Runtime | None = None
+
+# Retry delays: exponential from BASE, capped, with full jitter (see `retry_delay`).
+BACKOFF_BASE_SECONDS = 2.0
+BACKOFF_CAP_SECONDS = 300.0
+# An attempt nobody touched for this long while in progress lost its worker.
+STALL_SECONDS = 30
+
+
+def runtime() -> Runtime:
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime.build(load_settings())
+    return _runtime
+
+
+def use_runtime(value: Runtime | None) -> None:
+    """Let a worker (or a test) hand over the runtime it built."""
+    global _runtime
+    _runtime = value
+
+
+def handle_stage_change(
+    crm: str, deal_id: str, stage_ref: str, occurred_at_ms: int, event_ref: str
+) -> str:
+    """A hand-off-stage change arrived: record it once, and start an attempt if it may."""
+    rt = runtime()
+    occurred_at = dt.datetime.fromtimestamp(occurred_at_ms / 1000, tz=dt.UTC)
+    result = ledger.record_stage_change(
+        rt.sessions, crm, deal_id, stage_ref, occurred_at, event_ref
+    )
+    log.info("stage change", crm=crm, deal_id=deal_id, stage=stage_ref, outcome=result.outcome)
+    if result.outcome == "started" and result.attempt_id is not None:
+        advance_attempt(result.attempt_id)
+    return result.outcome
+
+
+def advance_attempt(attempt_id: int) -> str | None:
+    """Carry an attempt as far as it goes; one worker at a time per attempt."""
+    rt = runtime()
+    lock = rt.redis.lock(f"fullkit:lock:attempt:{attempt_id}", timeout=120, blocking=False)
+    if not lock.acquire():
+        return None  # another worker holds it; if that worker dies the resumer steps in
+    try:
+        with rt.sessions() as session:
+            attempt = session.get(Attempt, attempt_id)
+            if attempt is None:
+                return None
+            _run(rt, session, attempt)
+            return attempt.state
+    finally:
+        try:
+            lock.release()
+        except Exception:  # an expired lock is released already
+            pass
+
+
+def _run(rt: Runtime, session: ledger.Session, attempt: Attempt) -> None:
+    try:
+        Handoff(rt, session, attempt).run()
+    except RetryableError as exc:
+        session.rollback()
+        _retry_later(rt, session, attempt, exc)
+    except (AuthError, PermanentError) as exc:
+        session.rollback()
+        _fail(session, attempt, f"{type(exc).__name__}: {exc}")
+    log.info("attempt", handoff=attempt.handoff_id, state=attempt.state, error=attempt.error)
+
+
+def _fail(session: ledger.Session, attempt: Attempt, reason: str) -> None:
+    attempt.error = reason
+    attempt.next_run_at = None
+    ledger.move(attempt, "failed", reason)
+    session.commit()
+
+
+def retry_delay(retries: int, retry_after: float | None) -> float:
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**retries)
+    delay = random.uniform(ceiling / 2, ceiling)
+    return max(delay, retry_after or 0.0)
+
+
+def _retry_later(
+    rt: Runtime, session: ledger.Session, attempt: Attempt, exc: RetryableError
+) -> None:
+    now = ledger.utcnow()
+    first = attempt.first_retry_at or now
+    if (now - first).total_seconds() > rt.settings.retry_window_seconds:
+        _fail(session, attempt, f"retries exhausted: {exc}")
+        return
+    delay = retry_delay(attempt.retries, exc.retry_after)
+    attempt.first_retry_at = first
+    attempt.retries += 1
+    attempt.error = f"retrying: {exc}"
+    attempt.next_run_at = now + dt.timedelta(seconds=delay)
+    attempt.updated_at = now
+    session.commit()
+    key = job_id("retry", attempt.id, attempt.retries)
+    rt.queue.enqueue_later(dt.timedelta(seconds=delay), advance_attempt, key, attempt.id)
+
+
+def resume_stalled(rt: Runtime, now: dt.datetime | None = None) -> list[int]:
+    """Queue attempts whose worker died mid-way (SIGKILL, power loss); returns their ids."""
+    now = now or ledger.utcnow()
+    stale = now - dt.timedelta(seconds=STALL_SECONDS)
+    with rt.sessions() as session:
+        rows = session.execute(
+            select(Attempt.id, Attempt.updated_at, Attempt.next_run_at).where(
+                Attempt.state.in_(ledger.IN_PROGRESS), Attempt.updated_at < stale
+            )
+        ).all()
+    resumed = []
+    for attempt_id, updated_at, next_run_at in rows:
+        if next_run_at is not None and next_run_at > stale:
+            continue  # a retry is scheduled and not overdue
+        if rt.redis.exists(f"fullkit:lock:attempt:{attempt_id}"):
+            continue
+        key = job_id("resume", attempt_id, updated_at.isoformat())
+        if rt.queue.enqueue_unique(advance_attempt, key, attempt_id):
+            resumed.append(attempt_id)
+    return resumed

@@ -1,0 +1,253 @@
+"""Who owns each deal, since when and why: the ledger's rules over the models."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.models import Attempt, RoundRobin, StageChange, Transition
+
+SALES, OPS = "sales", "ops"
+IN_PROGRESS = ("received", "evaluating", "accepted")
+TERMINAL = ("returned", "ops_created", "failed", "no_kit")
+# Outcomes after which the deal is back with sales and a new hand-off may start.
+REOPENING = ("returned", "no_kit")
+OWNER_OF_STATE = {
+    "received": SALES,
+    "evaluating": SALES,
+    "returned": SALES,
+    "no_kit": SALES,
+    "accepted": OPS,
+    "ops_created": OPS,
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class ChangeOutcome:
+    outcome: str  # started | duplicate | in_progress | ops_owns | stale | failed_attempt
+    attempt_id: int | None
+
+
+def record_stage_change(
+    sessions: sessionmaker,  # type: ignore[type-arg]
+    crm: str,
+    deal_id: str,
+    stage_ref: str,
+    occurred_at: dt.datetime,
+    event_ref: str | None,
+) -> ChangeOutcome:
+    """Record one hand-off-stage change once; start an attempt when ownership allows.
+
+    Concurrent deliveries race on unique constraints, not on reads: the loser rolls
+    back and looks again, so one change never starts two attempts.
+    """
+    for _ in range(5):
+        with sessions() as session:
+            try:
+                result = _record(session, crm, deal_id, stage_ref, occurred_at, event_ref)
+                session.commit()
+                return result
+            except IntegrityError:
+                session.rollback()
+                if _change_exists(session, crm, deal_id, stage_ref, occurred_at):
+                    return ChangeOutcome("duplicate", None)
+    raise RuntimeError(f"could not record the stage change of {crm}:{deal_id}")
+
+
+def _change_exists(
+    session: Session, crm: str, deal_id: str, stage_ref: str, occurred_at: dt.datetime
+) -> bool:
+    query = select(StageChange.id).where(
+        StageChange.crm == crm,
+        StageChange.deal_id == deal_id,
+        StageChange.stage_ref == stage_ref,
+        StageChange.occurred_at == occurred_at,
+    )
+    return session.scalar(query) is not None
+
+
+def _record(
+    session: Session,
+    crm: str,
+    deal_id: str,
+    stage_ref: str,
+    occurred_at: dt.datetime,
+    event_ref: str | None,
+) -> ChangeOutcome:
+    if _change_exists(session, crm, deal_id, stage_ref, occurred_at):
+        return ChangeOutcome("duplicate", None)
+    now = utcnow()
+    latest = latest_attempt(session, crm, deal_id)
+    outcome, attempt = _decide(latest, occurred_at)
+    if outcome == "started":
+        number = (latest.number + 1) if latest else 1
+        attempt = new_attempt(crm, deal_id, number, stage_ref, occurred_at, now)
+        session.add(attempt)
+        session.flush()
+    session.add(
+        StageChange(
+            crm=crm,
+            deal_id=deal_id,
+            stage_ref=stage_ref,
+            occurred_at=occurred_at,
+            received_at=now,
+            event_ref=event_ref,
+            outcome=outcome,
+            attempt_id=attempt.id if attempt else None,
+        )
+    )
+    session.flush()
+    return ChangeOutcome(outcome, attempt.id if attempt else None)
+
+
+def _decide(latest: Attempt | None, occurred_at: dt.datetime) -> tuple[str, Attempt | None]:
+    if latest is None:
+        return "started", None
+    if latest.state in REOPENING:
+        if occurred_at > latest.transitions[-1].at:
+            return "started", None
+        return "stale", latest
+    if latest.state == "failed":
+        return "failed_attempt", latest
+    if latest.owner == OPS:
+        return "ops_owns", latest
+    return "in_progress", latest
+
+
+def new_attempt(
+    crm: str,
+    deal_id: str,
+    number: int,
+    stage_ref: str,
+    occurred_at: dt.datetime,
+    now: dt.datetime,
+) -> Attempt:
+    attempt = Attempt(
+        crm=crm,
+        deal_id=deal_id,
+        number=number,
+        state="received",
+        owner=SALES,
+        owner_since=now,
+        findings=[],
+        trigger_stage=stage_ref,
+        trigger_at=occurred_at,
+        task_started=False,
+        retries=0,
+        created_at=now,
+        updated_at=now,
+    )
+    attempt.transitions.append(Transition(state="received", owner=SALES, at=now))
+    return attempt
+
+
+def latest_attempt(session: Session, crm: str, deal_id: str) -> Attempt | None:
+    query = (
+        select(Attempt)
+        .where(Attempt.crm == crm, Attempt.deal_id == deal_id)
+        .order_by(Attempt.number.desc())
+        .limit(1)
+    )
+    return session.scalar(query)
+
+
+def move(attempt: Attempt, state: str, detail: str | None = None) -> None:
+    """Write a transition; ownership follows the state (a failure keeps the owner)."""
+    now = utcnow()
+    owner = OWNER_OF_STATE.get(state, attempt.owner)
+    if owner != attempt.owner:
+        attempt.owner_since = now
+    attempt.owner = owner
+    attempt.state = state
+    attempt.updated_at = now
+    attempt.transitions.append(Transition(state=state, owner=owner, at=now, detail=detail))
+
+
+def next_ops_owner(session: Session, kit_id: str, owners: tuple[str, ...]) -> str | None:
+    """The kit's next owner in round-robin, claimed atomically across workers."""
+    if not owners:
+        return None
+    for _ in range(5):
+        row = session.get(RoundRobin, kit_id)
+        if row is None:
+            try:
+                with session.begin_nested():
+                    session.add(RoundRobin(kit_id=kit_id, next_index=1))
+                return owners[0]
+            except IntegrityError:
+                continue
+        index = row.next_index
+        claimed = session.execute(
+            update(RoundRobin)
+            .where(RoundRobin.kit_id == kit_id, RoundRobin.next_index == index)
+            .values(next_index=index + 1)
+        )
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            session.expire(row)
+            return owners[index % len(owners)]
+        session.expire(row)
+    raise RuntimeError(f"could not claim the next ops owner of kit {kit_id}")
+
+
+def iso(moment: dt.datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def attempt_json(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "attempt": attempt.number,
+        "kit": attempt.kit_id,
+        "state": attempt.state,
+        "owner": attempt.owner,
+        "findings": [{"id": f["id"], "message": f["message"]} for f in attempt.findings],
+        "ops_link": attempt.ops_link,
+        "ops_owner": attempt.ops_owner,
+        "error": attempt.error,
+        "transitions": [{"state": t.state, "at": iso(t.at)} for t in attempt.transitions],
+    }
+
+
+def deal_history(session: Session, crm: str, deal_id: str) -> dict[str, Any] | None:
+    """The SPEC's `GET /api/handoffs/<crm>/<deal_id>` answer, or None for an unknown deal."""
+    attempts = list(
+        session.scalars(
+            select(Attempt)
+            .where(Attempt.crm == crm, Attempt.deal_id == deal_id)
+            .order_by(Attempt.number)
+        )
+    )
+    if not attempts:
+        return None
+    owner, since = _deal_owner(attempts)
+    return {
+        "crm": crm,
+        "deal_id": deal_id,
+        "owner": owner,
+        "owner_since": iso(since),
+        "attempts": [attempt_json(a) for a in attempts],
+    }
+
+
+def _deal_owner(attempts: list[Attempt]) -> tuple[str, dt.datetime]:
+    """The deal's owner now and since when, across all its attempts."""
+    owner, since = SALES, attempts[0].created_at
+    for transition in (t for a in attempts for t in a.transitions):
+        if transition.owner != owner:
+            owner, since = transition.owner, transition.at
+    return owner, since
+
+
+def count_by_state(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Attempt.state, func.count()).group_by(Attempt.state))
+    return {state: count for state, count in rows}

@@ -1,0 +1,48 @@
+"""Prometheus metrics. Ledger figures are read at scrape time, so every process agrees."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+REGISTRY = CollectorRegistry()
+
+WEBHOOK_ANSWERS = Counter(
+    "fullkit_webhook_answers",
+    "Webhook requests answered, by receiver and HTTP status",
+    ["receiver", "status"],
+    registry=REGISTRY,
+)
+EVENTS_QUEUED = Counter(
+    "fullkit_events_queued",
+    "Hand-off stage changes queued (duplicates not counted)",
+    ["crm"],
+    registry=REGISTRY,
+)
+RECEIVER_SECONDS = Histogram(
+    "fullkit_receiver_seconds",
+    "Time to answer a webhook request",
+    ["receiver"],
+    registry=REGISTRY,
+)
+
+
+class LedgerCollector(Collector):
+    def __init__(self, count_by_state: Any) -> None:
+        self._count_by_state = count_by_state
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "fullkit_attempts", "Hand-off attempts in the ledger, by state", labels=["state"]
+        )
+        try:
+            counts = self._count_by_state()
+        except Exception:  # the ledger may be down; /metrics must still answer
+            counts = {}
+        for state, value in sorted(counts.items()):
+            family.add_metric([state], value)
+        yield family

@@ -1,0 +1,127 @@
+"""POST /webhooks/hubspot: verify, validate, keep the hand-off stage changes, queue them."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+from flask import Blueprint, Response, current_app, request
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
+
+from bridge.metrics import EVENTS_QUEUED, RECEIVER_SECONDS
+from bridge.queue import QueueUnavailable, job_id
+from bridge.receivers import hubspot_signature
+from bridge.receivers.common import Refusal, count, public_url, read_body, require_content_type
+
+blueprint = Blueprint("hubspot_webhooks", __name__)
+RECEIVER = "hubspot"
+DEAL_TYPE_ID = "0-3"
+
+
+class HubSpotEvent(BaseModel):
+    """One webhook event, as HubSpot sends it; unknown fields are HubSpot's business."""
+
+    model_config = ConfigDict(extra="allow")
+
+    eventId: StrictInt
+    subscriptionType: StrictStr
+    objectId: StrictInt
+    occurredAt: StrictInt
+    propertyName: StrictStr | None = None
+    propertyValue: StrictStr | None = None
+    changeSource: StrictStr | None = None
+    sourceId: StrictStr | StrictInt | None = None
+    objectTypeId: StrictStr | None = None
+    attemptNumber: StrictInt | None = None
+    portalId: StrictInt | None = None
+    appId: StrictInt | None = None
+
+
+Batch = TypeAdapter(
+    Annotated[list[HubSpotEvent], Field(min_length=1, max_length=100)]
+)
+
+
+@blueprint.post("/webhooks/hubspot")
+def receive() -> Response:
+    started = time.perf_counter()
+    try:
+        status = _receive()
+        answer = Response(status=status)
+    except Refusal as refusal:
+        status = refusal.status
+        answer = Response(
+            json.dumps({"error": refusal.reason}), status=status, mimetype="application/json"
+        )
+    count(RECEIVER, status)
+    RECEIVER_SECONDS.labels(receiver=RECEIVER).observe(time.perf_counter() - started)
+    return answer
+
+
+def _receive() -> int:
+    body = read_body(request)
+    require_content_type(request, "application/json")
+    app = current_app.config["FULLKIT"]
+    secret = app.settings.hubspot_client_secret
+    if secret is None:
+        raise Refusal(503, "HUBSPOT_CLIENT_SECRET is not set")
+    text = _text(body)
+    try:
+        hubspot_signature.verify(
+            dict(request.headers), secret.get_secret_value(), request.method,
+            public_url(request), text,
+        )  # fmt: skip
+    except hubspot_signature.SignatureInvalid as exc:
+        raise Refusal(401, str(exc)) from None
+    events = _parse(text)
+    changes = [e for e in events if _is_handoff(e, app.handoff_stages, app.settings.hubspot_app_id)]
+    _queue(app, changes)
+    return 204
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Refusal(400, "body is not UTF-8") from None
+
+
+def _parse(text: str) -> list[HubSpotEvent]:
+    try:
+        data: Any = json.loads(text)
+    except ValueError:
+        raise Refusal(400, "body is not JSON") from None
+    try:
+        return Batch.validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise Refusal(400, f"not a HubSpot event batch: {where}: {first['msg']}") from None
+
+
+def _is_handoff(event: HubSpotEvent, stages: frozenset[str], app_id: str | None) -> bool:
+    on_deal = event.subscriptionType == "deal.propertyChange" or (
+        event.subscriptionType == "object.propertyChange" and event.objectTypeId == DEAL_TYPE_ID
+    )
+    if not on_deal or event.propertyName != "dealstage" or event.propertyValue not in stages:
+        return False
+    own_write = event.changeSource == "INTEGRATION" and app_id and str(event.sourceId) == app_id
+    return not own_write
+
+
+def _queue(app: Any, changes: list[HubSpotEvent]) -> None:
+    from bridge.jobs import handle_stage_change
+
+    try:
+        queue = app.queue()
+        for event in changes:
+            deal_id, stage = str(event.objectId), str(event.propertyValue)
+            key = job_id("hubspot", deal_id, stage, event.occurredAt)
+            if queue.enqueue_unique(
+                handle_stage_change, key, "hubspot", deal_id, stage, event.occurredAt,
+                f"hubspot-event:{event.eventId}",
+            ):  # fmt: skip
+                EVENTS_QUEUED.labels(crm="hubspot").inc()
+    except QueueUnavailable:
+        raise Refusal(503, "queue unavailable; retry later") from None

