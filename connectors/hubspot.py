@@ -1,28 +1,430 @@
-"""HubSpot CRM connector (stub: being written)."""
+"""HubSpot CRM connector: reads deals into packets, writes push-backs and acceptances."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+import html
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
 
+from bridge.mapping import Mapping
 from bridge.packet import Packet
+from bridge.settings import Settings
 from connectors import register_crm
 from connectors.base import Acceptance, CrmConnector, PushBack
+from connectors.hubspot_client import BATCH_LIMIT, HubSpotApi, NotFoundError, chunks
+
+DEAL_OBJECT_TYPE_ID = "0-3"
+# HubSpot-defined association type ids (v4 docs, "association type IDs").
+DEAL_TO_PRIMARY_COMPANY = 5
+TASK_TO_DEAL = 216
+
+# Read on every deal whatever the mapping says: they fill the packet's CRM references.
+DEAL_BASE_PROPERTIES = ("dealname", "dealstage", "pipeline", "hubspot_owner_id")
+
+_ASSOCIATED = (("companies", "company"), ("contacts", "contact"), ("line_items", "line_item"))
+
+# The marker that ties a task to its hand-off attempt, so a retry can find it.
+MARKER_PREFIX = "Fullkit hand-off "
+_MARKER = re.compile(re.escape(MARKER_PREFIX) + r"([^\s<]+)")
+
+
+def task_subject(missing_count: int) -> str:
+    noun = "item" if missing_count == 1 else "items"
+    return f"Hand-off returned: {missing_count} {noun} missing"
+
+
+def task_body(item: PushBack) -> str:
+    """HubSpot shows task bodies as HTML; one item per line keeps the raw text readable too."""
+    lines = "\n".join(f"<li>{html.escape(message)}</li>" for message in item.missing)
+    return (
+        "<p>The hand-off to ops was returned because the kit is incomplete. Missing:</p>\n"
+        f"<ul>\n{lines}\n</ul>\n"
+        f"<p>{MARKER_PREFIX}{html.escape(item.handoff_id)}</p>"
+    )
+
+
+def marker_of(body: str | None) -> str | None:
+    if not body:
+        return None
+    found = _MARKER.search(body)
+    return html.unescape(found.group(1)) if found else None
+
+
+def midnight_utc_ms(day: dt.date) -> str:
+    moment = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    return str(int(moment.timestamp() * 1000))
+
+
+def previous_stage(history: Iterable[dict[str, Any]], current: str | None) -> str | None:
+    """The newest stage value in the history that differs from the current stage."""
+    entries = [entry for entry in history if isinstance(entry, dict)]
+    # HubSpot answers newest first; sorting by timestamp keeps us right if it ever does not.
+    entries.sort(key=lambda entry: str(entry.get("timestamp") or ""), reverse=True)
+    for entry in entries:
+        value = entry.get("value")
+        if value and value != current:
+            return str(value)
+    return None
 
 
 @register_crm
 class HubSpotConnector(CrmConnector):
     name = "hubspot"
 
+    def __init__(self, settings: Settings, mapping: Mapping) -> None:
+        super().__init__(settings, mapping)
+        self._api: HubSpotApi | None = None
+
+    @property
+    def api(self) -> HubSpotApi:
+        # Built on first use so a disabled connector can still be constructed and listed.
+        if self._api is None:
+            self._api = HubSpotApi(self.settings)
+        return self._api
+
+    # --- reading -------------------------------------------------------------------
+
     def fetch_packets(self, deal_ids: Sequence[str]) -> dict[str, Packet]:
-        raise NotImplementedError
+        ids = list(dict.fromkeys(str(deal_id) for deal_id in deal_ids))
+        if not ids:
+            return {}
+        if len(ids) == 1:
+            deals, links = self._read_one_deal(ids[0])
+        else:
+            deals, links = self._read_many_deals(ids)
+        if not deals:
+            return {}
+        wanted: dict[str, list[str]] = {}
+        for kind, _ in _ASSOCIATED:
+            seen: dict[str, None] = {}
+            for deal_id in deals:
+                for target, _primary in links.get(deal_id, {}).get(kind, []):
+                    seen.setdefault(target)
+            wanted[kind] = list(seen)
+        records = {kind: self._read_objects(kind, obj, wanted[kind]) for kind, obj in _ASSOCIATED}
+        return {
+            deal_id: self._packet(deal_id, deal, links.get(deal_id, {}), records)
+            for deal_id, deal in deals.items()
+        }
+
+    def _deal_properties(self) -> list[str]:
+        return sorted(set(self.mapping.properties("deal")) | set(DEAL_BASE_PROPERTIES))
+
+    def _read_one_deal(
+        self, deal_id: str
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, list[tuple[str, bool]]]]]:
+        api = self.api
+        try:
+            deal = api.call(
+                "read deal",
+                api.client.crm.deals.basic_api.get_by_id,
+                deal_id,
+                properties=self._deal_properties(),
+                properties_with_history=["dealstage"],
+                associations=[kind for kind, _ in _ASSOCIATED],
+            )
+        except NotFoundError:
+            return {}, {}
+        if not isinstance(deal, dict):
+            return {}, {}
+        found_id = str(deal.get("id") or deal_id)
+        return {found_id: deal}, {found_id: _v3_associations(deal.get("associations"))}
+
+    def _read_many_deals(
+        self, ids: list[str]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, list[tuple[str, bool]]]]]:
+        api = self.api
+        deals: dict[str, dict[str, Any]] = {}
+        for part in chunks(ids):
+            answer = api.call(
+                "batch read deals",
+                api.client.crm.deals.batch_api.read,
+                {
+                    "inputs": [{"id": deal_id} for deal_id in part],
+                    "properties": self._deal_properties(),
+                    "propertiesWithHistory": ["dealstage"],
+                },
+            )
+            for result in _results(answer):
+                deals[str(result.get("id"))] = result
+        links: dict[str, dict[str, list[tuple[str, bool]]]] = {deal_id: {} for deal_id in deals}
+        if deals:
+            for kind, _ in _ASSOCIATED:
+                for deal_id, targets in self._v4_associations("deals", kind, list(deals)).items():
+                    if deal_id in links:
+                        links[deal_id][kind] = [
+                            (target, DEAL_TO_PRIMARY_COMPANY in types) for target, types in targets
+                        ]
+        return deals, links
+
+    def _v4_associations(
+        self, from_type: str, to_type: str, ids: list[str]
+    ) -> dict[str, list[tuple[str, set[int]]]]:
+        """{from id: [(to id, association type ids)]}, in HubSpot's order."""
+        api = self.api
+        found: dict[str, list[tuple[str, set[int]]]] = {}
+        for part in chunks(ids):
+            # Deals without associations come back as per-item errors (207): not a failure.
+            answer = api.call(
+                f"read {from_type} to {to_type} associations",
+                api.client.crm.associations.v4.batch_api.get_page,
+                from_type,
+                to_type,
+                {"inputs": [{"id": object_id} for object_id in part]},
+            )
+            for result in _results(answer):
+                source = result.get("from") or {}
+                targets = found.setdefault(str(source.get("id")), [])
+                for target in result.get("to") or []:
+                    types = {
+                        int(kind["typeId"])
+                        for kind in target.get("associationTypes") or []
+                        if isinstance(kind, dict) and str(kind.get("typeId", "")).isdigit()
+                    }
+                    targets.append((str(target.get("toObjectId")), types))
+        return found
+
+    def _read_objects(self, kind: str, obj: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """{id: properties} of associated records; records HubSpot lacks are left out."""
+        if not ids:
+            return {}
+        properties = self.mapping.properties(obj)
+        if not properties:
+            # Nothing mapped: the records still count (e.g. `size(line_items) > 0`),
+            # but there is nothing worth a call to read.
+            return {object_id: {} for object_id in ids}
+        api = self.api
+        batch_api = getattr(api.client.crm, kind).batch_api
+        records: dict[str, dict[str, Any]] = {}
+        for part in chunks(ids, BATCH_LIMIT):
+            answer = api.call(
+                f"batch read {kind}",
+                batch_api.read,
+                {
+                    "inputs": [{"id": object_id} for object_id in part],
+                    "properties": properties,
+                    "propertiesWithHistory": [],
+                },
+            )
+            for result in _results(answer):
+                records[str(result.get("id"))] = result.get("properties") or {}
+        return records
+
+    def _packet(
+        self,
+        deal_id: str,
+        deal: dict[str, Any],
+        links: dict[str, list[tuple[str, bool]]],
+        records: dict[str, dict[str, dict[str, Any]]],
+    ) -> Packet:
+        props: dict[str, Any] = deal.get("properties") or {}
+        history = (deal.get("propertiesWithHistory") or {}).get("dealstage") or []
+        stage = props.get("dealstage") or None
+        company_ref = _primary(links.get("companies", []), records["companies"])
+        company_props = records["companies"].get(company_ref, {}) if company_ref else {}
+        contacts = [
+            self.mapping.to_canonical("contact", records["contacts"][target])
+            for target in _unique(target for target, _ in links.get("contacts", []))
+            if target in records["contacts"]
+        ]
+        line_items = [
+            self.mapping.to_canonical("line_item", records["line_items"][target])
+            for target in _unique(target for target, _ in links.get("line_items", []))
+            if target in records["line_items"]
+        ]
+        return Packet(
+            crm=self.name,
+            deal_id=deal_id,
+            deal=self.mapping.to_canonical("deal", props),
+            company=self.mapping.to_canonical("company", company_props) if company_ref else {},
+            contacts=contacts,
+            line_items=line_items,
+            name=str(props.get("dealname") or ""),
+            stage_ref=stage,
+            previous_stage_ref=previous_stage(history, stage),
+            owner_ref=props.get("hubspot_owner_id") or None,
+            company_ref=company_ref,
+            url=self.api.record_url(DEAL_OBJECT_TYPE_ID, deal_id),
+        )
+
+    # --- writing -------------------------------------------------------------------
 
     def create_return_tasks(
         self, items: Sequence[PushBack], *, may_exist: bool = False
     ) -> dict[str, str]:
-        raise NotImplementedError
+        """One task per hand-off. After any failure, call again with may_exist=True."""
+        todo = list({item.handoff_id: item for item in items}.values())
+        done: dict[str, str] = {}
+        if may_exist and todo:
+            done = self._existing_tasks(todo)
+            todo = [item for item in todo if item.handoff_id not in done]
+        if not todo:
+            return done
+        api = self.api
+        inputs = [self._task_input(item) for item in todo]
+        if len(inputs) == 1:
+            created = api.call(
+                "create task", api.client.crm.objects.tasks.basic_api.create, inputs[0]
+            )
+            done[todo[0].handoff_id] = str(created["id"])
+            return done
+        for part in chunks(inputs):
+            answer = api.call(
+                "batch create tasks",
+                api.client.crm.objects.tasks.batch_api.create,
+                {"inputs": part},
+            )
+            # Batch answers are not in input order: the marker in each body says whose it is.
+            for result in _results(answer):
+                handoff_id = marker_of((result.get("properties") or {}).get("hs_task_body"))
+                if handoff_id is not None:
+                    done[handoff_id] = str(result.get("id"))
+        return done
+
+    def _task_input(self, item: PushBack) -> dict[str, Any]:
+        properties = {
+            "hs_task_subject": task_subject(len(item.missing)),
+            "hs_task_body": task_body(item),
+            "hs_timestamp": midnight_utc_ms(item.due),
+            "hs_task_status": "NOT_STARTED",
+            "hs_task_priority": "HIGH",
+            "hs_task_type": "TODO",
+        }
+        if item.owner_ref:
+            properties["hubspot_owner_id"] = str(item.owner_ref)
+        return {
+            "properties": properties,
+            "associations": [
+                {
+                    "to": {"id": item.deal_id},
+                    "types": [
+                        {
+                            "associationCategory": "HUBSPOT_DEFINED",
+                            "associationTypeId": TASK_TO_DEAL,
+                        }
+                    ],
+                }
+            ],
+        }
+
+    def _existing_tasks(self, items: list[PushBack]) -> dict[str, str]:
+        """Tasks already made for these hand-offs, found through the deals' associations.
+
+        Associations are read back consistently right after a write, unlike search,
+        which may miss a task created a moment ago.
+        """
+        deal_ids = list(dict.fromkeys(item.deal_id for item in items))
+        links = self._v4_associations("deals", "tasks", deal_ids)
+        task_ids = list(_unique(target for targets in links.values() for target, _ in targets))
+        wanted = {item.handoff_id for item in items}
+        found: dict[str, str] = {}
+        api = self.api
+        for part in chunks(task_ids):
+            answer = api.call(
+                "batch read tasks",
+                api.client.crm.objects.tasks.batch_api.read,
+                {
+                    "inputs": [{"id": task_id} for task_id in part],
+                    "properties": ["hs_task_body"],
+                    "propertiesWithHistory": [],
+                },
+            )
+            for result in _results(answer):
+                handoff_id = marker_of((result.get("properties") or {}).get("hs_task_body"))
+                if handoff_id in wanted and handoff_id not in found:
+                    found[handoff_id] = str(result.get("id"))
+        return found
 
     def write_returns(self, items: Sequence[PushBack]) -> None:
-        raise NotImplementedError
+        self._update_deals(
+            "write push-back",
+            {
+                item.deal_id: {
+                    "dealstage": item.return_stage_ref,
+                    "fullkit_status": "returned",
+                    "fullkit_missing": "\n".join(item.missing),
+                }
+                for item in items
+            },
+        )
 
     def write_acceptances(self, items: Sequence[Acceptance]) -> None:
-        raise NotImplementedError
+        self._update_deals(
+            "write acceptance",
+            {
+                item.deal_id: {
+                    "fullkit_status": "accepted",
+                    "fullkit_ops_owner": item.ops_owner_email or "",
+                    "fullkit_ops_link": item.ops_link,
+                    # Date properties take an ISO date; HubSpot stores it as midnight UTC.
+                    "fullkit_expected_kickoff": item.expected_kickoff.isoformat(),
+                    "fullkit_missing": "",
+                }
+                for item in items
+            },
+        )
+
+    def _update_deals(self, operation: str, updates: dict[str, dict[str, str]]) -> None:
+        """One PATCH for one deal, batch updates of up to 100 otherwise (a deal's last wins)."""
+        if not updates:
+            return
+        api = self.api
+        if len(updates) == 1:
+            ((deal_id, properties),) = updates.items()
+            api.call(
+                operation,
+                api.client.crm.deals.basic_api.update,
+                deal_id,
+                {"properties": properties},
+            )
+            return
+        for part in chunks(list(updates.items())):
+            api.call(
+                operation,
+                api.client.crm.deals.batch_api.update,
+                {"inputs": [{"id": deal_id, "properties": props} for deal_id, props in part]},
+            )
+
+
+def _results(answer: Any) -> list[dict[str, Any]]:
+    results = answer.get("results") if isinstance(answer, dict) else None
+    return [result for result in results or [] if isinstance(result, dict)]
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def _v3_associations(raw: Any) -> dict[str, list[tuple[str, bool]]]:
+    """A v3 object read's `associations` -> {kind: [(id, is primary)]}.
+
+    v3 names each association type: `deal_to_company` is the primary company (type 5),
+    `deal_to_company_unlabeled` any other. Line items arrive under "line items".
+    """
+    links: dict[str, list[tuple[str, bool]]] = {}
+    if not isinstance(raw, dict):
+        return links
+    for key, value in raw.items():
+        kind = str(key).replace(" ", "_")
+        results = value.get("results") if isinstance(value, dict) else None
+        merged: dict[str, bool] = {}
+        for entry in results or []:
+            if not isinstance(entry, dict) or entry.get("id") is None:
+                continue
+            target = str(entry["id"])
+            label = str(entry.get("type") or "")
+            primary = label == "deal_to_company" or "primary" in label.lower()
+            merged[target] = merged.get(target, False) or primary
+        links.setdefault(kind, []).extend(merged.items())
+    return links
+
+
+def _primary(links: list[tuple[str, bool]], found: dict[str, dict[str, Any]]) -> str | None:
+    """The primary company, else the first associated one HubSpot still has."""
+    present = [(target, primary) for target, primary in links if target in found]
+    for target, primary in present:
+        if primary:
+            return target
+    return present[0][0] if present else None

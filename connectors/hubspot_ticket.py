@@ -1,12 +1,25 @@
-"""Ops target: a HubSpot ticket (stub: being written)."""
+"""Ops target: a HubSpot ticket, exactly one per hand-off id."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from bridge.settings import Settings
 from connectors import register_target
 from connectors.base import OpsRequest, OpsResult, OpsTarget
+from connectors.errors import PermanentError
+from connectors.hubspot_client import ConflictError, HubSpotApi, NotFoundError
+
+TICKET_OBJECT_TYPE_ID = "0-5"
+HANDOFF_PROPERTY = "fullkit_handoff_id"  # unique-value ticket property (fullkit hubspot setup)
+# HubSpot-defined association type ids (v4 docs).
+TICKET_TO_DEAL = 28
+TICKET_TO_PRIMARY_COMPANY = 26
+
+DEFAULT_OPTIONS: dict[str, str] = {"pipeline": "0", "stage": "1"}
 
 
 @register_target
@@ -14,5 +27,133 @@ class HubSpotTicketTarget(OpsTarget):
     name = "hubspot_ticket"
     option_keys: ClassVar[frozenset[str]] = frozenset({"pipeline", "stage"})
 
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._api: HubSpotApi | None = None
+        self._owners: dict[str, str] = {}
+        self._owners_lock = threading.Lock()
+
+    @property
+    def api(self) -> HubSpotApi:
+        if self._api is None:
+            self._api = HubSpotApi(self.settings)
+        return self._api
+
+    @classmethod
+    def validate_options(cls, options: MappingABC[str, Any]) -> list[str]:
+        problems = super().validate_options(options)
+        for key in sorted(cls.option_keys):
+            if key not in options:
+                continue
+            value = options[key]
+            # YAML reads `pipeline: 0` as an int; HubSpot ids are strings and "0" != 0 in CEL.
+            if not isinstance(value, str) or not value.strip():
+                problems.append(
+                    f'{key}: must be a non-empty string (a HubSpot id, quoted: "{value}")'
+                )
+        return problems
+
     def create(self, requests: Sequence[OpsRequest]) -> dict[str, OpsResult]:
-        raise NotImplementedError
+        # One create per ticket: a batch create fails as a whole on one duplicate, and
+        # per-ticket conflicts are what make retries safe.
+        results: dict[str, OpsResult] = {}
+        for request in requests:
+            if request.handoff_id in results:
+                continue
+            ticket_id = self._create_once(request)
+            results[request.handoff_id] = OpsResult(
+                ref=ticket_id, link=self.api.record_url(TICKET_OBJECT_TYPE_ID, ticket_id)
+            )
+        return results
+
+    def _create_once(self, request: OpsRequest) -> str:
+        """Create the ticket with its associations; if it exists already, return that one.
+
+        HubSpot refuses a second ticket with the same unique `fullkit_handoff_id`, even
+        under concurrent workers, so the create itself is the duplicate guard. The existing
+        ticket is then read by that property: a consistent read, unlike search.
+        """
+        api = self.api
+        body = self._ticket_input(request)
+        try:
+            created = api.call("create ticket", api.client.crm.tickets.basic_api.create, body)
+        except PermanentError as refused:
+            # A collision usually answers 409 CONFLICT; a 400 naming the property is treated
+            # the same, since only the consistent lookup can tell a duplicate for sure.
+            if not isinstance(refused, ConflictError) and HANDOFF_PROPERTY not in str(refused):
+                raise
+            try:
+                existing = self._find(request.handoff_id)
+            except PermanentError:
+                existing = None
+            if existing is None:
+                raise refused from None
+            return existing
+        return str(created["id"])
+
+    def _find(self, handoff_id: str) -> str | None:
+        api = self.api
+        try:
+            found = api.call(
+                "read ticket by hand-off id",
+                api.client.crm.tickets.basic_api.get_by_id,
+                handoff_id,
+                id_property=HANDOFF_PROPERTY,
+                properties=[HANDOFF_PROPERTY],
+            )
+        except NotFoundError:
+            return None
+        return str(found["id"]) if isinstance(found, dict) and found.get("id") else None
+
+    def _ticket_input(self, request: OpsRequest) -> dict[str, Any]:
+        options = {**DEFAULT_OPTIONS, **{k: str(v) for k, v in request.options.items()}}
+        properties = {
+            "subject": request.subject,
+            "content": request.summary,
+            "hs_pipeline": options["pipeline"],
+            "hs_pipeline_stage": options["stage"],
+            HANDOFF_PROPERTY: request.handoff_id,
+        }
+        if request.owner_email:
+            properties["hubspot_owner_id"] = self.owner_id(request.owner_email)
+        associations = [_association(request.deal_id, TICKET_TO_DEAL)]
+        if request.packet.company_ref:
+            associations.append(_association(request.packet.company_ref, TICKET_TO_PRIMARY_COMPANY))
+        return {"properties": properties, "associations": associations}
+
+    def owner_id(self, email: str) -> str:
+        """The HubSpot owner id of an ops user, by email (cached for this instance).
+
+        An email that is no HubSpot owner is a PermanentError naming it: an ops ticket
+        nobody owns would sit unseen, which is exactly what the hand-off must prevent.
+        """
+        key = email.strip().lower()
+        with self._owners_lock:
+            cached = self._owners.get(key)
+        if cached is not None:
+            return cached
+        api = self.api
+        answer = api.call(
+            "look up owner",
+            api.client.crm.owners.owners_api.get_page,
+            email=email.strip(),
+            limit=10,
+        )
+        results = answer.get("results") if isinstance(answer, dict) else None
+        for owner in results or []:
+            if isinstance(owner, dict) and str(owner.get("email", "")).lower() == key:
+                owner_id = str(owner["id"])
+                with self._owners_lock:
+                    self._owners[key] = owner_id
+                return owner_id
+        raise PermanentError(
+            f"ops owner {email} is not a HubSpot user (no active owner with that email); "
+            "fix the kit's ops.owners or add the user in HubSpot"
+        )
+
+
+def _association(to_id: str, type_id: int) -> dict[str, Any]:
+    return {
+        "to": {"id": str(to_id)},
+        "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}],
+    }

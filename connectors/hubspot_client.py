@@ -1,0 +1,363 @@
+"""One HubSpot API client per connector, and HubSpot's failures in our three kinds.
+
+Built on the official `hubspot-api-client`, with three deliberate changes:
+
+* The API base is `settings.hubspot_api_base` exactly as given (an `http://` loopback
+  sandbox works), set as each generated package's `Configuration.host`.
+* Every generated package talks through one shared `requests.Session` instead of a
+  urllib3 pool per package: the discovery layer builds a fresh ApiClient on every attribute
+  access, so without this each call would open a new connection. The session also gives
+  every call a timeout (the generated code has none by default) and never retries.
+* No retries inside the client. A hidden urllib3 retry would multiply the requests that
+  count against HubSpot's 10-second limit and hide 429s from the job layer, which owns
+  backoff, jitter and the 15-minute retry window.
+
+Answers are parsed as plain JSON (`_preload_content=False`) rather than the generated
+models: the models validate enums and required fields on read, so a value HubSpot adds
+tomorrow would turn into a crash today.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+import urllib3
+from hubspot import HubSpot
+
+from bridge.settings import Settings
+from connectors.errors import AuthError, ConnectorError, PermanentError, RetryableError
+
+DISABLED_MESSAGE = "HubSpot connector disabled: HUBSPOT_ACCESS_TOKEN is not set"
+
+# (connect, read) seconds. Reads get longer because batch calls of 100 records can be slow.
+DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 30.0)
+
+BATCH_LIMIT = 100  # HubSpot's batch read/create/update input limit
+
+
+class NotFoundError(PermanentError):
+    """404: the object (or the object named by idProperty) does not exist."""
+
+
+class ConflictError(PermanentError):
+    """409: the write collides with an existing object (e.g. a unique property value)."""
+
+    def __init__(self, message: str, body: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.body: Mapping[str, Any] = body or {}
+
+
+@dataclass
+class _Response:
+    """The slice of urllib3.HTTPResponse the generated REST layer reads."""
+
+    status: int
+    reason: str
+    data: bytes
+    headers: Mapping[str, str]
+
+    def getheaders(self) -> Mapping[str, str]:
+        return self.headers
+
+    def getheader(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name, default)
+
+
+class _SessionPool:
+    """Stands in for the urllib3.PoolManager of the generated REST client."""
+
+    def __init__(self, session: requests.Session, timeout: tuple[float, float]) -> None:
+        self.session = session
+        self.timeout = timeout
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: str | bytes | None = None,
+        fields: Any = None,
+        preload_content: bool = True,
+        timeout: urllib3.Timeout | None = None,
+        headers: Mapping[str, str] | None = None,
+        encode_multipart: bool = False,
+    ) -> _Response:
+        params = fields if method in {"GET", "HEAD"} else None
+        data = body if body is not None else (fields if method not in {"GET", "HEAD"} else None)
+        answer = self.session.request(
+            method,
+            url,
+            params=params,
+            data=data,
+            headers=dict(headers or {}),
+            timeout=self._timeout(timeout),
+            allow_redirects=False,
+        )
+        return _Response(
+            status=answer.status_code,
+            reason=answer.reason or "",
+            data=answer.content,
+            headers=answer.headers,
+        )
+
+    def _timeout(self, timeout: urllib3.Timeout | None) -> tuple[float, float]:
+        if timeout is None:
+            return self.timeout
+        connect = timeout.connect_timeout
+        read = timeout.read_timeout
+        return (
+            float(connect) if isinstance(connect, int | float) else self.timeout[0],
+            float(read) if isinstance(read, int | float) else self.timeout[1],
+        )
+
+
+# Portal ids never change for a token; remembered per (API base, token digest) so a
+# long-lived worker asks once. The digest keeps the token itself out of the key.
+_PORTAL_IDS: dict[tuple[str, str], str] = {}
+_PORTAL_LOCK = threading.Lock()
+
+
+class HubSpotApi:
+    """The official client pointed at our base, plus error translation and raw calls."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        session: requests.Session | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    ) -> None:
+        if settings.hubspot_access_token is None:
+            raise AuthError(DISABLED_MESSAGE)
+        token = settings.hubspot_access_token.get_secret_value()
+        if not token:
+            raise AuthError(DISABLED_MESSAGE)
+        self.settings = settings
+        self.base = settings.hubspot_api_base.rstrip("/")
+        self.session = session or requests.Session()
+        self._pool = _SessionPool(self.session, timeout)
+        self._apis: dict[tuple[str, str], Any] = {}
+        self._token_digest = hashlib.sha256(token.encode()).hexdigest()
+        self.client = HubSpot(access_token=token, api_factory=self._api_factory)
+        self.app_base = settings.hubspot_app_base.rstrip("/")
+
+    def _api_factory(self, package: Any, api_name: str, config: dict[str, Any]) -> Any:
+        key = (package.__name__, api_name)
+        api = self._apis.get(key)
+        if api is None:
+            configuration = package.Configuration(host=self.base)
+            configuration.access_token = config["access_token"]
+            api_client = package.ApiClient(configuration=configuration)
+            api_client.rest_client.pool_manager = self._pool
+            api_client.user_agent = "fullkit (hubspot-api-client)"
+            api = getattr(package, api_name)(api_client=api_client)
+            self._apis[key] = api
+        return api
+
+    def call(self, operation: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one generated API method; its JSON answer, or one of our three errors."""
+        try:
+            answer = method(*args, _preload_content=False, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - every failure leaves as one of our kinds
+            raise translate(exc, operation) from None
+        return _json(answer)
+
+    def request(
+        self,
+        operation: str,
+        http_method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> Any:
+        """A documented endpoint the generated packages lack, through the same ApiClient."""
+        api = self.client.crm.owners.owners_api
+        api_client = api.api_client
+
+        def send() -> Any:
+            return api_client.call_api(
+                path,
+                http_method,
+                {},
+                list((query or {}).items()),
+                {"Accept": "application/json", "Content-Type": "application/json"},
+                body=body,
+                post_params=[],
+                files={},
+                response_types_map={},
+                auth_settings=["oauth2"],
+                _return_http_data_only=True,
+                _preload_content=False,
+            )
+
+        try:
+            answer = send()
+        except Exception as exc:  # noqa: BLE001 - every failure leaves as one of our kinds
+            raise translate(exc, operation) from None
+        return _json(answer)
+
+    def portal_id(self) -> str:
+        key = (self.base, self._token_digest)
+        with _PORTAL_LOCK:
+            cached = _PORTAL_IDS.get(key)
+        if cached is not None:
+            return cached
+        details = self.request("read account details", "GET", "/account-info/v3/details")
+        portal = str(details.get("portalId", "")) if isinstance(details, dict) else ""
+        if not portal:
+            raise PermanentError("HubSpot account details carry no portalId")
+        with _PORTAL_LOCK:
+            _PORTAL_IDS[key] = portal
+        return portal
+
+    def record_url(self, object_type_id: str, object_id: str) -> str:
+        """A record's page in HubSpot's UI, e.g. object type 0-3 (deal), 0-5 (ticket)."""
+        return f"{self.app_base}/contacts/{self.portal_id()}/record/{object_type_id}/{object_id}"
+
+
+def forget_portal_ids() -> None:
+    """For tests: start from an empty portal-id cache."""
+    with _PORTAL_LOCK:
+        _PORTAL_IDS.clear()
+
+
+def _json(answer: Any) -> Any:
+    data = getattr(answer, "data", answer)
+    if data is None or data == b"" or data == "":
+        return None
+    if isinstance(data, bytes):
+        data = data.decode("utf-8")
+    if not isinstance(data, str):
+        return data
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise RetryableError("HubSpot answered with a body that is not JSON") from None
+
+
+def translate(exc: BaseException, operation: str) -> ConnectorError:
+    """Any failure of a HubSpot call -> RetryableError, AuthError or PermanentError."""
+    if isinstance(exc, ConnectorError):
+        return exc
+    if isinstance(exc, requests.Timeout | urllib3.exceptions.TimeoutError):
+        return RetryableError(f"HubSpot {operation}: timed out")
+    if isinstance(exc, requests.ConnectionError | urllib3.exceptions.HTTPError):
+        return RetryableError(f"HubSpot {operation}: connection failed ({type(exc).__name__})")
+    if isinstance(exc, requests.RequestException):
+        return PermanentError(f"HubSpot {operation}: request failed ({type(exc).__name__})")
+    status = getattr(exc, "status", None)
+    if not isinstance(status, int):
+        return PermanentError(f"HubSpot {operation}: {type(exc).__name__}")
+    headers = _headers(getattr(exc, "headers", None))
+    body = _error_body(getattr(exc, "body", None))
+    return from_status(status, headers, body, operation)
+
+
+def from_status(
+    status: int, headers: Mapping[str, str], body: Mapping[str, Any], operation: str
+) -> ConnectorError:
+    category = str(body.get("category") or "")
+    message = str(body.get("message") or "").strip()
+    detail = ": ".join(part for part in (category, message) if part)
+    where = f"HubSpot {operation}: HTTP {status}" + (f" {detail}" if detail else "")
+    if status == 0:
+        # The generated client reports TLS failures as status 0.
+        return RetryableError(f"HubSpot {operation}: TLS failure")
+    if status == 429:
+        policy = str(body.get("policyName") or "")
+        label = f" ({policy})" if policy else ""
+        return RetryableError(
+            f"HubSpot {operation}: rate limited{label}", retry_after=_rate_limit_wait(headers)
+        )
+    if status >= 500 or status == 408:
+        return RetryableError(where, retry_after=_retry_after(headers))
+    if status == 401:
+        return AuthError(f"HubSpot {operation}: the access token was refused (HTTP 401)")
+    if status == 403:
+        scopes = _required_scopes(body)
+        if scopes:
+            return AuthError(
+                f"HubSpot {operation}: the private app lacks a required scope; "
+                f"grant one of: {', '.join(scopes)}"
+            )
+        return AuthError(where)
+    if status == 404:
+        return NotFoundError(where)
+    if status == 409:
+        return ConflictError(where, body)
+    return PermanentError(where)
+
+
+def _headers(raw: Any) -> dict[str, str]:
+    if raw is None:
+        return {}
+    items = raw.items() if hasattr(raw, "items") else raw
+    return {str(key).lower(): str(value) for key, value in items}
+
+
+def _error_body(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _rate_limit_wait(headers: Mapping[str, str]) -> float | None:
+    explicit = _retry_after(headers)
+    if explicit is not None:
+        return explicit
+    # HubSpot's rolling-window answers name the window, not the time left in it; waiting
+    # one whole window is the only wait that is certainly long enough.
+    interval = headers.get("x-hubspot-ratelimit-interval-milliseconds")
+    if interval:
+        try:
+            return max(0.0, float(interval) / 1000.0)
+        except ValueError:
+            return None
+    return None
+
+
+def _required_scopes(body: Mapping[str, Any]) -> list[str]:
+    scopes: list[str] = []
+    errors = body.get("errors")
+    for error in errors if isinstance(errors, list) else []:
+        context = error.get("context") if isinstance(error, dict) else None
+        if not isinstance(context, dict):
+            continue
+        for key in ("requiredGranularScopes", "requiredScopes", "requiredScope"):
+            values = context.get(key)
+            for value in values if isinstance(values, list) else []:
+                if str(value) not in scopes:
+                    scopes.append(str(value))
+    return scopes
+
+
+def chunks(items: list[Any], size: int = BATCH_LIMIT) -> list[list[Any]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
