@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 STATE_FILE = "valkey.json"
 LOCK_FILE = "valkey.lock"
@@ -57,13 +59,15 @@ class EmbeddedValkey:
             if not state:
                 return
             try:
-                redis.Redis(host="127.0.0.1", port=state["port"], socket_timeout=2).shutdown(
-                    nosave=False
-                )
+                # No client-side retries: SHUTDOWN drops the connection by design.
+                redis.Redis(
+                    host="127.0.0.1", port=state["port"], socket_timeout=2, retry=Retry(NoBackoff(), 0)
+                ).shutdown(nosave=False)
             except redis.ConnectionError:
                 pass  # shutdown closes the connection under us: that is success
             except redis.RedisError:
                 _kill(state.get("pid"))
+            _wait_until_closed(state["port"])
             self.state_path.unlink(missing_ok=True)
 
     def _running_url(self) -> str | None:
@@ -156,6 +160,17 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _wait_until_closed(port: int, timeout: float = 10.0) -> None:
+    """Valkey closes its listener last, after the append-only file is synced."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            return
+        time.sleep(0.02)
 
 
 def _kill(pid: int | None) -> None:
