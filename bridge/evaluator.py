@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import celpy
 import lark
 from celpy import celtypes
+from celpy.celparser import CELParser
 from celpy.evaluation import CELEvalError, CELFunction, CELUnsupportedError, base_functions
 
 from bridge.packet import Finding, Packet
@@ -131,14 +132,22 @@ def compile_expression(source: str) -> Expression:
 
 
 def _syntax_message(source: str, exc: celpy.CELParseError) -> str:
-    lines = source.splitlines() or [""]
-    line = min(max(exc.line or 1, 1), len(lines))
-    column = exc.column or 1
-    text = lines[line - 1]
-    where = f"line {line} column {column}" if len(lines) > 1 else f"column {column}"
-    if column > len(text.rstrip()):
-        return f"CEL syntax error at {where}: unexpected end of expression"
-    return f"CEL syntax error at {where}: unexpected {text[column - 1 : column + 11]!r}"
+    """One line: where, and what was unexpected (celpy's own message spans lines)."""
+    line, column, what = exc.line or 1, exc.column or 1, "unexpected input"
+    try:  # re-parse with lark for the details celpy's exception drops
+        if CELParser.CEL_PARSER is not None:
+            CELParser.CEL_PARSER.parse(source)
+    except lark.exceptions.UnexpectedToken as detail:
+        line, column, what = detail.line, detail.column, f"unexpected {str(detail.token)!r}"
+        if detail.token.type == "$END":
+            lines = source.splitlines() or [""]
+            line, column, what = len(lines), len(lines[-1]) + 1, "unexpected end of expression"
+    except lark.exceptions.UnexpectedCharacters as detail:
+        line, column, what = detail.line, detail.column, f"unexpected character {detail.char!r}"
+    except lark.exceptions.LarkError:
+        pass
+    where = f"line {line} column {column}" if "\n" in source.strip() else f"column {column}"
+    return f"CEL syntax error at {where}: {what}"
 
 
 # --- packet -> CEL -------------------------------------------------------------------
@@ -201,7 +210,7 @@ def activation(packet: Packet, today: dt.date) -> dict[str, Any]:
 
 def select_kit(rules_or_kits: Rules | Iterable[Kit], packet: Packet, today: dt.date) -> Kit | None:
     """The first kit (files in name order) for the packet's CRM whose applies_when is true."""
-    kits: Iterable[Kit] = getattr(rules_or_kits, "kits", rules_or_kits)
+    kits = rules_or_kits if isinstance(rules_or_kits, Iterable) else rules_or_kits.kits
     variables: dict[str, Any] | None = None
     for kit in kits:
         if kit.crm is not None and kit.crm != packet.crm:
@@ -276,7 +285,9 @@ class Schema:
 
     def sample_packet(self) -> Packet:
         def sample(kind: str) -> dict[str, Any]:
-            return {name: _SAMPLES.get(kind_, "sample") for name, kind_ in self.known(kind).items()}
+            # A field of an unknown type is left out, so uses of it are not type checked.
+            known = self.known(kind).items()
+            return {name: _SAMPLES[type_] for name, type_ in known if type_ in _SAMPLES}
 
         return Packet(
             crm="sample",
@@ -458,8 +469,9 @@ def _object_kind(member: Any, scope: dict[str, str | None]) -> str | None:
     name = _ident(member)
     if name is not None:
         return scope[name] if name in scope else MAP_VARIABLES.get(name)
-    if isinstance(member, lark.Tree) and member.data == "member_index":
-        return _element_kind(member.children[0], scope)
+    index = member.children[0] if isinstance(member, lark.Tree) and member.children else None
+    if isinstance(index, lark.Tree) and index.data == "member_index":
+        return _element_kind(index.children[0], scope)
     return None
 
 
