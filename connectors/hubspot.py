@@ -8,6 +8,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from hubspot.crm.association_type import AssociationType
+
 from bridge.mapping import Mapping
 from bridge.packet import Packet
 from bridge.settings import Settings
@@ -16,9 +18,8 @@ from connectors.base import Acceptance, CrmConnector, PushBack
 from connectors.hubspot_client import BATCH_LIMIT, HubSpotApi, NotFoundError, chunks
 
 DEAL_OBJECT_TYPE_ID = "0-3"
-# HubSpot-defined association type ids (v4 docs, "association type IDs").
-DEAL_TO_PRIMARY_COMPANY = 5
-TASK_TO_DEAL = 216
+DEAL_TO_PRIMARY_COMPANY = AssociationType.PRIMARY_DEAL_TO_COMPANY  # 5
+TASK_TO_DEAL = AssociationType.TASK_TO_DEAL  # 216
 
 # Read on every deal whatever the mapping says: they fill the packet's CRM references.
 DEAL_BASE_PROPERTIES = ("dealname", "dealstage", "pipeline", "hubspot_owner_id")

@@ -7,6 +7,8 @@ from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from hubspot.crm.association_type import AssociationType
+
 from bridge.settings import Settings
 from connectors import register_target
 from connectors.base import OpsRequest, OpsResult, OpsTarget
@@ -15,9 +17,8 @@ from connectors.hubspot_client import ConflictError, HubSpotApi, NotFoundError
 
 TICKET_OBJECT_TYPE_ID = "0-5"
 HANDOFF_PROPERTY = "fullkit_handoff_id"  # unique-value ticket property (fullkit hubspot setup)
-# HubSpot-defined association type ids (v4 docs).
-TICKET_TO_DEAL = 28
-TICKET_TO_PRIMARY_COMPANY = 26
+TICKET_TO_DEAL = AssociationType.TICKET_TO_DEAL  # 28
+TICKET_TO_PRIMARY_COMPANY = AssociationType.PRIMARY_TICKET_TO_COMPANY  # 26
 
 DEFAULT_OPTIONS: dict[str, str] = {"pipeline": "0", "stage": "1"}
 
@@ -78,8 +79,9 @@ class HubSpotTicketTarget(OpsTarget):
         try:
             created = api.call("create ticket", api.client.crm.tickets.basic_api.create, body)
         except PermanentError as refused:
-            # A collision usually answers 409 CONFLICT; a 400 naming the property is treated
-            # the same, since only the consistent lookup can tell a duplicate for sure.
+            # HubSpot refuses a taken custom unique value with a 400 VALIDATION_ERROR naming
+            # the property ("<id> already has that value"), elsewhere with 409 CONFLICT;
+            # either way only the consistent lookup tells a duplicate for sure.
             if not isinstance(refused, ConflictError) and HANDOFF_PROPERTY not in str(refused):
                 raise
             try:

@@ -14,7 +14,7 @@ from responses import matchers
 
 from bridge.mapping import FieldSpec, Mapping
 from bridge.settings import Settings
-from connectors.base import Acceptance, PushBack
+from connectors.base import Acceptance, OpsRequest, PushBack
 from connectors.errors import AuthError, PermanentError, RetryableError
 from connectors.hubspot import (
     HubSpotConnector,
@@ -24,6 +24,10 @@ from connectors.hubspot import (
     task_subject,
 )
 from connectors.hubspot_client import DISABLED_MESSAGE, HubSpotApi, forget_portal_ids
+from connectors.hubspot_setup import SetupError, run_setup, setup_properties
+from connectors.hubspot_ticket import HubSpotTicketTarget
+from sandbox.hubspot import HubSpotSandbox
+from sandbox.server import RunningSandbox, start_sandbox
 
 BASE = "http://127.0.0.1:9"
 APP = "https://app.example.test"
@@ -626,3 +630,347 @@ def test_write_failure_is_translated(mocked: responses.RequestsMock) -> None:
     )
     with pytest.raises(PermanentError, match="VALIDATION_ERROR"):
         connector().write_returns([_push()])
+
+
+# --- against the loopback sandbox (real HTTP, HubSpot's wire shapes) -----------------
+
+
+@pytest.fixture(scope="module")
+def shared_sandbox() -> Iterator[RunningSandbox]:
+    # One portal for the module: stopping a server takes half a second. Tests use their
+    # own deals; the rate limit is off here and tested on a sandbox of its own.
+    served = start_sandbox(sandbox=HubSpotSandbox(rate_limit=None))
+    served.sandbox.seed_default_portal()
+    try:
+        setup_properties(sandbox_settings(served))
+        yield served
+    finally:
+        served.stop()
+
+
+@pytest.fixture
+def running(shared_sandbox: RunningSandbox) -> RunningSandbox:
+    shared_sandbox.sandbox.reset_calls()
+    return shared_sandbox
+
+
+def sandbox_settings(served: RunningSandbox, token: str | None = None) -> Settings:
+    values: dict[str, Any] = {
+        "HUBSPOT_ACCESS_TOKEN": token or served.access_token,
+        "HUBSPOT_API_BASE": served.url,
+        "HUBSPOT_APP_BASE": APP,
+    }
+    return Settings(**values)
+
+
+def calls(served: RunningSandbox) -> list[str]:
+    return [f"{call.method} {call.path}" for call in served.sandbox.calls()]
+
+
+def make_deal(served: RunningSandbox, **overrides: Any) -> str:
+    box = served.sandbox
+    props = {
+        "dealname": "Acme onboarding",
+        "dealstage": "contractsent",
+        "amount": "1500",
+        "kickoff_date": "2026-12-01",
+        "plan_tier": "enterprise",
+        "sso_provider": "",
+    }
+    props.update(overrides)
+    tag = len(box.all("deals"))  # contact emails are unique per portal
+    deal_id = box.create_deal(
+        props,
+        company={"name": "Acme", "domain": "acme.test"},
+        contacts=[
+            {"email": f"bill{tag}@acme.test", "contact_role": "billing"},
+            {"email": f"cto{tag}@acme.test"},
+        ],
+        line_items=[{"name": "Seats", "quantity": "12"}],
+        owner_email="sales-sam@example.com",
+    )
+    box.move_deal(deal_id, "closedwon")
+    box.reset_calls()
+    return deal_id
+
+
+FETCH_ONE = [
+    "GET /crm/v3/objects/deals/{deal}",
+    "POST /crm/v3/objects/companies/batch/read",
+    "POST /crm/v3/objects/contacts/batch/read",
+    "POST /crm/v3/objects/line_items/batch/read",
+]
+
+
+def test_sandbox_fetch_packet(running: RunningSandbox) -> None:
+    deal_id = make_deal(running)
+    hub = HubSpotConnector(sandbox_settings(running), MAPPING)
+
+    packet = hub.fetch_packets([deal_id])[deal_id]
+
+    assert packet.deal == {
+        "amount": 1500.0,
+        "plan": "enterprise",
+        "kickoff_date": dt.date(2026, 12, 1),
+    }
+    assert packet.company == {"name": "Acme", "domain": "acme.test"}
+    billing, other = packet.contacts
+    assert billing["role"] == "billing" and billing["email"].startswith("bill")
+    assert set(other) == {"email"}
+    assert packet.line_items == [{"name": "Seats", "quantity": 12.0}]
+    assert (packet.stage_ref, packet.previous_stage_ref) == ("closedwon", "contractsent")
+    assert (
+        packet.owner_ref == running.sandbox.get("deals", deal_id)["properties"]["hubspot_owner_id"]
+    )
+    assert (
+        packet.company_ref == running.sandbox.get("deals", deal_id)["associations"]["companies"][0]
+    )
+    assert packet.url == f"{APP}/contacts/{running.sandbox.portal_id}/record/0-3/{deal_id}"
+    # 4 calls for the deal, 1 for the portal id (asked once per process and token).
+    assert calls(running) == [c.format(deal=deal_id) for c in FETCH_ONE] + [
+        "GET /account-info/v3/details"
+    ]
+    running.sandbox.reset_calls()
+    hub.fetch_packets([deal_id])
+    assert len(calls(running)) == 4
+
+
+def test_sandbox_fetch_many_is_seven_calls(running: RunningSandbox) -> None:
+    ids = [make_deal(running, dealname=f"Deal {n}") for n in range(3)]
+    bare = running.sandbox.create_deal({"dealname": "Bare", "dealstage": "closedwon"})
+    running.sandbox.reset_calls()
+    hub = HubSpotConnector(sandbox_settings(running), MAPPING)
+
+    packets = hub.fetch_packets([*ids, bare, "999999"])
+
+    assert sorted(packets) == sorted([*ids, bare])
+    assert packets[bare].company == {} and packets[bare].contacts == []
+    assert all(packets[i].previous_stage_ref == "contractsent" for i in ids)
+    assert all(len(packets[i].contacts) == 2 for i in ids)
+    api = [c for c in calls(running) if "account-info" not in c]
+    assert len(api) == 7
+
+
+def _pushback(deal_id: str, owner: str | None, attempt: int = 1) -> PushBack:
+    return PushBack(
+        handoff_id=f"hubspot:{deal_id}:{attempt}",
+        deal_id=deal_id,
+        return_stage_ref="contractsent",
+        missing=("Add a billing contact with an email address",),
+        owner_ref=owner,
+        due=dt.date(2026, 11, 27),
+    )
+
+
+def test_sandbox_push_back_makes_exactly_one_task(running: RunningSandbox) -> None:
+    deal_id = make_deal(running)
+    hub = HubSpotConnector(sandbox_settings(running), MAPPING)
+    packet = hub.fetch_packets([deal_id])[deal_id]
+    item = _pushback(deal_id, packet.owner_ref)
+    running.sandbox.reset_calls()
+
+    first = hub.create_return_tasks([item])
+    hub.write_returns([item])
+    assert calls(running) == [
+        "POST /crm/v3/objects/tasks",
+        f"PATCH /crm/v3/objects/deals/{deal_id}",
+    ]
+    # A worker crashed after the create and the job runs again, twice.
+    again = hub.create_return_tasks([item], may_exist=True)
+    third = HubSpotConnector(sandbox_settings(running), MAPPING).create_return_tasks(
+        [item], may_exist=True
+    )
+    hub.write_returns([item])
+
+    assert first == again == third
+    tasks = running.sandbox.tasks_for_deal(deal_id)
+    assert [task["id"] for task in tasks] == [first[item.handoff_id]]
+    task = tasks[0]["properties"]
+    assert task["hs_task_subject"] == "Hand-off returned: 1 item missing"
+    assert "Add a billing contact with an email address" in task["hs_task_body"]
+    assert task["hs_task_status"] == "NOT_STARTED"
+    assert task["hubspot_owner_id"] == packet.owner_ref
+    assert task["hs_timestamp"].startswith("2026-11-27T00:00:00")
+    deal = running.sandbox.get("deals", deal_id)["properties"]
+    assert deal["dealstage"] == "contractsent"
+    assert deal["fullkit_status"] == "returned"
+    assert deal["fullkit_missing"] == "Add a billing contact with an email address"
+
+
+def test_sandbox_may_exist_on_first_run_creates(running: RunningSandbox) -> None:
+    deal_id = make_deal(running)
+    hub = HubSpotConnector(sandbox_settings(running), MAPPING)
+    made = hub.create_return_tasks([_pushback(deal_id, None)], may_exist=True)
+    assert len(running.sandbox.tasks_for_deal(deal_id)) == 1
+    # A later attempt on the same deal gets its own task, not the first one.
+    later = hub.create_return_tasks([_pushback(deal_id, None, attempt=2)], may_exist=True)
+    assert later != made
+    assert len(running.sandbox.tasks_for_deal(deal_id)) == 2
+
+
+def test_sandbox_push_back_call_count(running: RunningSandbox) -> None:
+    deal_id = make_deal(running)
+    hub = HubSpotConnector(sandbox_settings(running), MAPPING)
+    packet = hub.fetch_packets([deal_id])[deal_id]
+    item = _pushback(deal_id, packet.owner_ref)
+    hub.create_return_tasks([item])
+    hub.write_returns([item])
+    # fetch 4 + portal id 1 + task 1 + deal update 1
+    assert running.sandbox.request_count == 7
+
+
+def test_sandbox_accepted_handoff_call_count(running: RunningSandbox) -> None:
+    deal_id = make_deal(running)
+    settings_ = sandbox_settings(running)
+    hub = HubSpotConnector(settings_, MAPPING)
+    packet = hub.fetch_packets([deal_id])[deal_id]
+    ops = HubSpotTicketTarget(settings_)
+    request = OpsRequest(
+        handoff_id=f"hubspot:{deal_id}:1",
+        crm="hubspot",
+        deal_id=deal_id,
+        kit_id="new-customer",
+        kit_title="New customer onboarding",
+        options={"pipeline": "0", "stage": "1"},
+        owner_email="ops-anna@example.com",
+        subject="Onboard Acme",
+        summary="everything ops needs",
+        expected_kickoff=dt.date(2026, 12, 4),
+        packet=packet,
+    )
+    result = ops.create([request])[request.handoff_id]
+    hub.write_acceptances(
+        [
+            Acceptance(
+                handoff_id=request.handoff_id,
+                deal_id=deal_id,
+                ops_owner_email="ops-anna@example.com",
+                ops_link=result.link,
+                expected_kickoff=dt.date(2026, 12, 4),
+            )
+        ]
+    )
+    # fetch 4 + portal id 1 (shared by connector and target) + owner 1 + ticket 1 + deal 1
+    assert calls(running) == [
+        *[c.format(deal=deal_id) for c in FETCH_ONE],
+        "GET /account-info/v3/details",
+        "GET /crm/v3/owners/",
+        "POST /crm/v3/objects/tickets",
+        f"PATCH /crm/v3/objects/deals/{deal_id}",
+    ]
+    deal = running.sandbox.get("deals", deal_id)["properties"]
+    assert deal["fullkit_status"] == "accepted"
+    assert deal["fullkit_ops_owner"] == "ops-anna@example.com"
+    assert deal["fullkit_ops_link"] == result.link
+    assert deal["fullkit_expected_kickoff"] == "2026-12-04"
+    assert "fullkit_missing" not in deal  # emptied
+
+
+def test_sandbox_acceptance_empties_missing_items(running: RunningSandbox) -> None:
+    deal_id = make_deal(running)
+    hub = HubSpotConnector(sandbox_settings(running), MAPPING)
+    hub.write_returns([_pushback(deal_id, None)])
+    assert running.sandbox.get("deals", deal_id)["properties"]["fullkit_missing"]
+    hub.write_acceptances(
+        [Acceptance("hubspot:x:2", deal_id, None, "https://ops/1", dt.date(2026, 12, 4))]
+    )
+    assert "fullkit_missing" not in running.sandbox.get("deals", deal_id)["properties"]
+
+
+def test_sandbox_batch_writes(running: RunningSandbox) -> None:
+    ids = [make_deal(running, dealname=f"Deal {n}") for n in range(2)]
+    hub = HubSpotConnector(sandbox_settings(running), MAPPING)
+    items = [_pushback(deal_id, None) for deal_id in ids]
+    made = hub.create_return_tasks(items)
+    hub.write_returns(items)
+    assert calls(running) == [
+        "POST /crm/v3/objects/tasks/batch/create",
+        "POST /crm/v3/objects/deals/batch/update",
+    ]
+    for deal_id in ids:
+        (task,) = running.sandbox.tasks_for_deal(deal_id)
+        assert made[f"hubspot:{deal_id}:1"] == task["id"]
+        assert running.sandbox.get("deals", deal_id)["properties"]["fullkit_status"] == "returned"
+    assert hub.create_return_tasks(items, may_exist=True) == made
+
+
+def test_sandbox_5xx_then_recovery(running: RunningSandbox) -> None:
+    deal_id = make_deal(running)
+    hub = HubSpotConnector(sandbox_settings(running), MAPPING)
+    running.sandbox.fail_next(1, 503)
+    with pytest.raises(RetryableError):
+        hub.fetch_packets([deal_id])
+    assert deal_id in hub.fetch_packets([deal_id])
+
+
+def test_sandbox_rate_limit_gives_retry_after() -> None:
+    with start_sandbox(sandbox=HubSpotSandbox(rate_limit=(2, 10.0))) as served:
+        served.sandbox.seed_default_portal()
+        hub = HubSpotConnector(sandbox_settings(served), MAPPING)
+        with pytest.raises(RetryableError) as caught:
+            for _ in range(3):
+                hub.fetch_packets(["1"])
+    assert caught.value.retry_after == 10.0
+    assert "TEN_SECONDLY_ROLLING" in str(caught.value)
+
+
+def test_sandbox_wrong_token_is_auth_error(running: RunningSandbox) -> None:
+    hub = HubSpotConnector(sandbox_settings(running, token="pat-wrong"), MAPPING)
+    with pytest.raises(AuthError) as caught:
+        hub.fetch_packets(["1"])
+    assert "pat-wrong" not in str(caught.value)
+
+
+def test_sandbox_writing_before_setup_is_permanent() -> None:
+    with start_sandbox() as served:
+        hub = HubSpotConnector(sandbox_settings(served), MAPPING)
+        deal_id = served.sandbox.create_deal({"dealname": "x", "dealstage": "closedwon"})
+        with pytest.raises(PermanentError, match="VALIDATION_ERROR"):
+            hub.write_returns([_pushback(deal_id, None)])
+
+
+# --- fullkit hubspot setup -------------------------------------------------------------
+
+
+def test_setup_is_idempotent() -> None:
+    with start_sandbox() as served:
+        first = run_setup(sandbox_settings(served))
+        assert first.ok
+        assert sum("created" in line for line in first.lines) == 8
+        served.sandbox.reset_calls()
+        second = run_setup(sandbox_settings(served))
+        assert second.ok
+        assert all("already present" in line for line in second.lines)
+        assert {c.split()[0] for c in calls(served)} == {"GET"}
+        props = served.sandbox.properties
+        assert props["tickets"]["fullkit_handoff_id"].has_unique_value
+        assert props["deals"]["fullkit_status"].option_values() == ["accepted", "returned"]
+        assert props["deals"]["fullkit_expected_kickoff"].type == "date"
+        assert props["deals"]["fullkit_missing"].field_type == "textarea"
+
+
+def test_setup_reports_a_property_of_the_wrong_type() -> None:
+    with start_sandbox() as served:
+        served.sandbox.define_property("deals", "fullkit_expected_kickoff", "string", "text")
+        served.sandbox.define_property("tickets", "fullkit_handoff_id", "string", "text")
+        with pytest.raises(SetupError) as caught:
+            setup_properties(sandbox_settings(served))
+        problems = caught.value.result.problems
+        assert len(problems) == 2
+        assert "fullkit_expected_kickoff exists with type string, Fullkit needs date" in problems[0]
+        assert "fullkit_handoff_id exists without unique values" in problems[1]
+        # Everything else was still set up.
+        assert "fullkit_status" in served.sandbox.properties["deals"]
+
+
+def test_setup_adds_a_missing_status_option() -> None:
+    with start_sandbox() as served:
+        served.sandbox.define_property(
+            "deals", "fullkit_status", "enumeration", "select", ["accepted"]
+        )
+        lines = setup_properties(sandbox_settings(served))
+        assert any("added options returned" in line for line in lines)
+        assert served.sandbox.properties["deals"]["fullkit_status"].option_values() == [
+            "accepted",
+            "returned",
+        ]

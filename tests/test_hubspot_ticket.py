@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,10 @@ from connectors import load_all
 from connectors.base import OpsRequest
 from connectors.errors import PermanentError
 from connectors.hubspot_client import forget_portal_ids
+from connectors.hubspot_setup import setup_properties
 from connectors.hubspot_ticket import HubSpotTicketTarget
+from sandbox.hubspot import HubSpotSandbox
+from sandbox.server import RunningSandbox, start_sandbox
 
 BASE = "http://127.0.0.1:9"
 APP = "https://app.example.test"
@@ -208,3 +212,142 @@ def test_owner_lookup_is_cached_per_instance(mocked: responses.RequestsMock) -> 
     ops.create([request(handoff="hubspot:103:1")])
     assert paths(mocked).count("GET /crm/v3/owners/") == 1
     assert paths(mocked).count("GET /account-info/v3/details") == 1
+
+
+# --- against the loopback sandbox (real HTTP, HubSpot's wire shapes) -----------------
+
+
+@pytest.fixture(scope="module")
+def shared_sandbox() -> Iterator[RunningSandbox]:
+    served = start_sandbox(sandbox=HubSpotSandbox(rate_limit=None))
+    served.sandbox.seed_default_portal()
+    try:
+        setup_properties(sandbox_settings(served))
+        yield served
+    finally:
+        served.stop()
+
+
+@pytest.fixture
+def running(shared_sandbox: RunningSandbox) -> RunningSandbox:
+    shared_sandbox.sandbox.reset_calls()
+    return shared_sandbox
+
+
+def sandbox_settings(served: RunningSandbox) -> Settings:
+    values: dict[str, Any] = {
+        "HUBSPOT_ACCESS_TOKEN": served.access_token,
+        "HUBSPOT_API_BASE": served.url,
+        "HUBSPOT_APP_BASE": APP,
+    }
+    return Settings(**values)
+
+
+def sandbox_request(
+    served: RunningSandbox, owner: str | None = "ops-anna@example.com"
+) -> OpsRequest:
+    box = served.sandbox
+    deal_id = box.create_deal({"dealname": "Acme", "dealstage": "closedwon"}, company={"name": "A"})
+    company = box.get("deals", deal_id)["associations"]["companies"][0]
+    box.reset_calls()
+    return OpsRequest(
+        handoff_id=f"hubspot:{deal_id}:1",
+        crm="hubspot",
+        deal_id=deal_id,
+        kit_id="new-customer",
+        kit_title="New customer onboarding",
+        options={"pipeline": "0", "stage": "1"},
+        owner_email=owner,
+        subject="Onboard Acme",
+        summary="Kit: New customer onboarding",
+        expected_kickoff=dt.date(2026, 12, 4),
+        packet=Packet(crm="hubspot", deal_id=deal_id, company_ref=company),
+    )
+
+
+def tickets_for(served: RunningSandbox, handoff_id: str) -> list[dict[str, Any]]:
+    return [
+        ticket
+        for ticket in served.sandbox.tickets()
+        if ticket["properties"].get("fullkit_handoff_id") == handoff_id
+    ]
+
+
+def test_sandbox_ticket_created_once_when_create_runs_twice(running: RunningSandbox) -> None:
+    request = sandbox_request(running)
+    first = target_for(running).create([request])
+    calls_first = [f"{c.method} {c.path}" for c in running.sandbox.calls()]
+    running.sandbox.reset_calls()
+    # The worker died before recording the ticket: a fresh worker runs the job again.
+    second = target_for(running).create([request])
+    calls_second = [f"{c.method} {c.path}" for c in running.sandbox.calls()]
+
+    assert first == second
+    (ticket,) = tickets_for(running, request.handoff_id)
+    assert ticket["id"] == first[request.handoff_id].ref
+    assert first[request.handoff_id].link == (
+        f"{APP}/contacts/{running.sandbox.portal_id}/record/0-5/{ticket['id']}"
+    )
+    props = ticket["properties"]
+    assert props["subject"] == "Onboard Acme"
+    assert props["content"] == "Kit: New customer onboarding"
+    assert (props["hs_pipeline"], props["hs_pipeline_stage"]) == ("0", "1")
+    owners = {o.email: o.id for o in running.sandbox.owners.values()}
+    assert props["hubspot_owner_id"] == owners["ops-anna@example.com"]
+    assert ticket["associations"] == {
+        "deals": [request.deal_id],
+        "companies": [request.packet.company_ref],
+    }
+    assert calls_first == [
+        "GET /crm/v3/owners/",
+        "POST /crm/v3/objects/tickets",
+        "GET /account-info/v3/details",
+    ]
+    # The refused create, then the consistent read by the unique hand-off id; the portal
+    # id is remembered per process, the owner per target instance.
+    assert calls_second == [
+        "GET /crm/v3/owners/",
+        "POST /crm/v3/objects/tickets",
+        f"GET /crm/v3/objects/tickets/{request.handoff_id}",
+    ]
+
+
+def test_sandbox_concurrent_workers_make_one_ticket(running: RunningSandbox) -> None:
+    request = sandbox_request(running)
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            results.append(target_for(running).create([request])[request.handoff_id].ref)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+
+    assert errors == []
+    assert len(set(results)) == 1 and len(results) == 4
+    assert len(tickets_for(running, request.handoff_id)) == 1
+
+
+def test_sandbox_unknown_owner_creates_nothing(running: RunningSandbox) -> None:
+    request = sandbox_request(running, owner="nobody@example.com")
+    with pytest.raises(PermanentError, match="nobody@example.com"):
+        target_for(running).create([request])
+    assert tickets_for(running, request.handoff_id) == []
+
+
+def test_sandbox_unassigned_ticket_without_owner(running: RunningSandbox) -> None:
+    request = sandbox_request(running, owner=None)
+    target_for(running).create([request])
+    (ticket,) = tickets_for(running, request.handoff_id)
+    assert "hubspot_owner_id" not in ticket["properties"]
+    assert not any(c.path.startswith("/crm/v3/owners") for c in running.sandbox.calls())
+
+
+def target_for(served: RunningSandbox) -> HubSpotTicketTarget:
+    return HubSpotTicketTarget(sandbox_settings(served))
