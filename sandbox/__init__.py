@@ -25,17 +25,19 @@ webhooks. `start_sandbox()` serves it::
 
 Pointing hubspot-api-client (12.x) at it
 ----------------------------------------
-Pass `host` to the `HubSpot` constructor. The client copies every constructor keyword
-onto each API's generated `Configuration`, and `Configuration.host`'s setter replaces
-the base URL for every call::
+Pass `host` (and `base_url`) to the `HubSpot` constructor. The client copies every
+constructor keyword onto each generated API's `Configuration`, whose `host` setter
+replaces the base URL of every typed call; `client.api_request(...)` (raw calls such
+as `GET /account-info/v3/details`, which has no typed API) reads `base_url` instead::
 
     from hubspot import HubSpot
 
-    client = HubSpot(access_token=running.sandbox.access_token, host=running.url)
+    client = HubSpot(access_token=token, host=running.url, base_url=running.url)
     client.crm.deals.basic_api.get_by_id("10001", associations=["companies"])
+    client.api_request({"method": "GET", "path": "/account-info/v3/details"})
 
 (`running.client()` does exactly this.) So the connector only has to build its client
-as `HubSpot(access_token=settings.token, host=settings.api_base)` with
+as `HubSpot(access_token=settings.token, host=api_base, base_url=api_base)` with
 `HUBSPOT_API_BASE` defaulting to `https://api.hubapi.com`. Note that every attribute
 access such as `client.crm.deals.basic_api` builds a fresh `ApiClient` (and urllib3
 pool) from `client.config`; keep the api objects you use rather than re-reading the

@@ -44,7 +44,9 @@ class RunningSandbox:
         """A hubspot-api-client `HubSpot` pointed at this sandbox."""
         from hubspot import HubSpot
 
-        return HubSpot(access_token=self.sandbox.access_token, host=self.url, **config)
+        return HubSpot(
+            access_token=self.sandbox.access_token, host=self.url, base_url=self.url, **config
+        )
 
     def stop(self) -> None:
         self._server.shutdown()
