@@ -521,3 +521,32 @@ def test_send_events_delivers_a_hand_made_duplicate(box: HubSpotSandbox, receive
     assert box.send_events([event]) == 204
     assert box.send_events([event, {**event, "eventId": event["eventId"] + 1}]) == 204
     assert [len(_events(r)) for r in receiver.requests] == [1, 2]
+
+
+def test_task_created_with_its_deal_association(client: Any, box: HubSpotSandbox):
+    deal_id = box.create_deal({"dealname": "D"}, owner_email="sales-sam@example.com")
+    owner = box.get("deals", deal_id)["properties"]["hubspot_owner_id"]
+    task = _create(
+        client,
+        "tasks",
+        {
+            "hs_task_subject": "Hand-off returned: 1 item missing",
+            "hs_timestamp": "2026-11-27",
+            "hubspot_owner_id": owner,
+        },
+        associations=[_assoc(deal_id, 216)],
+    )
+
+    [found] = box.tasks_for_deal(deal_id)
+    assert found["id"] == task.id
+    assert found["properties"]["hs_task_status"] == "NOT_STARTED"
+    assert found["properties"]["hs_timestamp"] == "2026-11-27T00:00:00.000Z"
+
+
+def test_raw_requests_reach_the_sandbox_through_base_url(running: RunningSandbox):
+    client = running.client()
+
+    details = client.api_request({"method": "GET", "path": "/account-info/v3/details"}).json()
+
+    assert details["portalId"] == running.sandbox.portal_id
+    assert running.url.endswith(details["uiDomain"])
