@@ -15,6 +15,7 @@ from bridge.packet import Packet
 from bridge.settings import Settings
 from connectors import register_crm
 from connectors.base import Acceptance, CrmConnector, PushBack
+from connectors.errors import PermanentError, RetryableError
 from connectors.hubspot_client import BATCH_LIMIT, HubSpotApi, NotFoundError, chunks
 
 DEAL_OBJECT_TYPE_ID = "0-3"
@@ -130,8 +131,9 @@ class HubSpotConnector(CrmConnector):
             return {}, {}
         if not isinstance(deal, dict):
             return {}, {}
-        found_id = str(deal.get("id") or deal_id)
-        return {found_id: deal}, {found_id: _v3_associations(deal.get("associations"))}
+        # Keyed by the id asked for: a merged deal answers under its new id, and the
+        # caller looks the packet up by the id it has.
+        return {deal_id: deal}, {deal_id: _v3_associations(deal.get("associations"))}
 
     def _read_many_deals(
         self, ids: list[str]
@@ -282,6 +284,11 @@ class HubSpotConnector(CrmConnector):
                 handoff_id = marker_of((result.get("properties") or {}).get("hs_task_body"))
                 if handoff_id is not None:
                     done[handoff_id] = str(result.get("id"))
+            _raise_batch_errors("batch create tasks", answer)
+        lost = [item.handoff_id for item in todo if item.handoff_id not in done]
+        if lost:
+            # Some tasks may exist without us knowing their ids; a may_exist retry finds them.
+            raise RetryableError(f"HubSpot batch create tasks: no task id for {', '.join(lost)}")
         return done
 
     def _task_input(self, item: PushBack) -> dict[str, Any]:
@@ -382,11 +389,26 @@ class HubSpotConnector(CrmConnector):
             )
             return
         for part in chunks(list(updates.items())):
-            api.call(
+            answer = api.call(
                 operation,
                 api.client.crm.deals.batch_api.update,
                 {"inputs": [{"id": deal_id, "properties": props} for deal_id, props in part]},
             )
+            _raise_batch_errors(operation, answer)
+
+
+def _raise_batch_errors(operation: str, answer: Any) -> None:
+    """A 207 batch write that refused some inputs: permanent unless HubSpot failed."""
+    errors = answer.get("errors") if isinstance(answer, dict) else None
+    for error in errors or []:
+        if not isinstance(error, dict):
+            continue
+        category = str(error.get("category") or "")
+        message = str(error.get("message") or "")
+        text = f"HubSpot {operation}: {category}: {message}".rstrip(": ")
+        if category in {"RATE_LIMITS", "INTERNAL_ERROR", "SERVICE_UNAVAILABLE"}:
+            raise RetryableError(text)
+        raise PermanentError(text)
 
 
 def _results(answer: Any) -> list[dict[str, Any]]:

@@ -974,3 +974,35 @@ def test_setup_adds_a_missing_status_option() -> None:
             "accepted",
             "returned",
         ]
+
+
+def test_batch_create_refusal_is_permanent(mocked: responses.RequestsMock) -> None:
+    mocked.post(
+        f"{BASE}/crm/v3/objects/tasks/batch/create",
+        status=207,
+        json={
+            "status": "COMPLETE",
+            "results": [],
+            "errors": [{"status": "error", "category": "VALIDATION_ERROR", "message": "owner"}],
+        },
+    )
+    with pytest.raises(PermanentError, match="VALIDATION_ERROR: owner"):
+        connector().create_return_tasks([_push(), _push(handoff="hubspot:102:1", deal="102")])
+
+
+def test_batch_create_without_ids_asks_for_a_may_exist_retry(
+    mocked: responses.RequestsMock,
+) -> None:
+    mocked.post(f"{BASE}/crm/v3/objects/tasks/batch/create", status=201, json={"results": []})
+    with pytest.raises(RetryableError, match="hubspot:101:1"):
+        connector().create_return_tasks([_push(), _push(handoff="hubspot:102:1", deal="102")])
+
+
+def test_batch_update_refusal_is_permanent(mocked: responses.RequestsMock) -> None:
+    mocked.post(
+        f"{BASE}/crm/v3/objects/deals/batch/update",
+        status=207,
+        json={"results": [], "errors": [{"category": "OBJECT_NOT_FOUND", "message": "gone"}]},
+    )
+    with pytest.raises(PermanentError, match="OBJECT_NOT_FOUND"):
+        connector().write_returns([_push(), _push(handoff="hubspot:102:1", deal="102")])
