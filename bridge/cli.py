@@ -200,5 +200,10 @@ def main() -> NoReturn:
         cli.main(standalone_mode=True)
     except KeyboardInterrupt:
         sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # the promise: one clear line, never a traceback
+        click.echo(f"fullkit: {type(exc).__name__}: {_first_line(exc)}", err=True)
+        sys.exit(1)
     sys.exit(0)
 

@@ -1,0 +1,215 @@
+"""The HubSpot hand-off end to end, through the sandbox over real HTTP: what sales sees in
+HubSpot, what ops gets, and what the ledger says."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+
+from bridge import jobs, ledger
+from bridge.models import Attempt
+from tests.e2e import KICKOFF, Stack, start_stack
+
+
+@pytest.fixture
+def stack(make_settings: Any) -> Iterator[Stack]:
+    yield from start_stack(make_settings)
+
+
+def hand_off(stack: Stack, deal_id: str) -> None:
+    stack.sandbox.move_deal(deal_id, "closedwon")
+    stack.work()
+
+
+def test_complete_kit_is_accepted_into_one_assigned_ticket(stack: Stack) -> None:
+    deal_id = stack.complete_deal()
+    hand_off(stack, deal_id)
+
+    tickets = stack.sandbox.tickets()
+    assert len(tickets) == 1
+    ticket = tickets[0]
+    owners = {o.id: o.email for o in stack.sandbox.owners.values()}
+    assert owners[ticket["properties"]["hubspot_owner_id"]] == "ops-anna@example.com"
+    assert ticket["properties"]["hs_pipeline"] == "0"
+    assert ticket["properties"]["hs_pipeline_stage"] == "1"
+    assert ticket["properties"]["fullkit_handoff_id"] == f"hubspot:{deal_id}:1"
+    assert "bill@acmecorp.example" in ticket["properties"]["content"]  # the whole kit, in the ticket
+    assert deal_id in ticket["associations"]["deals"]
+    assert ticket["associations"].get("companies")
+
+    deal = stack.deal(deal_id)
+    assert deal["fullkit_status"] == "accepted"
+    assert deal["fullkit_ops_owner"] == "ops-anna@example.com"
+    assert ticket["id"] in deal["fullkit_ops_link"]
+    assert deal["fullkit_expected_kickoff"] >= KICKOFF
+    assert deal["dealstage"] == "closedwon"
+
+    history = stack.history(deal_id)
+    assert history is not None
+    assert history["owner"] == "ops"
+    assert [t["state"] for t in history["attempts"][0]["transitions"]] == [
+        "received", "evaluating", "accepted", "ops_created",
+    ]  # fmt: skip
+
+
+def test_incomplete_kit_goes_back_with_a_task_then_resubmission_is_accepted(
+    stack: Stack,
+) -> None:
+    deal_id = stack.complete_deal(kickoff_date="", amount="0")
+    hand_off(stack, deal_id)
+
+    deal = stack.deal(deal_id)
+    assert deal["dealstage"] == "contractsent"  # back where it came from
+    assert deal["fullkit_status"] == "returned"
+    assert deal["fullkit_missing"].splitlines() == [
+        "Deal amount must be above zero",
+        "Set the requested kickoff date",
+    ]
+    tasks = stack.sandbox.tasks_for_deal(deal_id)
+    assert len(tasks) == 1
+    task = tasks[0]["properties"]
+    assert task["hs_task_subject"] == "Hand-off returned: 2 items missing"
+    assert "Set the requested kickoff date" in task["hs_task_body"]
+    assert task["hubspot_owner_id"] == deal["hubspot_owner_id"]
+    assert task["hs_task_status"] == "NOT_STARTED"
+    assert stack.sandbox.tickets() == []
+    assert stack.history(deal_id)["owner"] == "sales"
+
+    from sandbox import WriteSource
+
+    stack.sandbox.update(
+        "deals", deal_id, {"amount": "5000", "kickoff_date": KICKOFF}, source=WriteSource.user(None)
+    )
+    hand_off(stack, deal_id)
+
+    history = stack.history(deal_id)
+    assert [a["state"] for a in history["attempts"]] == ["returned", "ops_created"]
+    assert history["owner"] == "ops"
+    assert len(stack.sandbox.tickets()) == 1
+    assert len(stack.sandbox.tasks_for_deal(deal_id)) == 1
+    assert stack.deal(deal_id)["fullkit_status"] == "accepted"
+    assert stack.deal(deal_id).get("fullkit_missing", "") == ""
+
+
+def test_same_event_delivered_ten_times_at_once_makes_one_ticket(stack: Stack) -> None:
+    deal_id = stack.complete_deal()
+    event = stack.sandbox.deal_event(deal_id, "closedwon")
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = list(pool.map(lambda _: stack.sandbox.send_events([event]), range(10)))
+    assert statuses == [204] * 10
+    stack.work()
+    assert len(stack.sandbox.tickets()) == 1
+    assert len(stack.history(deal_id)["attempts"]) == 1
+
+
+def test_concurrent_jobs_for_one_change_make_one_ticket(stack: Stack) -> None:
+    """Even past the queue's de-duplication (two subscriptions, a replayed job), the
+    ledger and the ticket's unique hand-off id keep it to one."""
+    deal_id = stack.complete_deal()
+    occurred = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda n: jobs.handle_stage_change(
+            "hubspot", deal_id, "closedwon", occurred, f"e{n}"), range(6)))  # fmt: skip
+    stack.work()
+    assert len(stack.sandbox.tickets()) == 1
+    assert stack.history(deal_id)["attempts"][0]["state"] == "ops_created"
+
+
+def test_fullkits_own_writes_start_nothing(stack: Stack) -> None:
+    deal_id = stack.complete_deal()
+    # A write with the app's own token is Fullkit's: HubSpot marks it INTEGRATION + app id.
+    answer = requests.patch(
+        f"{stack.running.url}/crm/v3/objects/deals/{deal_id}",
+        json={"properties": {"dealstage": "closedwon"}},
+        headers={"Authorization": f"Bearer {stack.sandbox.access_token}"},
+        timeout=5,
+    )
+    assert answer.status_code == 200
+    stack.work()
+    deliveries = stack.sandbox.deliveries
+    assert deliveries and all(d.status == 204 for d in deliveries)
+    assert stack.history(deal_id) is None
+    assert stack.sandbox.tickets() == []
+
+
+def test_a_100_event_batch_is_settled(stack: Stack) -> None:
+    deals = [stack.complete_deal(f"Batch {n}", amount="0" if n % 4 == 0 else "900")
+             for n in range(100)]  # fmt: skip
+    events = [stack.sandbox.deal_event(d, "closedwon") for d in deals]
+    assert stack.sandbox.send_events(events) == 204
+    stack.work()
+    states = [stack.history(d)["attempts"][-1]["state"] for d in deals]
+    assert states.count("ops_created") == 75
+    assert states.count("returned") == 25
+    assert len(stack.sandbox.tickets()) == 75
+
+
+def test_server_errors_are_retried_and_finish(stack: Stack) -> None:
+    deal_id = stack.complete_deal()
+    stack.sandbox.fail_next(2, status=503, path_prefix="/crm/v3/objects/tickets")
+    hand_off(stack, deal_id)
+    with stack.runtime.sessions() as session:
+        attempt = ledger.latest_attempt(session, "hubspot", deal_id)
+        assert attempt is not None and attempt.state == "accepted" and attempt.retries == 1
+    while stack.run_scheduled_now():
+        stack.work()
+    assert stack.history(deal_id)["attempts"][0]["state"] == "ops_created"
+    assert len(stack.sandbox.tickets()) == 1
+
+
+def test_retries_end_as_failed_after_the_window(make_settings: Any) -> None:
+    for stack in start_stack(lambda **kw: make_settings(FULLKIT_RETRY_WINDOW_SECONDS="0.001", **kw)):
+        deal_id = stack.complete_deal()
+        stack.sandbox.fail_next(50, status=502, path_prefix="/crm/v3/objects/deals")
+        hand_off(stack, deal_id)
+        while stack.run_scheduled_now():
+            stack.work()
+        attempt = stack.history(deal_id)["attempts"][0]
+        assert attempt["state"] == "failed"
+        assert "retries exhausted" in attempt["error"]
+
+
+def test_auth_error_stops_at_once(stack: Stack) -> None:
+    deal_id = stack.complete_deal()
+    with stack.sandbox.lock:
+        del stack.sandbox.tokens[stack.sandbox.access_token]  # the private app was revoked
+    hand_off(stack, deal_id)
+    attempt = stack.history(deal_id)["attempts"][0]
+    assert attempt["state"] == "failed"
+    assert attempt["error"].startswith("AuthError")
+    assert stack.run_scheduled_now() == 0
+
+
+def test_stalled_attempt_is_resumed_without_a_second_ticket(stack: Stack) -> None:
+    deal_id = stack.complete_deal()
+    hand_off(stack, deal_id)
+    with stack.runtime.sessions() as session:
+        attempt = session.get(Attempt, 1)
+        # As if the worker died after creating the ticket, before writing it down.
+        attempt.state, attempt.ops_ref, attempt.ops_link = "accepted", None, None
+        attempt.updated_at = ledger.utcnow() - dt.timedelta(minutes=5)
+        session.commit()
+    assert jobs.resume_stalled(stack.runtime) == [1]
+    stack.work()
+    assert stack.history(deal_id)["attempts"][0]["state"] == "ops_created"
+    assert len(stack.sandbox.tickets()) == 1
+
+
+def test_history_api(stack: Stack) -> None:
+    deal_id = stack.complete_deal()
+    hand_off(stack, deal_id)
+    url = f"{stack.url}/api/handoffs/hubspot/{deal_id}"
+    assert requests.get(url, timeout=5).status_code == 401
+    assert requests.get(url, headers={"Authorization": "Bearer no"}, timeout=5).status_code == 403
+    ok = requests.get(url, headers={"Authorization": "Bearer admin-token"}, timeout=5)
+    assert ok.status_code == 200
+    body = ok.json()
+    assert body["owner"] == "ops" and body["attempts"][0]["ops_owner"] == "ops-anna@example.com"
+    missing = requests.get(f"{stack.url}/api/handoffs/hubspot/999999",
+                           headers={"Authorization": "Bearer admin-token"}, timeout=5)  # fmt: skip
+    assert missing.status_code == 404
