@@ -46,7 +46,7 @@ class WebApp:
             self._engine = db.make_engine(self.settings)
         return self._engine
 
-    def sessions(self) -> sessionmaker:  # type: ignore[type-arg]
+    def sessions(self) -> sessionmaker:
         return db.session_factory(self.engine)
 
     def count_by_state(self) -> dict[str, int]:

@@ -88,8 +88,7 @@ def kit_validate() -> None:
     settings = _settings()
     rules = _check_rules(settings)
     click.echo(
-        f"{settings.rules_dir}: valid — {len(rules.kits)} kit(s), "
-        f"{len(rules.mappings)} mapping(s)"
+        f"{settings.rules_dir}: valid — {len(rules.kits)} kit(s), {len(rules.mappings)} mapping(s)"
     )
 
 
@@ -105,7 +104,7 @@ def kit_check(deal_file: Path) -> None:
     rules = _check_rules(_settings())
     try:
         data = json.loads(deal_file.read_text())
-        packet = packet_from_json(data)
+        packet = packet_from_json(data, rules)
     except OSError as exc:
         raise Problem(f"cannot read {deal_file}: {exc.strerror}") from None
     except ValueError as exc:
@@ -167,7 +166,9 @@ def db_upgrade() -> None:
     try:
         db.upgrade(db.make_engine(settings))
     except Exception as exc:
-        raise Problem(f"database upgrade failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise Problem(
+            f"database upgrade failed: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
     click.echo(f"ledger schema at revision {db.head_revision()}")
 
 
@@ -206,4 +207,3 @@ def main() -> NoReturn:
         click.echo(f"fullkit: {type(exc).__name__}: {_first_line(exc)}", err=True)
         sys.exit(1)
     sys.exit(0)
-

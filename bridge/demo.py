@@ -13,7 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,8 +45,11 @@ class Scenario:
 def _contacts(*roles: str | None) -> list[dict[str, str]]:
     people = []
     for n, role in enumerate(roles):
-        person = {"email": f"person{n}@customer.example", "firstname": f"Pat{n}",
-                  "lastname": "Customer"}
+        person = {
+            "email": f"person{n}@customer.example",
+            "firstname": f"Pat{n}",
+            "lastname": "Customer",
+        }
         if role:
             person["contact_role"] = role
         people.append(person)
@@ -255,7 +258,7 @@ def _detail(latest: Any) -> str:
     return latest.error or ""
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
     widths = [max(len(str(v)) for v in column) for column in zip(header, *rows, strict=False)]
     widths[3] = min(widths[3], 70)
     line = "  ".join(f"{{:<{w}}}" for w in widths)

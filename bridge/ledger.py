@@ -38,7 +38,7 @@ class ChangeOutcome:
 
 
 def record_stage_change(
-    sessions: sessionmaker,  # type: ignore[type-arg]
+    sessions: sessionmaker,
     crm: str,
     deal_id: str,
     stage_ref: str,

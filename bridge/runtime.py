@@ -33,7 +33,7 @@ class Runtime:
         return db.make_engine(self.settings)
 
     @cached_property
-    def sessions(self) -> sessionmaker:  # type: ignore[type-arg]
+    def sessions(self) -> sessionmaker:
         return db.session_factory(self.engine)
 
     @cached_property

@@ -66,7 +66,9 @@ class Settings(BaseSettings):
         default=None, validation_alias=_env("SALESFORCE_WEBHOOK_SECRET")
     )
 
-    admin_token: SecretStr | None = Field(default=None, validation_alias=_env("FULLKIT_ADMIN_TOKEN"))
+    admin_token: SecretStr | None = Field(
+        default=None, validation_alias=_env("FULLKIT_ADMIN_TOKEN")
+    )
     port: int = Field(default=8000, ge=1, le=65535, validation_alias=_env("PORT"))
     public_url: str | None = Field(default=None, validation_alias=_env("FULLKIT_PUBLIC_URL"))
 
@@ -88,11 +90,13 @@ class Settings(BaseSettings):
         if not value:
             return None
         scheme = urlsplit(value).scheme
-        if not scheme or not scheme.split("+")[0] in {"postgresql", "postgres", "sqlite"}:
+        if not scheme or scheme.split("+")[0] not in {"postgresql", "postgres", "sqlite"}:
             raise ValueError("must be a postgresql:// or sqlite:// URL")
         return value
 
-    @field_validator("hubspot_api_base", "hubspot_app_base", "public_url", "salesforce_instance_url")
+    @field_validator(
+        "hubspot_api_base", "hubspot_app_base", "public_url", "salesforce_instance_url"
+    )
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None or value == "":

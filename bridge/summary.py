@@ -12,9 +12,7 @@ def ticket_subject(kit_title: str, packet: Packet) -> str:
     return f"{kit_title}: {packet.name or packet.deal_id}"
 
 
-def ticket_summary(
-    kit: Any, packet: Packet, owner_email: str | None, kickoff: dt.date
-) -> str:
+def ticket_summary(kit: Any, packet: Packet, owner_email: str | None, kickoff: dt.date) -> str:
     lines = [
         f"Kit: {kit.title} ({kit.id}) — complete, accepted by ops.",
         f"Deal: {packet.name or packet.deal_id} ({packet.crm} {packet.deal_id})",

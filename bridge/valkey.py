@@ -61,7 +61,10 @@ class EmbeddedValkey:
             try:
                 # No client-side retries: SHUTDOWN drops the connection by design.
                 redis.Redis(
-                    host="127.0.0.1", port=state["port"], socket_timeout=2, retry=Retry(NoBackoff(), 0)
+                    host="127.0.0.1",
+                    port=state["port"],
+                    socket_timeout=2,
+                    retry=Retry(NoBackoff(), 0),
                 ).shutdown(nosave=False)
             except redis.ConnectionError:
                 pass  # shutdown closes the connection under us: that is success

@@ -106,7 +106,11 @@ class OpsTarget(ABC):
     @classmethod
     def validate_options(cls, options: MappingABC[str, Any]) -> list[str]:
         """Problems with a kit's target-specific `ops` keys, each '<key>: problem'."""
-        return [f"{key}: unknown key for target {cls.name}" for key in options if key not in cls.option_keys]
+        return [
+            f"{key}: unknown key for target {cls.name}"
+            for key in options
+            if key not in cls.option_keys
+        ]
 
     @abstractmethod
     def create(self, requests: Sequence[OpsRequest]) -> dict[str, OpsResult]:

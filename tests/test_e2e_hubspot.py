@@ -38,7 +38,9 @@ def test_complete_kit_is_accepted_into_one_assigned_ticket(stack: Stack) -> None
     assert ticket["properties"]["hs_pipeline"] == "0"
     assert ticket["properties"]["hs_pipeline_stage"] == "1"
     assert ticket["properties"]["fullkit_handoff_id"] == f"hubspot:{deal_id}:1"
-    assert "bill@acmecorp.example" in ticket["properties"]["content"]  # the whole kit, in the ticket
+    assert (
+        "bill@acmecorp.example" in ticket["properties"]["content"]
+    )  # the whole kit, in the ticket
     assert deal_id in ticket["associations"]["deals"]
     assert ticket["associations"].get("companies")
 
@@ -163,7 +165,9 @@ def test_server_errors_are_retried_and_finish(stack: Stack) -> None:
 
 
 def test_retries_end_as_failed_after_the_window(make_settings: Any) -> None:
-    for stack in start_stack(lambda **kw: make_settings(FULLKIT_RETRY_WINDOW_SECONDS="0.001", **kw)):
+    for stack in start_stack(
+        lambda **kw: make_settings(FULLKIT_RETRY_WINDOW_SECONDS="0.001", **kw)
+    ):
         deal_id = stack.complete_deal()
         stack.sandbox.fail_next(50, status=502, path_prefix="/crm/v3/objects/deals")
         hand_off(stack, deal_id)

@@ -49,9 +49,7 @@ def post(client: FlaskClient, body: str, headers: dict[str, str] | None = None) 
 def test_handoff_stage_change_is_queued(client: FlaskClient, app: Any) -> None:
     answer = post(client, fixture("deal_stage__closedwon.json"))
     assert answer.status_code == 204
-    assert queued(app) == [
-        ("hubspot", "1234", "closedwon", 1795774800000, "hubspot-event:100")
-    ]
+    assert queued(app) == [("hubspot", "1234", "closedwon", 1795774800000, "hubspot-event:100")]
 
 
 def test_other_stage_is_answered_but_not_queued(client: FlaskClient, app: Any) -> None:
@@ -238,4 +236,6 @@ def test_documented_v2_vectors() -> None:
 
 
 def test_v3_uri_decoding_follows_hubspot_table() -> None:
-    assert decode_v3_uri("https://x.io/hook%3Fa%3Db%2Cc%40d%20e") == "https://x.io/hook?a%3Db,c@d%20e"
+    assert (
+        decode_v3_uri("https://x.io/hook%3Fa%3Db%2Cc%40d%20e") == "https://x.io/hook?a%3Db,c@d%20e"
+    )

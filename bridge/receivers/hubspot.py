@@ -7,7 +7,15 @@ import time
 from typing import Annotated, Any
 
 from flask import Blueprint, Response, current_app, request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 
 from bridge.metrics import EVENTS_QUEUED, RECEIVER_SECONDS
 from bridge.queue import QueueUnavailable, job_id
@@ -38,9 +46,7 @@ class HubSpotEvent(BaseModel):
     appId: StrictInt | None = None
 
 
-Batch = TypeAdapter(
-    Annotated[list[HubSpotEvent], Field(min_length=1, max_length=100)]
-)
+Batch = TypeAdapter(Annotated[list[HubSpotEvent], Field(min_length=1, max_length=100)])
 
 
 @blueprint.post("/webhooks/hubspot")

@@ -34,7 +34,12 @@ def decode_v3_uri(uri: str) -> str:
 
 
 def verify(
-    headers: dict[str, str], secret: str, method: str, uri: str, body: str, now_ms: int | None = None
+    headers: dict[str, str],
+    secret: str,
+    method: str,
+    uri: str,
+    body: str,
+    now_ms: int | None = None,
 ) -> str:
     """Check the request's signature; returns the version used, raises SignatureInvalid."""
     lowered = {key.lower(): value for key, value in headers.items()}
