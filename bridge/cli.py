@@ -43,18 +43,40 @@ def serve(host: str, port: int | None, workers: int) -> None:
 
     settings = _settings()
     _check_rules(settings)
+    _check_schema(settings)
     serve_forever(host, port or settings.port, workers)
+
+
+def _check_schema(settings: Settings) -> None:
+    """A configured database with an old schema stops the process; a down one does not."""
+    from bridge import db
+
+    if settings.uses_default_database:
+        return
+    engine = db.make_engine(settings)
+    try:
+        current = db.current_revision(engine)
+    except Exception:
+        return  # unreachable now: serve starts anyway and /healthz says so until it is back
+    finally:
+        engine.dispose()
+    if current != db.head_revision():
+        raise Problem("the ledger schema is not up to date: run `fullkit db upgrade`")
 
 
 @cli.command()
 @click.option("--burst", is_flag=True, help="Work until the queue is empty, then exit.")
 def worker(burst: bool) -> None:
     """Run an RQ worker for hand-off jobs (with the retry scheduler and the resumer)."""
+    from bridge.db import SchemaOutdated
     from bridge.worker import run_worker
 
     settings = _settings()
     _check_rules(settings)
-    run_worker(settings, burst=burst)
+    try:
+        run_worker(settings, burst=burst)
+    except SchemaOutdated as exc:
+        raise Problem(str(exc)) from None
 
 
 @cli.command()
@@ -93,7 +115,12 @@ def kit_validate() -> None:
 
 
 @kit.command("check")
-@click.option("--deal", "deal_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--deal",
+    "deal_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
 def kit_check(deal_file: Path) -> None:
     """Evaluate a deal (canonical packet JSON) against the kits; exit 1 when incomplete."""
     import datetime as dt
@@ -135,6 +162,8 @@ def status(handoff: str) -> None:
     settings = _settings()
     engine = db.make_engine(settings)
     try:
+        if settings.uses_default_database:
+            db.upgrade(engine)
         with db.session_factory(engine)() as session:
             history = ledger.deal_history(session, crm, deal_id)
     except Exception as exc:

@@ -39,6 +39,8 @@ class Handoff:
             }[self.attempt.state]
             step()
             self.attempt.next_run_at = None
+            if self.attempt.state in ledger.TERMINAL:
+                self.attempt.error = None  # a retried step that finally worked leaves no error
             self.session.commit()
 
     def _start(self) -> None:

@@ -4,8 +4,10 @@ HubSpot, what ops gets, and what the ledger says."""
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ import requests
 
 from bridge import jobs, ledger
 from bridge.models import Attempt
+from tests.conftest import ROOT
 from tests.e2e import KICKOFF, Stack, start_stack
 
 
@@ -142,9 +145,15 @@ def test_fullkits_own_writes_start_nothing(stack: Stack) -> None:
 def test_a_100_event_batch_is_settled(stack: Stack) -> None:
     deals = [stack.complete_deal(f"Batch {n}", amount="0" if n % 4 == 0 else "900")
              for n in range(100)]  # fmt: skip
-    events = [stack.sandbox.deal_event(d, "closedwon") for d in deals]
-    assert stack.sandbox.send_events(events) == 204
+    with stack.sandbox.hold_webhooks():
+        for deal_id in deals:
+            stack.sandbox.move_deal(deal_id, "closedwon")
     stack.work()
+    deliveries = stack.sandbox.deliveries
+    assert len(deliveries[0].events) == 100
+    # The rest are Fullkit's own push-back writes, delivered by HubSpot and ignored.
+    assert all(d.status == 204 for d in deliveries)
+    assert all(e["changeSource"] == "INTEGRATION" for d in deliveries[1:] for e in d.events)
     states = [stack.history(d)["attempts"][-1]["state"] for d in deals]
     assert states.count("ops_created") == 75
     assert states.count("returned") == 25
@@ -217,3 +226,31 @@ def test_history_api(stack: Stack) -> None:
     missing = requests.get(f"{stack.url}/api/handoffs/hubspot/999999",
                            headers={"Authorization": "Bearer admin-token"}, timeout=5)  # fmt: skip
     assert missing.status_code == 404
+
+
+def test_returned_deal_goes_back_to_the_stage_it_came_from(stack: Stack) -> None:
+    deal_id = stack.complete_deal(dealstage="decisionmakerboughtin", amount="0")
+    hand_off(stack, deal_id)
+    assert stack.deal(deal_id)["dealstage"] == "decisionmakerboughtin"
+    assert stack.history(deal_id)["attempts"][0]["state"] == "returned"
+
+
+def test_deal_no_kit_applies_to_is_recorded_and_left_alone(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "kit_rules", rules)
+    kit = rules / "kits" / "10-new-customer.yaml"
+    original = """applies_when: 'deal.pipeline == "default"'"""
+    kit.write_text(kit.read_text().replace(original, "applies_when: 'deal.amount > 1000000.0'"))
+    assert "1000000" in kit.read_text()
+    for stack in start_stack(lambda **kw: make_settings(FULLKIT_RULES_DIR=str(rules), **kw)):
+        deal_id = stack.complete_deal()
+        stack.sandbox.move_deal(deal_id, "closedwon")
+        before = stack.deal(deal_id)
+        stack.work()
+        history = stack.history(deal_id)
+        assert [a["state"] for a in history["attempts"]] == ["no_kit"]
+        assert history["owner"] == "sales"
+        assert stack.deal(deal_id) == before  # nothing written to the CRM
+        assert stack.sandbox.tickets() == [] and stack.sandbox.tasks_for_deal(deal_id) == []
