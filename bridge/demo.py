@@ -42,7 +42,7 @@ class Scenario:
     moved_at: float = 0.0
 
 
-def _contacts(*roles: str | None) -> list[dict[str, str]]:
+def sample_contacts(*roles: str | None) -> list[dict[str, str]]:
     people = []
     for n, role in enumerate(roles):
         person = {
@@ -72,29 +72,29 @@ def scenarios(kickoff: str) -> list[Scenario]:
 
     return [
         Scenario("complete pro deal", "accepted", deal("Acme Corp — Pro"),
-                 company("Acme Corp"), _contacts("billing", "champion"), LINE),
+                 company("Acme Corp"), sample_contacts("billing", "champion"), LINE),
         Scenario("complete enterprise deal with SSO", "accepted",
                  deal("Globex — Enterprise", plan_tier="enterprise", sso_provider="Okta"),
-                 company("Globex"), _contacts("billing", "technical"), LINE),
+                 company("Globex"), sample_contacts("billing", "technical"), LINE),
         Scenario("starter deal (SSO not required)", "accepted",
                  deal("Initech — Starter", plan_tier="starter", amount="900"),
-                 company("Initech"), _contacts("billing"), LINE),
+                 company("Initech"), sample_contacts("billing"), LINE),
         Scenario("billing contact after role-less contacts", "accepted",
-                 deal("Umbrella — Pro"), company("Umbrella"), _contacts(None, None, "billing"),
-                 LINE),
+                 deal("Umbrella — Pro"), company("Umbrella"),
+                 sample_contacts(None, None, "billing"), LINE),
         Scenario("amount missing", "returned", deal("Hooli — Pro", amount=""),
-                 company("Hooli"), _contacts("billing"), LINE),
+                 company("Hooli"), sample_contacts("billing"), LINE),
         Scenario("no billing contact", "returned", deal("Stark — Pro"), company("Stark"),
-                 _contacts("champion", "technical"), LINE),
+                 sample_contacts("champion", "technical"), LINE),
         Scenario("enterprise without SSO provider", "returned",
                  deal("Wayne — Enterprise", plan_tier="enterprise"), company("Wayne"),
-                 _contacts("billing"), LINE),
+                 sample_contacts("billing"), LINE),
         Scenario("several items missing", "returned", deal("Tyrell — Pro", amount="0",
-                 kickoff_date=""), company("Tyrell", "-"), _contacts(None)),
+                 kickoff_date=""), company("Tyrell", "-"), sample_contacts(None)),
         Scenario("company domain missing", "returned", deal("Cyberdyne — Pro"),
-                 company("Cyberdyne", "-"), _contacts("billing"), LINE),
+                 company("Cyberdyne", "-"), sample_contacts("billing"), LINE),
         Scenario("fixed, then resubmitted", "resubmitted", deal("Soylent — Pro",
-                 kickoff_date=""), company("Soylent"), _contacts("billing"), LINE,
+                 kickoff_date=""), company("Soylent"), sample_contacts("billing"), LINE,
                  fix={"kickoff_date": kickoff}),
     ]  # fmt: skip
 
@@ -124,7 +124,7 @@ def run_demo(*, keep: bool = False, deal_count: int = 10) -> int:
     box = HubSpotSandbox(app_id=4_242_424)
     box.seed_default_portal()
     running = start_sandbox(sandbox=box)
-    stack = _start_stack(home, running.url, box)
+    stack = start_stack(home, running.url, box)
     try:
         print(f"Sandbox HubSpot at {running.url}; Fullkit at {stack.url}", flush=True)
         box.subscribe(f"{stack.url}/webhooks/hubspot", stack.env["HUBSPOT_CLIENT_SECRET"],
@@ -140,7 +140,7 @@ def run_demo(*, keep: bool = False, deal_count: int = 10) -> int:
         EmbeddedValkey(home).stop()
 
 
-def _start_stack(home: Path, sandbox_url: str, box: HubSpotSandbox) -> Stack:
+def start_stack(home: Path, sandbox_url: str, box: HubSpotSandbox, verbose: bool = True) -> Stack:
     port = _free_port()
     env = {
         **os.environ,
@@ -159,7 +159,8 @@ def _start_stack(home: Path, sandbox_url: str, box: HubSpotSandbox) -> Stack:
     from connectors.hubspot_setup import setup_properties
 
     for line in setup_properties(settings):
-        print(f"  hubspot setup: {line}", flush=True)
+        if verbose:
+            print(f"  hubspot setup: {line}", flush=True)
     stack = Stack(settings, env, url=f"http://127.0.0.1:{port}")
     cli = [sys.executable, "-m", "bridge"]
     logs = home / "logs"
@@ -169,8 +170,8 @@ def _start_stack(home: Path, sandbox_url: str, box: HubSpotSandbox) -> Stack:
         stack.processes.append(
             subprocess.Popen(cli + args, env=env, stdout=log, stderr=subprocess.STDOUT)
         )
-    _wait(lambda: _healthy(stack.url), 30, "the web app to answer /healthz")
-    _wait(lambda: b"worker ready" in (logs / "worker.log").read_bytes(), 30, "the worker")
+    wait_for(lambda: _healthy(stack.url), 30, "the web app to answer /healthz")
+    wait_for(lambda: b"worker ready" in (logs / "worker.log").read_bytes(), 30, "the worker")
     return stack
 
 
@@ -191,14 +192,14 @@ def _play(box: HubSpotSandbox, stack: Stack, deal_count: int) -> list[Scenario]:
         box.move_deal(play.deal_id, "closedwon")
     sessions = db.session_factory(db.make_engine(stack.settings))
     ids = [p.deal_id for p in plays]
-    _wait(lambda: _settled(sessions, ids, 1), SETTLE_SECONDS, "every deal to settle")
+    wait_for(lambda: _settled(sessions, ids, 1), SETTLE_SECONDS, "every deal to settle")
     resubmitted = [p for p in plays if p.fix]
     for play in resubmitted:
         print(f"Sales fixes deal {play.deal_id} ({play.deal['dealname']}) and resubmits it…")
         box.update("deals", play.deal_id, dict(play.fix or {}), source=WriteSource.user(None))
         play.moved_at = time.time()
         box.move_deal(play.deal_id, "closedwon")
-    _wait(lambda: _settled(sessions, [p.deal_id for p in resubmitted], 2), SETTLE_SECONDS,
+    wait_for(lambda: _settled(sessions, [p.deal_id for p in resubmitted], 2), SETTLE_SECONDS,
           "the resubmitted deals to settle")  # fmt: skip
     return plays
 
@@ -294,7 +295,7 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:

@@ -1,0 +1,7 @@
+"""`make bench`: every benchmark, printing its figures."""
+
+from bench import bench_evaluator, bench_handoff
+
+bench_evaluator.main()
+print()
+bench_handoff.main([])

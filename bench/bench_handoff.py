@@ -1,0 +1,160 @@
+"""Hand-off figures on real processes (`fullkit serve` + `fullkit worker`, embedded Valkey,
+SQLite) against the sandbox HubSpot over loopback HTTP:
+
+    python -m bench.bench_handoff [--batch 100]
+
+* HubSpot API calls one accepted and one returned hand-off make (the rate-limit budget);
+* seconds from a salesperson's stage change to the deal settled in HubSpot (quiet system);
+* webhook receiver answer time for a 100-event batch;
+* a quarter-end burst: N deals moved at once, time until all are settled, with the
+  sandbox enforcing HubSpot's 100 requests / 10 s and with no limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import requests
+
+from bridge import db, ledger
+from bridge.demo import sample_contacts, start_stack, wait_for
+from bridge.valkey import EmbeddedValkey
+from sandbox import HubSpotSandbox, start_sandbox
+from sandbox.hubspot_webhooks import sign_headers
+
+HOME = Path(".fullkit") / "bench"
+
+
+def _deal(box: HubSpotSandbox, n: int, complete: bool = True) -> str:
+    props = {"dealname": f"Bench {n}", "dealstage": "contractsent", "amount": "5000",
+             "plan_tier": "pro", "kickoff_date": "2027-02-01"}  # fmt: skip
+    if not complete:
+        props["amount"] = "0"
+    contacts = [{**c, "email": f"c{i}.{n}@bench{n}.example"}
+                for i, c in enumerate(sample_contacts("billing", None))]  # fmt: skip
+    return box.create_deal(
+        props, company={"name": f"Bench {n}", "domain": f"bench{n}.example"}, contacts=contacts,
+        line_items=[{"name": "Seat", "quantity": "5", "price": "1000"}],
+        owner_email="sales-sam@example.com",
+    )  # fmt: skip
+
+
+class Bench:
+    def __init__(self, rate_limit: tuple[int, float] | None) -> None:
+        home = (HOME / ("limited" if rate_limit else "unlimited")).resolve()
+        if home.exists():
+            EmbeddedValkey(home).stop()
+        shutil.rmtree(home, ignore_errors=True)
+        self.home = home
+        self.box = HubSpotSandbox(rate_limit=rate_limit)
+        self.box.seed_default_portal()
+        self.running = start_sandbox(sandbox=self.box)
+        self.stack = start_stack(home, self.running.url, self.box, verbose=False)
+        self.secret = self.stack.env["HUBSPOT_CLIENT_SECRET"]
+        self.box.subscribe(f"{self.stack.url}/webhooks/hubspot", self.secret,
+                           app_id=self.box.app_id, signature_version="v3")  # fmt: skip
+        self.sessions = db.session_factory(db.make_engine(self.stack.settings))
+
+    def close(self) -> None:
+        self.stack.stop()
+        self.running.stop()
+        EmbeddedValkey(self.home).stop()
+
+    def settled_at(self, deal_id: str) -> float | None:
+        with self.sessions() as session:
+            latest = ledger.latest_attempt(session, "hubspot", deal_id)
+            if latest is None or latest.state in ledger.IN_PROGRESS:
+                return None
+            return latest.transitions[-1].at.timestamp()
+
+    def hand_off(self, deal_ids: list[str]) -> dict[str, float]:
+        moved = time.time()
+        with self.box.hold_webhooks():
+            for deal_id in deal_ids:
+                self.box.move_deal(deal_id, "closedwon")
+        done: dict[str, float] = {}
+
+        def all_settled() -> bool:
+            for deal_id in deal_ids:
+                if deal_id not in done:
+                    at = self.settled_at(deal_id)
+                    if at is None:
+                        return False
+                    done[deal_id] = at - moved
+            return True
+
+        wait_for(all_settled, 600, "the deals to settle")
+        return done
+
+
+def api_calls(bench: Bench) -> None:
+    for complete, label in ((True, "accepted"), (False, "returned")):
+        deal_id = _deal(bench.box, 900 + complete, complete)
+        bench.box.flush_webhooks()
+        bench.box.reset_calls()
+        took = bench.hand_off([deal_id])[deal_id]
+        calls = bench.box.calls()
+        paths = ", ".join(f"{c.method} {c.path.split('?')[0]}" for c in calls)
+        print(f"  one {label} hand-off: {len(calls)} HubSpot API calls, {took:.2f} s   [{paths}]")
+
+
+def quiet_latency(bench: Bench, runs: int = 5) -> None:
+    times = [bench.hand_off([_deal(bench.box, 800 + n)]) for n in range(runs)]
+    seconds = [t for batch in times for t in batch.values()]
+    print(f"  stage change -> settled, quiet system: median {statistics.median(seconds):.2f} s, "
+          f"max {max(seconds):.2f} s over {runs} deals")  # fmt: skip
+
+
+def receiver_latency(bench: Bench, posts: int = 20) -> None:
+    events = [bench.box.deal_event(str(700_000 + n), "qualifiedtobuy") for n in range(100)]
+    body = json.dumps(events)
+    url = f"{bench.stack.url}/webhooks/hubspot"
+    answers = []
+    for _ in range(posts):
+        headers = sign_headers(bench.box.subscriptions[0], body)
+        started = time.perf_counter()
+        status = requests.post(url, data=body, headers=headers, timeout=10).status_code
+        answers.append(time.perf_counter() - started)
+        assert status == 204, status
+    answers.sort()
+    print(f"  receiver, 100-event batch: p50 {answers[len(answers) // 2] * 1000:.1f} ms, "
+          f"max {answers[-1] * 1000:.1f} ms over {posts} posts")  # fmt: skip
+
+
+def burst(bench: Bench, count: int, label: str) -> None:
+    deals = [_deal(bench.box, n, complete=n % 4 != 0) for n in range(count)]
+    bench.box.reset_calls()
+    done = bench.hand_off(deals)
+    limited = sum(1 for c in bench.box.calls() if c.status == 429)
+    print(f"  {count} deals moved at once ({label}): all settled in {max(done.values()):.1f} s "
+          f"(median deal {statistics.median(done.values()):.1f} s), "
+          f"{len(bench.box.calls())} API calls, {limited} answered 429")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=100)
+    args = parser.parse_args(argv)
+    print("Hand-off figures (real serve + worker processes, sandbox HubSpot on loopback)")
+    unlimited = Bench(rate_limit=None)
+    try:
+        api_calls(unlimited)
+        quiet_latency(unlimited)
+        receiver_latency(unlimited)
+        burst(unlimited, args.batch, "no rate limit")
+    finally:
+        unlimited.close()
+    limited = Bench(rate_limit=(100, 10.0))
+    try:
+        burst(limited, args.batch, "HubSpot's 100 requests / 10 s")
+    finally:
+        limited.close()
+
+
+if __name__ == "__main__":
+    main()
