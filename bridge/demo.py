@@ -22,7 +22,7 @@ import requests
 
 from bridge import db, ledger
 from bridge.settings import Settings, load_settings
-from bridge.valkey import EmbeddedValkey
+from bridge.valkey import EmbeddedValkey, free_port
 from sandbox import HubSpotSandbox, WriteSource, start_sandbox
 
 DEMO_HOME = Path(".fullkit") / "demo"
@@ -141,7 +141,7 @@ def run_demo(*, keep: bool = False, deal_count: int = 10) -> int:
 
 
 def start_stack(home: Path, sandbox_url: str, box: HubSpotSandbox, verbose: bool = True) -> Stack:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "FULLKIT_HOME": str(home),
@@ -301,12 +301,3 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"fullkit demo: timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.1)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

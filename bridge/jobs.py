@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import random
 
+import redis
 import structlog
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from bridge import ledger
 from bridge.handoff import Handoff
@@ -46,9 +48,8 @@ def handle_stage_change(
     """A hand-off-stage change arrived: record it once, and start an attempt if it may."""
     rt = runtime()
     occurred_at = dt.datetime.fromtimestamp(occurred_at_ms / 1000, tz=dt.UTC)
-    result = ledger.record_stage_change(
-        rt.sessions, crm, deal_id, stage_ref, occurred_at, event_ref
-    )
+    change = ledger.ChangeEvent(crm, deal_id, stage_ref, occurred_at, event_ref)
+    result = ledger.record_stage_change(rt.sessions, change)
     log.info("stage change", crm=crm, deal_id=deal_id, stage=stage_ref, outcome=result.outcome)
     if result.outcome == "started" and result.attempt_id is not None:
         advance_attempt(result.attempt_id)
@@ -84,6 +85,12 @@ def _run(rt: Runtime, session: ledger.Session, attempt: Attempt) -> None:
     except (AuthError, PermanentError) as exc:
         session.rollback()
         _fail(session, attempt, f"{type(exc).__name__}: {exc}")
+    except (DBAPIError, redis.RedisError):
+        raise  # our own storage is down: nothing can be written; the resumer retries later
+    except Exception as exc:  # a bug must not spin forever through the resumer
+        session.rollback()
+        log.exception("attempt crashed", handoff=attempt.handoff_id)
+        _fail(session, attempt, f"internal error: {type(exc).__name__}: {exc}")
     log.info("attempt", handoff=attempt.handoff_id, state=attempt.state, error=attempt.error)
 
 

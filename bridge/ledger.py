@@ -37,14 +37,18 @@ class ChangeOutcome:
     attempt_id: int | None
 
 
-def record_stage_change(
-    sessions: sessionmaker,
-    crm: str,
-    deal_id: str,
-    stage_ref: str,
-    occurred_at: dt.datetime,
-    event_ref: str | None,
-) -> ChangeOutcome:
+@dataclass(frozen=True)
+class ChangeEvent:
+    """A deal entering a hand-off stage, identified by (crm, deal, stage, when)."""
+
+    crm: str
+    deal_id: str
+    stage_ref: str
+    occurred_at: dt.datetime
+    event_ref: str | None = None  # the delivery that brought it, for the record
+
+
+def record_stage_change(sessions: sessionmaker, change: ChangeEvent) -> ChangeOutcome:
     """Record one hand-off-stage change once; start an attempt when ownership allows.
 
     Concurrent deliveries race on unique constraints, not on reads: the loser rolls
@@ -53,54 +57,45 @@ def record_stage_change(
     for _ in range(5):
         with sessions() as session:
             try:
-                result = _record(session, crm, deal_id, stage_ref, occurred_at, event_ref)
+                result = _record(session, change)
                 session.commit()
                 return result
             except IntegrityError:
                 session.rollback()
-                if _change_exists(session, crm, deal_id, stage_ref, occurred_at):
+                if _change_exists(session, change):
                     return ChangeOutcome("duplicate", None)
-    raise RuntimeError(f"could not record the stage change of {crm}:{deal_id}")
+    raise RuntimeError(f"could not record the stage change of {change.crm}:{change.deal_id}")
 
 
-def _change_exists(
-    session: Session, crm: str, deal_id: str, stage_ref: str, occurred_at: dt.datetime
-) -> bool:
+def _change_exists(session: Session, change: ChangeEvent) -> bool:
     query = select(StageChange.id).where(
-        StageChange.crm == crm,
-        StageChange.deal_id == deal_id,
-        StageChange.stage_ref == stage_ref,
-        StageChange.occurred_at == occurred_at,
+        StageChange.crm == change.crm,
+        StageChange.deal_id == change.deal_id,
+        StageChange.stage_ref == change.stage_ref,
+        StageChange.occurred_at == change.occurred_at,
     )
     return session.scalar(query) is not None
 
 
-def _record(
-    session: Session,
-    crm: str,
-    deal_id: str,
-    stage_ref: str,
-    occurred_at: dt.datetime,
-    event_ref: str | None,
-) -> ChangeOutcome:
-    if _change_exists(session, crm, deal_id, stage_ref, occurred_at):
+def _record(session: Session, change: ChangeEvent) -> ChangeOutcome:
+    if _change_exists(session, change):
         return ChangeOutcome("duplicate", None)
     now = utcnow()
-    latest = latest_attempt(session, crm, deal_id)
-    outcome, attempt = _decide(latest, occurred_at)
+    latest = latest_attempt(session, change.crm, change.deal_id)
+    outcome, attempt = _decide(latest, change.occurred_at)
     if outcome == "started":
         number = (latest.number + 1) if latest else 1
-        attempt = new_attempt(crm, deal_id, number, stage_ref, occurred_at, now)
+        attempt = new_attempt(change, number, now)
         session.add(attempt)
         session.flush()
     session.add(
         StageChange(
-            crm=crm,
-            deal_id=deal_id,
-            stage_ref=stage_ref,
-            occurred_at=occurred_at,
+            crm=change.crm,
+            deal_id=change.deal_id,
+            stage_ref=change.stage_ref,
+            occurred_at=change.occurred_at,
             received_at=now,
-            event_ref=event_ref,
+            event_ref=change.event_ref,
             outcome=outcome,
             attempt_id=attempt.id if attempt else None,
         )
@@ -123,24 +118,17 @@ def _decide(latest: Attempt | None, occurred_at: dt.datetime) -> tuple[str, Atte
     return "in_progress", latest
 
 
-def new_attempt(
-    crm: str,
-    deal_id: str,
-    number: int,
-    stage_ref: str,
-    occurred_at: dt.datetime,
-    now: dt.datetime,
-) -> Attempt:
+def new_attempt(change: ChangeEvent, number: int, now: dt.datetime) -> Attempt:
     attempt = Attempt(
-        crm=crm,
-        deal_id=deal_id,
+        crm=change.crm,
+        deal_id=change.deal_id,
         number=number,
         state="received",
         owner=SALES,
         owner_since=now,
         findings=[],
-        trigger_stage=stage_ref,
-        trigger_at=occurred_at,
+        trigger_stage=change.stage_ref,
+        trigger_at=change.occurred_at,
         task_started=False,
         retries=0,
         created_at=now,

@@ -108,7 +108,7 @@ class EmbeddedValkey:
 
         data_dir = (self.home / DATA_DIR).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = free_port()
         config = data_dir / "valkey.conf"
         config.write_text(
             "\n".join(
@@ -158,7 +158,8 @@ class EmbeddedValkey:
         return url
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]

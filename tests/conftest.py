@@ -15,6 +15,8 @@ import sqlalchemy as sa
 
 from bridge.settings import Settings, load_settings
 from bridge.valkey import EmbeddedValkey
+from connectors.hubspot_setup import setup_properties
+from sandbox import HubSpotSandbox, RunningSandbox, start_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -131,3 +133,36 @@ def make_settings(backend: Backend, tmp_path: Path) -> Any:
 @pytest.fixture
 def settings(make_settings: Any) -> Settings:
     return make_settings(HUBSPOT_CLIENT_SECRET="test-client-secret", FULLKIT_ADMIN_TOKEN="admin")
+
+
+# --- one loopback HubSpot portal per test module, for the connector tests ------------
+
+APP = "https://app.example.test"
+
+
+def sandbox_settings(served: RunningSandbox, token: str | None = None) -> Settings:
+    values: dict[str, Any] = {
+        "HUBSPOT_ACCESS_TOKEN": token or served.access_token,
+        "HUBSPOT_API_BASE": served.url,
+        "HUBSPOT_APP_BASE": APP,
+    }
+    return Settings(**values)
+
+
+@pytest.fixture(scope="module")
+def shared_sandbox() -> Iterator[RunningSandbox]:
+    # One portal per module: stopping a server takes half a second. Tests use their own
+    # deals; the rate limit is off here and tested on a sandbox of its own.
+    served = start_sandbox(sandbox=HubSpotSandbox(rate_limit=None))
+    served.sandbox.seed_default_portal()
+    try:
+        setup_properties(sandbox_settings(served))
+        yield served
+    finally:
+        served.stop()
+
+
+@pytest.fixture
+def running(shared_sandbox: RunningSandbox) -> RunningSandbox:
+    shared_sandbox.sandbox.reset_calls()
+    return shared_sandbox

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import requests
 from bridge import db, ledger
 from bridge.app import create_app
 from bridge.settings import load_settings
-from bridge.valkey import EmbeddedValkey
+from bridge.valkey import EmbeddedValkey, free_port
 from sandbox import HubSpotSandbox, start_sandbox
 from tests.conftest import FIXTURES, ROOT
 from tests.hubspot_signing import v3_headers
@@ -55,13 +54,6 @@ def test_metrics_speak_prometheus_and_count_webhooks(settings: Any) -> None:
     assert "test-client-secret" not in text
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _wait_for(check: Any, timeout: float = 30.0) -> None:
     """Wait for another process to reach a state; fails the test past the deadline."""
     deadline = time.monotonic() + timeout
@@ -76,7 +68,7 @@ def processes(tmp_path: Path) -> Iterator[Any]:
     box.seed_default_portal()
     running = start_sandbox(sandbox=box)
     home = tmp_path / "home"
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "DATABASE"))},
         "FULLKIT_HOME": str(home),
@@ -152,7 +144,7 @@ def test_serve_and_worker_processes_hand_off_a_deal(processes: Any) -> None:
 
 
 def test_serve_starts_and_says_503_while_the_queue_is_down(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "FULLKIT_HOME": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:9/0",
            "HUBSPOT_CLIENT_SECRET": "s"}  # fmt: skip
     env.pop("DATABASE_URL", None)

@@ -28,9 +28,9 @@ from connectors.hubspot_setup import SetupError, run_setup, setup_properties
 from connectors.hubspot_ticket import HubSpotTicketTarget
 from sandbox.hubspot import HubSpotSandbox
 from sandbox.server import RunningSandbox, start_sandbox
+from tests.conftest import APP, sandbox_settings
 
 BASE = "http://127.0.0.1:9"
-APP = "https://app.example.test"
 TOKEN = "pat-na1-very-secret-token"
 
 MAPPING = Mapping(
@@ -633,34 +633,6 @@ def test_write_failure_is_translated(mocked: responses.RequestsMock) -> None:
 
 
 # --- against the loopback sandbox (real HTTP, HubSpot's wire shapes) -----------------
-
-
-@pytest.fixture(scope="module")
-def shared_sandbox() -> Iterator[RunningSandbox]:
-    # One portal for the module: stopping a server takes half a second. Tests use their
-    # own deals; the rate limit is off here and tested on a sandbox of its own.
-    served = start_sandbox(sandbox=HubSpotSandbox(rate_limit=None))
-    served.sandbox.seed_default_portal()
-    try:
-        setup_properties(sandbox_settings(served))
-        yield served
-    finally:
-        served.stop()
-
-
-@pytest.fixture
-def running(shared_sandbox: RunningSandbox) -> RunningSandbox:
-    shared_sandbox.sandbox.reset_calls()
-    return shared_sandbox
-
-
-def sandbox_settings(served: RunningSandbox, token: str | None = None) -> Settings:
-    values: dict[str, Any] = {
-        "HUBSPOT_ACCESS_TOKEN": token or served.access_token,
-        "HUBSPOT_API_BASE": served.url,
-        "HUBSPOT_APP_BASE": APP,
-    }
-    return Settings(**values)
 
 
 def calls(served: RunningSandbox) -> list[str]:

@@ -18,13 +18,11 @@ from connectors import load_all
 from connectors.base import OpsRequest
 from connectors.errors import PermanentError
 from connectors.hubspot_client import forget_portal_ids
-from connectors.hubspot_setup import setup_properties
 from connectors.hubspot_ticket import HubSpotTicketTarget
-from sandbox.hubspot import HubSpotSandbox
-from sandbox.server import RunningSandbox, start_sandbox
+from sandbox.server import RunningSandbox
+from tests.conftest import APP, sandbox_settings
 
 BASE = "http://127.0.0.1:9"
-APP = "https://app.example.test"
 
 
 @pytest.fixture(autouse=True)
@@ -215,32 +213,6 @@ def test_owner_lookup_is_cached_per_instance(mocked: responses.RequestsMock) -> 
 
 
 # --- against the loopback sandbox (real HTTP, HubSpot's wire shapes) -----------------
-
-
-@pytest.fixture(scope="module")
-def shared_sandbox() -> Iterator[RunningSandbox]:
-    served = start_sandbox(sandbox=HubSpotSandbox(rate_limit=None))
-    served.sandbox.seed_default_portal()
-    try:
-        setup_properties(sandbox_settings(served))
-        yield served
-    finally:
-        served.stop()
-
-
-@pytest.fixture
-def running(shared_sandbox: RunningSandbox) -> RunningSandbox:
-    shared_sandbox.sandbox.reset_calls()
-    return shared_sandbox
-
-
-def sandbox_settings(served: RunningSandbox) -> Settings:
-    values: dict[str, Any] = {
-        "HUBSPOT_ACCESS_TOKEN": served.access_token,
-        "HUBSPOT_API_BASE": served.url,
-        "HUBSPOT_APP_BASE": APP,
-    }
-    return Settings(**values)
 
 
 def sandbox_request(

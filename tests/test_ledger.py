@@ -23,7 +23,7 @@ def sessions(settings: Any) -> Any:
 
 
 def record(sessions: Any, at: dt.datetime, deal: str = "1", stage: str = "closedwon") -> Any:
-    return ledger.record_stage_change(sessions, "hubspot", deal, stage, at, None)
+    return ledger.record_stage_change(sessions, ledger.ChangeEvent("hubspot", deal, stage, at))
 
 
 def finish(sessions: Any, attempt_id: int, state: str) -> None:
