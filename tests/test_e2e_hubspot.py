@@ -254,3 +254,25 @@ def test_deal_no_kit_applies_to_is_recorded_and_left_alone(
         assert history["owner"] == "sales"
         assert stack.deal(deal_id) == before  # nothing written to the CRM
         assert stack.sandbox.tickets() == [] and stack.sandbox.tasks_for_deal(deal_id) == []
+
+
+def test_rate_limited_calls_wait_for_hubspots_window(stack: Stack) -> None:
+    deal_id = stack.complete_deal()
+    with stack.sandbox.lock:
+        stack.sandbox.rate_limit = (2, 10.0)  # a portal that is nearly out of budget
+        stack.sandbox.request_times.clear()
+    hand_off(stack, deal_id)
+    rate_limited = [c for c in stack.sandbox.calls() if c.status == 429]
+    assert len(rate_limited) == 1  # one 429, then Fullkit stops asking until the window ends
+    with stack.runtime.sessions() as session:
+        attempt = ledger.latest_attempt(session, "hubspot", deal_id)
+        assert attempt is not None and attempt.state == "evaluating" and attempt.retries == 1
+        assert attempt.next_run_at is not None
+        wait = (attempt.next_run_at - attempt.updated_at).total_seconds()
+    assert wait >= 10.0  # X-HubSpot-RateLimit-Interval-Milliseconds, not a blind backoff
+    with stack.sandbox.lock:
+        stack.sandbox.rate_limit = None
+    while stack.run_scheduled_now():
+        stack.work()
+    assert stack.history(deal_id)["attempts"][0]["state"] == "ops_created"
+    assert stack.history(deal_id)["attempts"][0]["error"] is None
