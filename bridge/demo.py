@@ -255,7 +255,8 @@ def _detail(latest: Any) -> str:
     if latest.state == "ops_created":
         return f"ticket {latest.ops_ref} → {latest.ops_owner}, kickoff {latest.expected_kickoff}"
     if latest.findings:
-        return "; ".join(f["message"] for f in latest.findings)
+        count = len(latest.findings)
+        return f"{count} missing: " + "; ".join(f["message"] for f in latest.findings)
     return latest.error or ""
 
 

@@ -233,6 +233,12 @@ def evaluate(kit: Kit, packet: Packet, today: dt.date) -> list[Finding]:
     ]
 
 
+def applicable(kit: Kit, packet: Packet, today: dt.date) -> list[Requirement]:
+    """The requirements whose `when` holds for this deal (all of them when none has one)."""
+    variables = activation(packet, today)
+    return [req for req in kit.requirements if _applies(req, variables)]
+
+
 def _applies(req: Requirement, variables: dict[str, Any]) -> bool:
     # A `when` that cannot be evaluated is false: the requirement is skipped.
     return req.when is None or req.when.is_true(variables)

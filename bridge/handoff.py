@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from bridge import ledger
-from bridge.evaluator import evaluate, select_kit
+from bridge.evaluator import applicable, evaluate, select_kit
 from bridge.kickoff import expected_kickoff
 from bridge.models import Attempt
 from bridge.packet import Packet
@@ -140,7 +140,13 @@ class Handoff:
                 options=dict(kit.ops.options),
                 owner_email=self.attempt.ops_owner,
                 subject=ticket_subject(kit.title, packet),
-                summary=ticket_summary(kit, packet, self.attempt.ops_owner, kickoff),
+                summary=ticket_summary(
+                    kit,
+                    packet,
+                    self.attempt.ops_owner,
+                    kickoff,
+                    checked=[req.id for req in applicable(kit, packet, ledger.utcnow().date())],
+                ),  # fmt: skip
                 expected_kickoff=kickoff,
                 packet=packet,
             )

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 from bridge.packet import Packet
+from bridge.rules import Kit, Requirement
 
 
 def ticket_subject(kit_title: str, packet: Packet) -> str:
     return f"{kit_title}: {packet.name or packet.deal_id}"
 
 
-def ticket_summary(kit: Any, packet: Packet, owner_email: str | None, kickoff: dt.date) -> str:
+def ticket_summary(
+    kit: Kit,
+    packet: Packet,
+    owner_email: str | None,
+    kickoff: dt.date,
+    checked: Iterable[str] | None = None,
+) -> str:
+    """The ticket body. `checked`: ids of the requirements that applied to this deal."""
+    applied = set(checked) if checked is not None else {req.id for req in kit.requirements}
     lines = [
         f"Kit: {kit.title} ({kit.id}) — complete, accepted by ops.",
         f"Deal: {packet.name or packet.deal_id} ({packet.crm} {packet.deal_id})",
@@ -24,7 +34,7 @@ def ticket_summary(kit: Any, packet: Packet, owner_email: str | None, kickoff: d
         f"Expected kickoff: {kickoff.isoformat()}",
         "",
         "Checked requirements:",
-        *(f"  [x] {req.id}: {req.message}" for req in kit.requirements),
+        *(_requirement_line(req, req.id in applied) for req in kit.requirements),
         "",
         "Deal:",
         *_fields(packet.deal),
@@ -38,6 +48,12 @@ def ticket_summary(kit: Any, packet: Packet, owner_email: str | None, kickoff: d
     if packet.attachments:
         lines += ["Attachments:", *(_record(a) for a in packet.attachments)]
     return "\n".join(lines)
+
+
+def _requirement_line(req: Requirement, applied: bool) -> str:
+    if applied:
+        return f"  [x] {req.id}: {req.message}"
+    return f"  [-] {req.id}: not required for this deal"
 
 
 def _fields(values: dict[str, Any]) -> list[str]:
