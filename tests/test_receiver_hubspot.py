@@ -239,3 +239,27 @@ def test_v3_uri_decoding_follows_hubspot_table() -> None:
     assert (
         decode_v3_uri("https://x.io/hook%3Fa%3Db%2Cc%40d%20e") == "https://x.io/hook?a%3Db,c@d%20e"
     )
+
+
+def test_hostile_nesting_is_400_not_a_crash(client: FlaskClient, app: Any) -> None:
+    body = "[" * 200_000 + "]" * 200_000
+    assert post(client, body).status_code == 400
+    assert queued(app) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["null", '"a string"', "[1, 2]", '[{"eventId": true}]', "[[]]"],
+)
+def test_odd_bodies_are_400(client: FlaskClient, body: str) -> None:
+    assert post(client, body).status_code == 400
+
+
+def test_non_utf8_body_is_401_unsigned_and_400_signed(client: FlaskClient) -> None:
+    raw = b'[{"eventId": 1, "note": "\xff\xfe"}]'
+    unsigned = client.post(
+        "/webhooks/hubspot", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert unsigned.status_code == 401
+    headers = v3_headers(SECRET, URI, raw.decode("latin-1"))
+    assert client.post("/webhooks/hubspot", data=raw, headers=headers).status_code == 400

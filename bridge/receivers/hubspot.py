@@ -76,27 +76,30 @@ def _receive() -> int:
     try:
         hubspot_signature.verify(
             dict(request.headers), secret.get_secret_value(), request.method,
-            public_url(request), text,
+            public_url(request), text if text is not None else body.decode("latin-1"),
         )  # fmt: skip
     except hubspot_signature.SignatureInvalid as exc:
         raise Refusal(401, str(exc)) from None
+    if text is None:
+        raise Refusal(400, "body is not UTF-8")
     events = _parse(text)
     changes = [e for e in events if _is_handoff(e, app.handoff_stages, app.settings.hubspot_app_id)]
     _queue(app, changes)
     return 204
 
 
-def _text(body: bytes) -> str:
+def _text(body: bytes) -> str | None:
+    """The body as text, or None when it is not UTF-8 (refused once the signature is checked)."""
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
-        raise Refusal(400, "body is not UTF-8") from None
+        return None
 
 
 def _parse(text: str) -> list[HubSpotEvent]:
     try:
         data: Any = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: hostile nesting depth
         raise Refusal(400, "body is not JSON") from None
     try:
         return Batch.validate_python(data)
