@@ -36,7 +36,13 @@ def cli() -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default: $PORT or 8000).")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Gunicorn processes (each runs 8 threads; /metrics counts per process).",
+)
 def serve(host: str, port: int | None, workers: int) -> None:
     """Serve the webhook receivers, /healthz, /metrics and the API (gunicorn)."""
     from bridge.server import serve_forever

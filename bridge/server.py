@@ -27,7 +27,7 @@ def serve_forever(host: str, port: int, workers: int) -> None:
         {
             "bind": f"{host}:{port}",
             "workers": workers,
-            "threads": 4,
+            "threads": 8,
             "worker_class": "gthread",
             "timeout": 30,
             "graceful_timeout": 10,
