@@ -7,6 +7,8 @@ import random
 
 import redis
 import structlog
+from rq import Retry
+from rq.timeouts import BaseTimeoutException
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
@@ -27,6 +29,9 @@ BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 300.0
 # An attempt nobody touched for this long while in progress lost its worker.
 STALL_SECONDS = 30
+# Recording a stage change only needs our own ledger; if that is down, try again for
+# about an hour (HubSpot's redeliveries, which requeue a failed job, go on for a day).
+INTAKE_RETRY = Retry(max=8, interval=[5, 15, 30, 60, 120, 300, 600, 1200])
 
 
 def runtime() -> Runtime:
@@ -85,6 +90,9 @@ def _run(rt: Runtime, session: ledger.Session, attempt: Attempt) -> None:
     except (AuthError, PermanentError) as exc:
         session.rollback()
         _fail(session, attempt, f"{type(exc).__name__}: {exc}")
+    except BaseTimeoutException:
+        session.rollback()
+        _retry_later(rt, session, attempt, RetryableError("the step ran past the job timeout"))
     except (DBAPIError, redis.RedisError):
         raise  # our own storage is down: nothing can be written; the resumer retries later
     except Exception as exc:  # a bug must not spin forever through the resumer

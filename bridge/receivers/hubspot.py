@@ -120,7 +120,7 @@ def _is_handoff(event: HubSpotEvent, stages: frozenset[str], app_id: str | None)
 
 
 def _queue(app: Any, changes: list[HubSpotEvent]) -> None:
-    from bridge.jobs import handle_stage_change
+    from bridge.jobs import INTAKE_RETRY, handle_stage_change
 
     try:
         queue = app.queue()
@@ -129,7 +129,7 @@ def _queue(app: Any, changes: list[HubSpotEvent]) -> None:
             key = job_id("hubspot", deal_id, stage, event.occurredAt)
             if queue.enqueue_unique(
                 handle_stage_change, key, "hubspot", deal_id, stage, event.occurredAt,
-                f"hubspot-event:{event.eventId}",
+                f"hubspot-event:{event.eventId}", retry=INTAKE_RETRY,
             ):  # fmt: skip
                 EVENTS_QUEUED.labels(crm="hubspot").inc()
     except QueueUnavailable:
