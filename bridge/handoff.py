@@ -38,7 +38,10 @@ class Handoff:
                 "accepted": self._open_ops_ticket,
             }[self.attempt.state]
             step()
+            # Each step gets its own retry window and backoff from the start.
             self.attempt.next_run_at = None
+            self.attempt.first_retry_at = None
+            self.attempt.retries = 0
             if self.attempt.state in ledger.TERMINAL:
                 self.attempt.error = None  # a retried step that finally worked leaves no error
             self.session.commit()

@@ -11,9 +11,11 @@ from rq import Retry
 from rq.timeouts import BaseTimeoutException
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm.exc import StaleDataError
 
 from bridge import ledger
 from bridge.handoff import Handoff
+from bridge.lease import attempt_lease, lease_key
 from bridge.models import Attempt
 from bridge.queue import job_id
 from bridge.runtime import Runtime
@@ -64,21 +66,15 @@ def handle_stage_change(
 def advance_attempt(attempt_id: int) -> str | None:
     """Carry an attempt as far as it goes; one worker at a time per attempt."""
     rt = runtime()
-    lock = rt.redis.lock(f"fullkit:lock:attempt:{attempt_id}", timeout=120, blocking=False)
-    if not lock.acquire():
-        return None  # another worker holds it; if that worker dies the resumer steps in
-    try:
+    with attempt_lease(rt.redis, attempt_id) as held:
+        if not held:
+            return None  # another worker is on it; if that worker dies the resumer steps in
         with rt.sessions() as session:
             attempt = session.get(Attempt, attempt_id)
             if attempt is None:
                 return None
             _run(rt, session, attempt)
             return attempt.state
-    finally:
-        try:
-            lock.release()
-        except Exception:  # an expired lock is released already
-            pass
 
 
 def _run(rt: Runtime, session: ledger.Session, attempt: Attempt) -> None:
@@ -93,6 +89,10 @@ def _run(rt: Runtime, session: ledger.Session, attempt: Attempt) -> None:
     except BaseTimeoutException:
         session.rollback()
         _retry_later(rt, session, attempt, RetryableError("the step ran past the job timeout"))
+    except StaleDataError:
+        session.rollback()  # another runner took the attempt over (our lease lapsed): theirs
+        log.warning("attempt taken over", handoff=attempt.handoff_id)
+        return
     except (DBAPIError, redis.RedisError):
         raise  # our own storage is down: nothing can be written; the resumer retries later
     except Exception as exc:  # a bug must not spin forever through the resumer
@@ -148,7 +148,7 @@ def resume_stalled(rt: Runtime, now: dt.datetime | None = None) -> list[int]:
     for attempt_id, updated_at, next_run_at in rows:
         if next_run_at is not None and next_run_at > stale:
             continue  # a retry is scheduled and not overdue
-        if rt.redis.exists(f"fullkit:lock:attempt:{attempt_id}"):
+        if rt.redis.exists(lease_key(attempt_id)):
             continue
         key = job_id("resume", attempt_id, updated_at.isoformat())
         if rt.queue.enqueue_unique(advance_attempt, key, attempt_id):

@@ -72,6 +72,9 @@ class Attempt(Base):
     next_run_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # Optimistic concurrency: a runner whose lease lapsed cannot overwrite a newer one.
+    version: Mapped[int] = mapped_column(Integer)
+    __mapper_args__ = {"version_id_col": version}
 
     transitions: Mapped[list[Transition]] = relationship(
         back_populates="attempt", order_by="Transition.id", cascade="all, delete-orphan"

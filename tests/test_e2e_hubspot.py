@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from bridge import jobs, ledger
+from bridge.lease import LEASE_SECONDS, lease_key
 from bridge.models import Attempt
 from tests.conftest import ROOT
 from tests.e2e import KICKOFF, Stack, start_stack
@@ -276,3 +277,22 @@ def test_rate_limited_calls_wait_for_hubspots_window(stack: Stack) -> None:
         stack.work()
     assert stack.history(deal_id)["attempts"][0]["state"] == "ops_created"
     assert stack.history(deal_id)["attempts"][0]["error"] is None
+
+
+def test_a_dead_workers_lease_delays_resumption_only_until_it_lapses(stack: Stack) -> None:
+    deal_id = stack.complete_deal()
+    hand_off(stack, deal_id)
+    with stack.runtime.sessions() as session:
+        attempt = session.get(Attempt, 1)
+        attempt.state, attempt.ops_ref, attempt.ops_link = "accepted", None, None
+        attempt.updated_at = ledger.utcnow() - dt.timedelta(minutes=5)
+        session.commit()
+    key = lease_key(1)
+    stack.runtime.redis.set(key, "dead-worker", px=int(LEASE_SECONDS * 1000))
+    assert jobs.resume_stalled(stack.runtime) == []  # still leased: not ours to take yet
+    assert 0 < stack.runtime.redis.pttl(key) <= LEASE_SECONDS * 1000
+    stack.runtime.redis.delete(key)  # the lease lapses: the dead worker renews nothing
+    assert jobs.resume_stalled(stack.runtime) == [1]
+    stack.work()
+    assert stack.history(deal_id)["attempts"][0]["state"] == "ops_created"
+    assert len(stack.sandbox.tickets()) == 1

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from sqlalchemy.orm.exc import StaleDataError
 
 from bridge import db, ledger
 from bridge.models import Attempt
@@ -110,3 +111,15 @@ def test_owner_since_follows_the_handover(sessions: Any) -> None:
 def test_unknown_deal_has_no_history(sessions: Any) -> None:
     with sessions() as session:
         assert ledger.deal_history(session, "hubspot", "nope") is None
+
+
+def test_a_runner_whose_lease_lapsed_cannot_overwrite_a_newer_one(sessions: Any) -> None:
+    record(sessions, T0)
+    with sessions() as stale, sessions() as current:
+        old_view = stale.get(Attempt, 1)
+        new_view = current.get(Attempt, 1)
+        ledger.move(new_view, "evaluating")
+        current.commit()
+        old_view.task_started = True
+        with pytest.raises(StaleDataError):
+            stale.commit()
