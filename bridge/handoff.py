@@ -73,7 +73,7 @@ class Handoff:
     def _evaluate(self) -> None:
         packet = self._packet()
         today = ledger.utcnow().date()
-        kit = select_kit(self.runtime.rules, packet, today)
+        kit = select_kit(self._kits_for_trigger(), packet, today)
         if kit is None:
             ledger.move(self.attempt, "no_kit", "no kit applies to this deal")
             return
@@ -88,6 +88,12 @@ class Handoff:
             self.attempt.updated_at = ledger.utcnow()
             return
         self._accept(kit, packet)
+
+    def _kits_for_trigger(self) -> list[Kit]:
+        """Only the kits whose hand-off stage is the one the deal entered."""
+        mapping = self.runtime.rules.mappings[self.attempt.crm]
+        entered = mapping.canonical_stage(self.attempt.trigger_stage)
+        return [kit for kit in self.runtime.rules.kits if kit.handoff_stage == entered]
 
     def _return_stage(self, kit: Kit, packet: Packet) -> str:
         mapping = self.runtime.rules.mappings[self.attempt.crm]

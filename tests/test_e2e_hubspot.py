@@ -296,3 +296,27 @@ def test_a_dead_workers_lease_delays_resumption_only_until_it_lapses(stack: Stac
     stack.work()
     assert stack.history(deal_id)["attempts"][0]["state"] == "ops_created"
     assert len(stack.sandbox.tickets()) == 1
+
+
+def test_each_handoff_stage_is_judged_by_its_own_kit(make_settings: Any, tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "kit_rules", rules)
+    (rules / "kits" / "20-contract-review.yaml").write_text(
+        "kit: contract-review\n"
+        "title: Contract review\n"
+        "crm: hubspot\n"
+        "handoff_stage: contractsent\n"
+        "ops: {target: hubspot_ticket, owners: [ops-ben@example.com]}\n"
+        "requirements:\n"
+        "  - id: legal-sized\n"
+        "    check: 'deal.amount < 100000.0'\n"
+        "    message: 'Contracts of 100k or more go through legal first'\n"
+    )
+    for stack in start_stack(lambda **kw: make_settings(FULLKIT_RULES_DIR=str(rules), **kw)):
+        deal_id = stack.complete_deal(dealstage="qualifiedtobuy", amount="250000")
+        stack.sandbox.move_deal(deal_id, "contractsent")
+        stack.work()
+        attempt = stack.history(deal_id)["attempts"][0]
+        assert attempt["kit"] == "contract-review"
+        assert [f["id"] for f in attempt["findings"]] == ["legal-sized"]
+        assert stack.deal(deal_id)["dealstage"] == "qualifiedtobuy"
