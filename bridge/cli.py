@@ -162,9 +162,7 @@ def status(handoff: str) -> None:
     """Show who owns a deal and its hand-off history."""
     from bridge import db, ledger
 
-    crm, _, deal_id = handoff.partition(":")
-    if crm not in {"hubspot", "salesforce"} or not deal_id:
-        raise click.UsageError("expected CRM:DEAL_ID, e.g. hubspot:1234")
+    crm, deal_id = _handoff_ref(handoff)
     settings = _settings()
     engine = db.make_engine(settings)
     try:
@@ -185,6 +183,38 @@ def status(handoff: str) -> None:
             click.echo(f"    ops: {attempt['ops_owner']} {attempt['ops_link']}")
         if attempt["error"]:
             click.echo(f"    error: {attempt['error']}")
+
+
+@cli.command()
+@click.argument("handoffs", nargs=-1, metavar="[CRM:DEAL_ID]...")
+def replay(handoffs: tuple[str, ...]) -> None:
+    """Re-queue failed hand-offs (all, or the given deals) and failed intake jobs."""
+    from bridge import jobs
+    from bridge.runtime import Runtime
+
+    deals = [_handoff_ref(ref) for ref in handoffs]
+    settings = _settings()
+    _check_rules(settings)
+    rt = Runtime.build(settings)
+    try:
+        if settings.uses_default_database:
+            from bridge import db
+
+            db.upgrade(rt.engine)
+        attempts = jobs.replay_failed(rt, deals or None)
+        intake = 0 if deals else jobs.requeue_failed_jobs(rt)
+    except Exception as exc:
+        raise Problem(f"replay failed: {type(exc).__name__}: {_first_line(exc)}") from None
+    for handoff_id in attempts:
+        click.echo(f"queued {handoff_id}")
+    click.echo(f"replayed {len(attempts)} failed hand-off(s) and {intake} failed intake job(s)")
+
+
+def _handoff_ref(ref: str) -> tuple[str, str]:
+    crm, _, deal_id = ref.partition(":")
+    if crm not in {"hubspot", "salesforce"} or not deal_id:
+        raise click.UsageError(f"expected CRM:DEAL_ID, e.g. hubspot:1234 (got {ref!r})")
+    return crm, deal_id
 
 
 @cli.group(name="db")

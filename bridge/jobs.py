@@ -8,8 +8,10 @@ import random
 import redis
 import structlog
 from rq import Retry
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.registry import FailedJobRegistry
 from rq.timeouts import BaseTimeoutException
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -154,3 +156,43 @@ def resume_stalled(rt: Runtime, now: dt.datetime | None = None) -> list[int]:
         if rt.queue.enqueue_unique(advance_attempt, key, attempt_id):
             resumed.append(attempt_id)
     return resumed
+
+
+def replay_failed(rt: Runtime, deals: list[tuple[str, str]] | None = None) -> list[str]:
+    """Re-queue failed attempts (all, or those of the given deals) where they stopped.
+
+    Returns the hand-off ids queued. The operator fixed what failed them (a token, an
+    ops owner's HubSpot user, an outage); each resumes at its last step, with a fresh
+    retry window, and finishes without repeating what it had done.
+    """
+    query = select(Attempt).where(Attempt.state == "failed")
+    if deals:
+        query = query.where(tuple_(Attempt.crm, Attempt.deal_id).in_(deals))
+    queued: list[str] = []
+    with rt.sessions() as session:
+        for attempt in session.scalars(query.order_by(Attempt.id)):
+            resume_at = next(
+                (t.state for t in reversed(attempt.transitions) if t.state in ledger.IN_PROGRESS),
+                "received",
+            )
+            ledger.move(attempt, resume_at, "replayed by an operator")
+            attempt.error, attempt.retries = None, 0
+            attempt.first_retry_at = attempt.next_run_at = None
+            session.commit()
+            key = job_id("replay", attempt.id, attempt.version)
+            rt.queue.enqueue_unique(advance_attempt, key, attempt.id)
+            queued.append(attempt.handoff_id)
+    return queued
+
+
+def requeue_failed_jobs(rt: Runtime) -> int:
+    """Stage changes whose intake job failed for good (its retries spent) run again."""
+    registry = FailedJobRegistry(queue=rt.queue.rq)
+    count = 0
+    for failed_id in registry.get_job_ids():
+        try:
+            registry.requeue(failed_id)
+            count += 1
+        except (InvalidJobOperation, NoSuchJobError):
+            continue  # expired or requeued by someone else meanwhile
+    return count

@@ -320,3 +320,23 @@ def test_each_handoff_stage_is_judged_by_its_own_kit(make_settings: Any, tmp_pat
         assert attempt["kit"] == "contract-review"
         assert [f["id"] for f in attempt["findings"]] == ["legal-sized"]
         assert stack.deal(deal_id)["dealstage"] == "qualifiedtobuy"
+
+
+def test_replay_finishes_a_failed_handoff_once_the_cause_is_fixed(stack: Stack) -> None:
+    deal_id = stack.complete_deal()
+    token = stack.sandbox.access_token
+    with stack.sandbox.lock:
+        app_id = stack.sandbox.tokens.pop(token)
+    hand_off(stack, deal_id)
+    assert stack.history(deal_id)["attempts"][0]["state"] == "failed"
+    stack.sandbox.add_token(token, app_id)  # the admin fixed the private app
+
+    assert jobs.replay_failed(stack.runtime, [("hubspot", deal_id)]) == [f"hubspot:{deal_id}:1"]
+    stack.work()
+    attempt = stack.history(deal_id)["attempts"][0]
+    assert attempt["state"] == "ops_created" and attempt["error"] is None
+    assert [t["state"] for t in attempt["transitions"]] == [
+        "received", "evaluating", "failed", "evaluating", "accepted", "ops_created",
+    ]  # fmt: skip
+    assert len(stack.sandbox.tickets()) == 1
+    assert jobs.replay_failed(stack.runtime) == []  # nothing failed any more
