@@ -121,7 +121,7 @@ class Handoff:
             return_stage_ref=self.attempt.return_stage_ref or "",
             missing=missing,
             owner_ref=self.attempt.owner_ref,
-            due=ledger.utcnow().date(),
+            returned_at=ledger.utcnow(),
         )
         connector = self.runtime.crm(self.attempt.crm)
         if self.attempt.task_ref is None:

@@ -27,7 +27,9 @@ class PushBack:
     return_stage_ref: str  # the CRM's stage id/name to move the deal to
     missing: tuple[str, ...]  # requirement messages, kit order
     owner_ref: str | None  # the deal owner, who gets the task
-    due: dt.date  # the task's due date (today, UTC)
+    # When the kit was found incomplete. The task is due that same day, as the CRM's own
+    # time zone counts days, so sales sees "due today" and not "overdue" or "tomorrow".
+    returned_at: dt.datetime
 
 
 @dataclass(frozen=True)

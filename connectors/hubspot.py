@@ -54,9 +54,11 @@ def marker_of(body: str | None) -> str | None:
     return html.unescape(found.group(1)) if found else None
 
 
-def midnight_utc_ms(day: dt.date) -> str:
-    moment = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-    return str(int(moment.timestamp() * 1000))
+def end_of_day_ms(moment: dt.datetime, zone: dt.tzinfo) -> str:
+    """23:59 of moment's day in the portal's time zone: due today, not yet overdue."""
+    local = moment.astimezone(zone)
+    end = local.replace(hour=23, minute=59, second=0, microsecond=0)
+    return str(int(end.timestamp() * 1000))
 
 
 def previous_stage(history: Iterable[dict[str, Any]], current: str | None) -> str | None:
@@ -295,7 +297,7 @@ class HubSpotConnector(CrmConnector):
         properties = {
             "hs_task_subject": task_subject(len(item.missing)),
             "hs_task_body": task_body(item),
-            "hs_timestamp": midnight_utc_ms(item.due),
+            "hs_timestamp": end_of_day_ms(item.returned_at, self.api.time_zone()),
             "hs_task_status": "NOT_STARTED",
             "hs_task_priority": "HIGH",
             "hs_task_type": "TODO",

@@ -19,6 +19,7 @@ tomorrow would turn into a crash today.
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import hashlib
 import json
@@ -27,6 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
 import urllib3
@@ -118,10 +120,16 @@ class _SessionPool:
         )
 
 
-# Portal ids never change for a token; remembered per (API base, token digest) so a
-# long-lived worker asks once. The digest keeps the token itself out of the key.
-_PORTAL_IDS: dict[tuple[str, str], str] = {}
-_PORTAL_LOCK = threading.Lock()
+@dataclass(frozen=True)
+class AccountDetails:
+    portal_id: str
+    time_zone: str  # IANA name, e.g. "America/New_York"
+
+
+# A portal's id and time zone do not change for a token; remembered per (API base, token
+# digest) so a long-lived worker asks once. The digest keeps the token itself out of the key.
+_ACCOUNTS: dict[tuple[str, str], AccountDetails] = {}
+_ACCOUNT_LOCK = threading.Lock()
 
 
 class HubSpotApi:
@@ -205,18 +213,30 @@ class HubSpotApi:
         return _json(answer)
 
     def portal_id(self) -> str:
+        return self._account().portal_id
+
+    def time_zone(self) -> dt.tzinfo:
+        """The portal's time zone (UTC when HubSpot names one Python does not know)."""
+        try:
+            return ZoneInfo(self._account().time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            return dt.UTC
+
+    def _account(self) -> AccountDetails:
         key = (self.base, self._token_digest)
-        with _PORTAL_LOCK:
-            cached = _PORTAL_IDS.get(key)
+        with _ACCOUNT_LOCK:
+            cached = _ACCOUNTS.get(key)
         if cached is not None:
             return cached
         details = self.request("read account details", "GET", "/account-info/v3/details")
-        portal = str(details.get("portalId", "")) if isinstance(details, dict) else ""
+        details = details if isinstance(details, dict) else {}
+        portal = str(details.get("portalId", ""))
         if not portal:
             raise PermanentError("HubSpot account details carry no portalId")
-        with _PORTAL_LOCK:
-            _PORTAL_IDS[key] = portal
-        return portal
+        account = AccountDetails(portal, str(details.get("timeZone") or "UTC"))
+        with _ACCOUNT_LOCK:
+            _ACCOUNTS[key] = account
+        return account
 
     def record_url(self, object_type_id: str, object_id: str) -> str:
         """A record's page in HubSpot's UI, e.g. object type 0-3 (deal), 0-5 (ticket)."""
@@ -224,9 +244,9 @@ class HubSpotApi:
 
 
 def forget_portal_ids() -> None:
-    """For tests: start from an empty portal-id cache."""
-    with _PORTAL_LOCK:
-        _PORTAL_IDS.clear()
+    """For tests: start from an empty account-details cache."""
+    with _ACCOUNT_LOCK:
+        _ACCOUNTS.clear()
 
 
 def _json(answer: Any) -> Any:
@@ -251,6 +271,10 @@ def translate(exc: BaseException, operation: str) -> ConnectorError:
         return RetryableError(f"HubSpot {operation}: timed out")
     if isinstance(exc, requests.ConnectionError | urllib3.exceptions.HTTPError):
         return RetryableError(f"HubSpot {operation}: connection failed ({type(exc).__name__})")
+    if isinstance(
+        exc, requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError
+    ):
+        return RetryableError(f"HubSpot {operation}: answer cut off ({type(exc).__name__})")
     if isinstance(exc, requests.RequestException):
         return PermanentError(f"HubSpot {operation}: request failed ({type(exc).__name__})")
     status = getattr(exc, "status", None)

@@ -224,7 +224,7 @@ def _push(handoff: str = "hubspot:101:1", deal: str = "101", **extra: Any) -> Pu
         "return_stage_ref": "contractsent",
         "missing": ("Deal amount must be above zero", "Add a <billing> contact"),
         "owner_ref": "77",
-        "due": dt.date(2026, 11, 27),
+        "returned_at": dt.datetime(2026, 11, 27, 15, 30, tzinfo=dt.UTC),
     }
     values.update(extra)
     return PushBack(**values)
@@ -488,13 +488,14 @@ def test_create_one_task_with_deal_association(mocked: responses.RequestsMock) -
     mocked.post(f"{BASE}/crm/v3/objects/tasks", status=201, json={"id": "9001", "properties": {}})
     result = connector().create_return_tasks([_push()])
     assert result == {"hubspot:101:1": "9001"}
-    body = sent(mocked.calls[0])
+    body = sent(next(c for c in mocked.calls if c.request.path_url == "/crm/v3/objects/tasks"))
     props = body["properties"]
     assert props["hs_task_subject"] == "Hand-off returned: 2 items missing"
     assert props["hs_task_status"] == "NOT_STARTED"
     assert props["hubspot_owner_id"] == "77"
+    # Due at the end of the day it was returned, in the portal's zone (UTC if unnamed).
     assert props["hs_timestamp"] == str(
-        int(dt.datetime(2026, 11, 27, tzinfo=dt.UTC).timestamp() * 1000)
+        int(dt.datetime(2026, 11, 27, 23, 59, tzinfo=dt.UTC).timestamp() * 1000)
     )
     assert marker_of(props["hs_task_body"]) == "hubspot:101:1"
     assert body["associations"] == [
@@ -521,7 +522,8 @@ def test_create_several_tasks_in_one_batch(mocked: responses.RequestsMock) -> No
     )
     result = connector().create_return_tasks(items)
     assert result == {"hubspot:102:3": "7000", "hubspot:101:1": "7001"}
-    subjects = [i["properties"]["hs_task_subject"] for i in sent(mocked.calls[0])["inputs"]]
+    batch = next(c for c in mocked.calls if c.request.path_url.endswith("/batch/create"))
+    subjects = [i["properties"]["hs_task_subject"] for i in sent(batch)["inputs"]]
     assert subjects == ["Hand-off returned: 2 items missing", "Hand-off returned: 1 item missing"]
 
 
@@ -730,7 +732,7 @@ def _pushback(deal_id: str, owner: str | None, attempt: int = 1) -> PushBack:
         return_stage_ref="contractsent",
         missing=("Add a billing contact with an email address",),
         owner_ref=owner,
-        due=dt.date(2026, 11, 27),
+        returned_at=dt.datetime(2026, 11, 27, 15, 30, tzinfo=dt.UTC),
     )
 
 
@@ -762,7 +764,7 @@ def test_sandbox_push_back_makes_exactly_one_task(running: RunningSandbox) -> No
     assert "Add a billing contact with an email address" in task["hs_task_body"]
     assert task["hs_task_status"] == "NOT_STARTED"
     assert task["hubspot_owner_id"] == packet.owner_ref
-    assert task["hs_timestamp"].startswith("2026-11-27T00:00:00")
+    assert task["hs_timestamp"].startswith("2026-11-27T23:59:00")
     deal = running.sandbox.get("deals", deal_id)["properties"]
     assert deal["dealstage"] == "contractsent"
     assert deal["fullkit_status"] == "returned"
@@ -856,6 +858,7 @@ def test_sandbox_batch_writes(running: RunningSandbox) -> None:
     made = hub.create_return_tasks(items)
     hub.write_returns(items)
     assert calls(running) == [
+        "GET /account-info/v3/details",  # the portal's time zone, once per process
         "POST /crm/v3/objects/tasks/batch/create",
         "POST /crm/v3/objects/deals/batch/update",
     ]
@@ -978,3 +981,17 @@ def test_batch_update_refusal_is_permanent(mocked: responses.RequestsMock) -> No
     )
     with pytest.raises(PermanentError, match="OBJECT_NOT_FOUND"):
         connector().write_returns([_push(), _push(handoff="hubspot:102:1", deal="102")])
+
+
+def test_task_is_due_today_in_the_portals_time_zone(mocked: responses.RequestsMock) -> None:
+    mocked.replace(
+        responses.GET, f"{BASE}/account-info/v3/details",
+        json={"portalId": 4242, "timeZone": "Asia/Tokyo"},
+    )  # fmt: skip
+    mocked.post(f"{BASE}/crm/v3/objects/tasks", status=201, json={"id": "9002", "properties": {}})
+    # 23:30 UTC on the 27th is already the 28th in Tokyo: the task is due the 28th there.
+    late = _push(returned_at=dt.datetime(2026, 11, 27, 23, 30, tzinfo=dt.UTC))
+    connector().create_return_tasks([late])
+    body = sent(next(c for c in mocked.calls if c.request.path_url == "/crm/v3/objects/tasks"))
+    tokyo_end = dt.datetime(2026, 11, 28, 23, 59, tzinfo=dt.timezone(dt.timedelta(hours=9)))
+    assert body["properties"]["hs_timestamp"] == str(int(tokyo_end.timestamp() * 1000))
