@@ -263,12 +263,19 @@ def _first_line(exc: BaseException) -> str:
 
 def main() -> NoReturn:
     try:
-        cli.main(standalone_mode=True)
-    except KeyboardInterrupt:
+        result = cli.main(prog_name="fullkit", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        click.echo(f"fullkit: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
         sys.exit(130)
     except SystemExit:
         raise
     except Exception as exc:  # the promise: one clear line, never a traceback
         click.echo(f"fullkit: {type(exc).__name__}: {_first_line(exc)}", err=True)
         sys.exit(1)
-    sys.exit(0)
+    sys.exit(result if isinstance(result, int) else 0)

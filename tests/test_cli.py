@@ -77,8 +77,14 @@ def test_malformed_setting_is_one_line_exit_1(tmp_path: Path) -> None:
     )
 
 
-def test_status_usage_error_is_exit_2() -> None:
-    assert fullkit(["status", "not-a-deal"]).returncode == 2
+@pytest.mark.parametrize(
+    "args",
+    [["status", "not-a-deal"], ["kit", "check"], ["no-such-command"], ["serve", "--port", "0"]],
+)
+def test_usage_errors_are_one_line_exit_2(args: list[str]) -> None:
+    done = fullkit(args)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("fullkit: ")
 
 
 def test_status_of_unknown_deal_is_exit_1(tmp_path: Path) -> None:
@@ -87,11 +93,14 @@ def test_status_of_unknown_deal_is_exit_1(tmp_path: Path) -> None:
     assert done.stderr.strip() == "fullkit: no hand-off recorded for hubspot:424242"
 
 
-def test_db_upgrade_then_status(make_settings: Any, backend: Any, tmp_path: Path) -> None:
+def test_db_upgrade_then_status(backend: Any, tmp_path: Path) -> None:
     env = {k: str(v) for k, v in backend.env(tmp_path / "home").items()}
     done = fullkit(["db", "upgrade"], **env)
     assert done.returncode == 0, done.stderr
     assert "revision 0001" in done.stdout
+    status = fullkit(["status", "hubspot:77"], **env)  # the upgraded ledger answers
+    assert status.returncode == 1
+    assert status.stderr.strip() == "fullkit: no hand-off recorded for hubspot:77"
 
 
 def test_configured_database_with_old_schema_refuses_to_start(tmp_path: Path) -> None:

@@ -113,17 +113,20 @@ def test_same_event_delivered_ten_times_at_once_makes_one_ticket(stack: Stack) -
     assert len(stack.history(deal_id)["attempts"]) == 1
 
 
-def test_concurrent_jobs_for_one_change_make_one_ticket(stack: Stack) -> None:
-    """Even past the queue's de-duplication (two subscriptions, a replayed job), the
-    ledger and the ticket's unique hand-off id keep it to one."""
+def test_concurrent_jobs_for_one_deal_make_one_ticket(stack: Stack) -> None:
+    """Past the queue's de-duplication (a replayed job, two subscriptions, a second change
+    a moment later): the ledger's change key and the in-progress rule start one attempt."""
     deal_id = stack.complete_deal()
     occurred = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    moments = [occurred, occurred, occurred, occurred + 1, occurred + 2, occurred + 3]
     with ThreadPoolExecutor(max_workers=6) as pool:
-        list(pool.map(lambda n: jobs.handle_stage_change(
-            "hubspot", deal_id, "closedwon", occurred, f"e{n}"), range(6)))  # fmt: skip
+        outcomes = list(pool.map(lambda at: jobs.handle_stage_change(
+            "hubspot", deal_id, "closedwon", at, "e"), moments))  # fmt: skip
     stack.work()
+    assert outcomes.count("started") == 1
+    assert outcomes.count("duplicate") == 2
     assert len(stack.sandbox.tickets()) == 1
-    assert stack.history(deal_id)["attempts"][0]["state"] == "ops_created"
+    assert [a["state"] for a in stack.history(deal_id)["attempts"]] == ["ops_created"]
 
 
 def test_fullkits_own_writes_start_nothing(stack: Stack) -> None:
