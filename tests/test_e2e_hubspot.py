@@ -25,6 +25,15 @@ def stack(make_settings: Any) -> Iterator[Stack]:
     yield from start_stack(make_settings)
 
 
+def forget_the_ticket(stack: Stack) -> None:
+    """As if the worker died after creating the ticket, before writing it down."""
+    with stack.runtime.sessions() as session:
+        attempt = session.get(Attempt, 1)
+        attempt.state, attempt.ops_ref, attempt.ops_link = "accepted", None, None
+        attempt.updated_at = ledger.utcnow() - dt.timedelta(minutes=5)
+        session.commit()
+
+
 def hand_off(stack: Stack, deal_id: str) -> None:
     stack.sandbox.move_deal(deal_id, "closedwon")
     stack.work()
@@ -205,12 +214,7 @@ def test_auth_error_stops_at_once(stack: Stack) -> None:
 def test_stalled_attempt_is_resumed_without_a_second_ticket(stack: Stack) -> None:
     deal_id = stack.complete_deal()
     hand_off(stack, deal_id)
-    with stack.runtime.sessions() as session:
-        attempt = session.get(Attempt, 1)
-        # As if the worker died after creating the ticket, before writing it down.
-        attempt.state, attempt.ops_ref, attempt.ops_link = "accepted", None, None
-        attempt.updated_at = ledger.utcnow() - dt.timedelta(minutes=5)
-        session.commit()
+    forget_the_ticket(stack)
     assert jobs.resume_stalled(stack.runtime) == [1]
     stack.work()
     assert stack.history(deal_id)["attempts"][0]["state"] == "ops_created"
@@ -285,11 +289,7 @@ def test_rate_limited_calls_wait_for_hubspots_window(stack: Stack) -> None:
 def test_a_dead_workers_lease_delays_resumption_only_until_it_lapses(stack: Stack) -> None:
     deal_id = stack.complete_deal()
     hand_off(stack, deal_id)
-    with stack.runtime.sessions() as session:
-        attempt = session.get(Attempt, 1)
-        attempt.state, attempt.ops_ref, attempt.ops_link = "accepted", None, None
-        attempt.updated_at = ledger.utcnow() - dt.timedelta(minutes=5)
-        session.commit()
+    forget_the_ticket(stack)
     key = lease_key(1)
     stack.runtime.redis.set(key, "dead-worker", px=int(LEASE_SECONDS * 1000))
     assert jobs.resume_stalled(stack.runtime) == []  # still leased: not ours to take yet

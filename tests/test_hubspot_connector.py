@@ -23,7 +23,7 @@ from connectors.hubspot import (
     task_body,
     task_subject,
 )
-from connectors.hubspot_client import DISABLED_MESSAGE, HubSpotApi, forget_portal_ids
+from connectors.hubspot_client import DISABLED_MESSAGE, HubSpotApi
 from connectors.hubspot_setup import SetupError, run_setup, setup_properties
 from connectors.hubspot_ticket import HubSpotTicketTarget
 from sandbox.hubspot import HubSpotSandbox
@@ -58,13 +58,6 @@ def settings(token: str | None = TOKEN) -> Settings:
     if token is not None:
         values["HUBSPOT_ACCESS_TOKEN"] = token
     return Settings(**values)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_portal_cache() -> Iterator[None]:
-    forget_portal_ids()
-    yield
-    forget_portal_ids()
 
 
 @pytest.fixture

@@ -17,19 +17,11 @@ from bridge.settings import Settings
 from connectors import load_all
 from connectors.base import OpsRequest
 from connectors.errors import PermanentError
-from connectors.hubspot_client import forget_portal_ids
 from connectors.hubspot_ticket import HubSpotTicketTarget
 from sandbox.server import RunningSandbox
 from tests.conftest import APP, sandbox_settings
 
 BASE = "http://127.0.0.1:9"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_portal_cache() -> Iterator[None]:
-    forget_portal_ids()
-    yield
-    forget_portal_ids()
 
 
 @pytest.fixture
