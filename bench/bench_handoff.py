@@ -25,7 +25,7 @@ from bridge import db, ledger
 from bridge.demo import sample_contacts, start_stack, wait_for
 from bridge.valkey import EmbeddedValkey
 from sandbox import HubSpotSandbox, start_sandbox
-from sandbox.hubspot_webhooks import sign_headers
+from sandbox.hubspot_webhooks import Subscription, sign_headers
 
 HOME = Path(".fullkit") / "bench"
 
@@ -126,6 +126,33 @@ def receiver_latency(bench: Bench, posts: int = 20) -> None:
           f"max {answers[-1] * 1000:.1f} ms over {posts} posts")  # fmt: skip
 
 
+def queue_down_latency(posts: int = 5) -> None:
+    """The SPEC: with the queue unreachable, receivers answer 503 within 2 s."""
+    from bridge.app import create_app
+    from bridge.settings import load_settings
+
+    settings = load_settings(
+        FULLKIT_HOME=str((HOME / "queue-down").resolve()),
+        REDIS_URL="redis://127.0.0.1:9/0",  # nothing listens on the discard port
+        HUBSPOT_CLIENT_SECRET="bench",
+    )
+    client = create_app(settings).test_client()
+    body = json.dumps([{"eventId": 1, "subscriptionType": "deal.propertyChange",
+                        "objectId": 1, "occurredAt": int(time.time() * 1000),
+                        "propertyName": "dealstage", "propertyValue": "closedwon"}])  # fmt: skip
+    url = "http://localhost/webhooks/hubspot"
+    answers = []
+    subscription = Subscription(0, url, "bench", 0, "deals", "dealstage", "v3")
+    for _ in range(posts):
+        headers = sign_headers(subscription, body)
+        started = time.perf_counter()
+        status = client.post("/webhooks/hubspot", data=body, headers=headers).status_code
+        answers.append(time.perf_counter() - started)
+        assert status == 503, status
+    print(f"  receiver with the queue down: 503 in max {max(answers) * 1000:.0f} ms "
+          f"over {posts} posts (SPEC: within 2 s)")  # fmt: skip
+
+
 def burst(bench: Bench, count: int, label: str) -> None:
     deals = [_deal(bench.box, n, complete=n % 4 != 0) for n in range(count)]
     bench.box.reset_calls()
@@ -141,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=100)
     args = parser.parse_args(argv)
     print("Hand-off figures (real serve + worker processes, sandbox HubSpot on loopback)")
+    queue_down_latency()
     unlimited = Bench(rate_limit=None)
     try:
         api_calls(unlimited)
