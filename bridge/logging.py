@@ -15,6 +15,8 @@ def configure_logging(level: int = logging.INFO) -> None:
     if _configured:
         return
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level)
+    # Migration chatter on every start of serve/worker tells an operator nothing.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
