@@ -463,23 +463,23 @@ class HubSpotSandbox:
                 source = WriteSource.user(self.owners[owner_id].user_id)
             deal = self.create("deals", props, source=source)
             if company is not None:
-                cid = (
-                    company
-                    if isinstance(company, str)
-                    else self.create("companies", dict(company), source=source).id
-                )
+                cid = self._existing_or_new("companies", company, source)
                 self.associate("deals", deal.id, "companies", cid, 5)
             for contact in contacts:
-                kid = (
-                    contact
-                    if isinstance(contact, str)
-                    else self.create("contacts", dict(contact), source=source).id
-                )
+                kid = self._existing_or_new("contacts", contact, source)
                 self.associate("deals", deal.id, "contacts", kid, 3)
             for item in line_items:
                 lid = self.create("line_items", dict(item), source=source).id
                 self.associate("deals", deal.id, "line_items", lid, 19)
             return deal.id
+
+    def _existing_or_new(
+        self, otype: str, record: Mapping[str, str] | str, source: WriteSource
+    ) -> str:
+        """An existing record's id as given, or the id of one created from properties."""
+        if isinstance(record, str):
+            return record
+        return self.create(otype, dict(record), source=source).id
 
     def move_deal(self, deal_id: str, stage: str, by_user: bool = True) -> None:
         """Change a deal's stage as a salesperson in the UI would (fires webhooks)."""

@@ -310,18 +310,11 @@ class HubSpotApp:
         data = _object(body)
         inputs = _inputs(data)
         started = now()
-        results, missing = [], []
-        for item in inputs:
-            try:
-                rec = self.sandbox.find(kind, str(item.get("id")), data.get("idProperty"))
-            except ApiError:
-                missing.append(str(item.get("id")))
-                continue
-            results.append(
-                self.sandbox.record_wire(
-                    rec, data.get("properties"), data.get("propertiesWithHistory")
-                )
-            )
+        found, missing = self._find_inputs(kind, inputs, lambda _item: data.get("idProperty"))
+        results = [
+            self.sandbox.record_wire(rec, data.get("properties"), data.get("propertiesWithHistory"))
+            for rec, _item in found
+        ]
         errors = []
         if missing:
             errors.append(
@@ -333,6 +326,20 @@ class HubSpotApp:
                 )
             )
         return _batch(results, errors, started)
+
+    def _find_inputs(
+        self, kind: str, inputs: list[dict[str, Any]], id_property: Callable[[dict[str, Any]], Any]
+    ) -> tuple[list[tuple[Record, dict[str, Any]]], list[str]]:
+        """Batch inputs -> (found records with their input, ids HubSpot would call missing)."""
+        found, missing = [], []
+        for item in inputs:
+            try:
+                found.append(
+                    (self.sandbox.find(kind, str(item.get("id")), id_property(item)), item)
+                )
+            except ApiError:
+                missing.append(str(item.get("id")))
+        return found, missing
 
     def do_batch_create(self, otype: str, body: Any, source: WriteSource, **_: Any) -> Answer:
         kind = self._otype(otype)
@@ -356,15 +363,10 @@ class HubSpotApp:
                 "VALIDATION_ERROR",
                 f"Duplicate IDs found in batch input: {dupes}. IDs must be unique",
             )
-        found, missing = [], []
-        for item in inputs:
-            try:
-                rec = self.sandbox.find(kind, str(item.get("id")), item.get("idProperty"))
-            except ApiError:
-                missing.append(str(item.get("id")))
-                continue
-            found.append((rec, _properties(item)))
-        records = self.sandbox.update_many(kind, found, source)
+        found, missing = self._find_inputs(kind, inputs, lambda item: item.get("idProperty"))
+        records = self.sandbox.update_many(
+            kind, [(rec, _properties(item)) for rec, item in found], source
+        )
         errors = (
             [_standard_error("OBJECT_NOT_FOUND", "Object not found.", {"ids": missing})]
             if missing
