@@ -167,9 +167,15 @@ def to_cel(value: Any) -> Any:
     return str(value)
 
 
+# What the runtime takes as it is: most packet values, so most skip to_cel.
+_AS_IS = frozenset({str, float, bool})
+
+
 def _cel_map(values: dict[str, Any]) -> dict[str, Any]:
     # An empty CRM value is an absent field, so `has(deal.x)` is false for it.
-    return {str(k): to_cel(v) for k, v in values.items() if not _is_empty(v)}
+    return {
+        str(k): v if type(v) in _AS_IS else to_cel(v) for k, v in values.items() if not _is_empty(v)
+    }
 
 
 def _is_empty(value: Any) -> bool:
