@@ -62,26 +62,30 @@ class Expression:
 
     def run(self, variables: dict[str, Any] | cel.Activation) -> Any:
         """The CEL value as Python; raises EvaluationError when it cannot be evaluated."""
+        return self._eval(variables).value()
+
+    def is_true(self, variables: dict[str, Any] | cel.Activation) -> bool:
+        """True only for a CEL `true`; errors and non-bool results are false."""
+        try:
+            result = self._eval(variables)
+        except EvaluationError:
+            return False
+        return result.type() == cel.Type.BOOL and result.value() is True
+
+    def _eval(self, variables: dict[str, Any] | cel.Activation) -> cel.Value:
         try:
             if isinstance(variables, dict):
                 result = self.program.eval(data=variables)
             else:
                 result = self.program.eval(variables)
-        except RuntimeError as exc:
+        except (RuntimeError, TypeError, ValueError) as exc:
             # The C++ runtime raises (rather than returning an error value) when it runs
             # out of its iteration budget; that is this expression failing, not the worker.
             log.warning("kit expression not evaluated", expression=self.source, error=str(exc))
             raise EvaluationError(str(exc)) from None
         if result.type() == cel.Type.ERROR:
             raise EvaluationError(str(result.value()))
-        return result.value()
-
-    def is_true(self, variables: dict[str, Any] | cel.Activation) -> bool:
-        """True only for a CEL `true`; errors and non-bool results are false."""
-        try:
-            return self.run(variables) is True
-        except EvaluationError:
-            return False
+        return result
 
 
 class EvaluationError(Exception):
