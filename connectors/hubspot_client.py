@@ -203,19 +203,13 @@ class HubSpotApi:
 
     def _daily_limit(self, operation: str) -> QuotaError:
         """HubSpot's daily limit resets at midnight in the portal's time zone."""
-        now = dt.datetime.now(dt.UTC)
         try:
             zone_name = self._account().time_zone
+        except QuotaError as unknown:
+            return unknown
         except ConnectorError:
-            # The details call is spent too; the zone is unknown, so look again soon.
-            resets_at = now + UNKNOWN_RESET_RECHECK
-            return QuotaError(
-                f"HubSpot {operation}: daily API limit reached",
-                DAILY_LIMIT,
-                resets_at,
-                "UTC, time zone unknown: checking hourly",
-            )
-        resets_at = daily_reset(now, _zone(zone_name))
+            return _unknown_reset(operation)
+        resets_at = daily_reset(dt.datetime.now(dt.UTC), _zone(zone_name))
         return QuotaError(
             f"HubSpot {operation}: daily API limit reached", DAILY_LIMIT, resets_at, zone_name
         )
@@ -271,9 +265,11 @@ class HubSpotApi:
             cached = _ACCOUNTS.get(key)
         if cached is not None:
             return cached
-        details = self.request(
-            "read account details", "GET", "/account-info/v3/details", plain=True
-        )
+        operation = "read account details"
+        try:
+            details = self.request(operation, "GET", "/account-info/v3/details", plain=True)
+        except _DailyLimit:
+            raise _unknown_reset(operation) from None
         details = details if isinstance(details, dict) else {}
         portal = str(details.get("portalId", ""))
         if not portal:
@@ -293,6 +289,17 @@ class HubSpotApi:
         account = self._account()
         base = self.app_base or f"https://{account.ui_domain}"
         return f"{base}/contacts/{account.portal_id}/record/{object_type_id}/{object_id}"
+
+
+def _unknown_reset(operation: str) -> QuotaError:
+    # The account details are spent too, so the portal's midnight is unknown: look again
+    # within the hour rather than a day late.
+    return QuotaError(
+        f"HubSpot {operation}: daily API limit reached",
+        DAILY_LIMIT,
+        dt.datetime.now(dt.UTC) + UNKNOWN_RESET_RECHECK,
+        "UTC; the portal's time zone is unknown, so checking hourly",
+    )
 
 
 def daily_reset(now: dt.datetime, zone: dt.tzinfo) -> dt.datetime:

@@ -17,13 +17,7 @@ from bridge import ledger
 from bridge.cli import cli
 from connectors.hubspot_client import daily_reset
 from tests.conftest import ROOT
-from tests.e2e import Stack, start_stack
-
-ORDER_FORM = """
-  - id: order-form
-    check: 'attachments.exists(a, a.name.contains("order form") && a.extension == "pdf")'
-    message: 'Attach the signed order form (PDF) to a note or email on the deal'
-"""
+from tests.e2e import ORDER_FORM, Stack, start_stack
 
 
 @pytest.fixture

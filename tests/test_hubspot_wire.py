@@ -5,7 +5,9 @@ UI domains and files attached to notes and emails."""
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -13,6 +15,7 @@ import pytest
 import requests
 
 from bridge.mapping import FieldSpec, Mapping
+from bridge.rules import load_rules
 from bridge.settings import Settings
 from connectors.base import OpsRequest, PushBack
 from connectors.errors import QuotaError, RetryableError
@@ -21,7 +24,8 @@ from connectors.hubspot_client import daily_reset
 from connectors.hubspot_ticket import HubSpotTicketTarget
 from sandbox import RunningSandbox
 from sandbox.hubspot import WriteSource
-from tests.conftest import sandbox_settings
+from tests.conftest import ROOT, sandbox_settings
+from tests.e2e import ORDER_FORM
 
 MAPPING = Mapping(
     crm="hubspot",
@@ -281,3 +285,26 @@ def test_attachments_are_not_read_unless_asked_for(running: RunningSandbox) -> N
     assert packet.attachments == []
     touched: list[Any] = running.sandbox.calls(path_prefix="/files/")
     assert touched == [] and running.sandbox.calls(path_prefix="/crm/v3/objects/notes") == []
+
+
+def test_a_daily_limit_before_the_time_zone_is_known_is_checked_hourly(
+    running: RunningSandbox,
+) -> None:
+    deal_id = big_deal(running, contacts=1, line_items=1)
+    running.sandbox.exhaust_daily_limit(2)  # the deal read, then the account details
+    with pytest.raises(QuotaError) as caught:
+        hub(running).fetch_packets([deal_id])
+    assert "time zone is unknown" in caught.value.zone
+    assert caught.value.resets_at - dt.datetime.now(dt.UTC) <= dt.timedelta(hours=1)
+    assert deal_id in hub(running).fetch_packets([deal_id])
+
+
+def test_only_kits_that_check_attachments_ask_for_them(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "kit_rules", rules)
+    (kit,) = load_rules(rules).kits
+    assert not kit.uses("attachments")
+    path = rules / "kits" / "10-new-customer.yaml"
+    path.write_text(path.read_text() + ORDER_FORM)
+    (kit,) = load_rules(rules).kits
+    assert kit.uses("attachments")
