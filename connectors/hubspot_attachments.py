@@ -65,7 +65,7 @@ class Attachments:
             )
             for result in results_of(answer):
                 raw = str((result.get("properties") or {}).get(ATTACHMENT_IDS) or "")
-                ids = [part.strip() for part in raw.split(";") if part.strip().isdigit()]
+                ids = [piece.strip() for piece in raw.split(";") if piece.strip().isdigit()]
                 found[str(result.get("id"))] = ids
         return found
 
