@@ -181,8 +181,11 @@ def status(handoff: str) -> None:
             click.echo(f"    missing: {finding['message']}")
         if attempt["ops_link"]:
             click.echo(f"    ops: {attempt['ops_owner']} {attempt['ops_link']}")
-        if attempt["error"]:
+        if attempt["error"] and attempt["state"] == "failed":
             click.echo(f"    error: {attempt['error']}")
+        elif attempt["error"]:
+            # In progress: the error says what the attempt is waiting for, not why it failed.
+            click.echo(f"    {attempt['error']}")
 
 
 @cli.command()

@@ -99,6 +99,19 @@ class Kit:
     requirements: tuple[Requirement, ...]
     source: str = ""  # the file it came from, for messages
 
+    def uses(self, variable: str) -> bool:
+        """Whether any of the kit's expressions or fields may read `variable`.
+
+        A connector reads costly parts of a deal (attachments) only for kits that use
+        them; a mention inside a string literal errs on the side of reading.
+        """
+        word = re.compile(rf"\b{re.escape(variable)}\b")
+        texts = [self.applies_when.source if self.applies_when else ""]
+        for req in self.requirements:
+            texts += [req.field or "", req.check.source if req.check else ""]
+            texts.append(req.when.source if req.when else "")
+        return any(word.search(text) for text in texts)
+
 
 @dataclass(frozen=True)
 class Rules:
@@ -122,12 +135,25 @@ class Rules:
         return packet_from_json(data, self.mappings, default_crm=default_crm)
 
 
+# What a kit may check of each attachment, e.g. `attachments.exists(a, a.name.contains("order
+# form") && a.extension == "pdf")`; `source` is where it was attached ("note", "email").
+ATTACHMENT_FIELDS = {
+    "name": "string",
+    "extension": "string",
+    "type": "string",
+    "url": "string",
+    "size": "number",
+    "source": "string",
+}
+
+
 def schema_for(mapping: Mapping) -> Schema:
     """The canonical fields kit expressions may use with this mapping."""
     fields = {obj: {spec.name: spec.type for spec in mapping.fields(obj)} for obj in OBJECTS}
     # Every contact has a role (Salesforce always; HubSpot through a mapped property).
     fields["contact"].setdefault("role", "string")
-    fields["attachment"] = {"name": "string"}
+    # Attachments are canonical already (the CRM's connector fills them), not mapped.
+    fields["attachment"] = dict(ATTACHMENT_FIELDS)
     return Schema(fields)
 
 

@@ -74,8 +74,14 @@ class CrmConnector(ABC):
         self.mapping = mapping
 
     @abstractmethod
-    def fetch_packets(self, deal_ids: Sequence[str]) -> dict[str, Packet]:
-        """Current packets; an id the CRM does not know is missing from the answer."""
+    def fetch_packets(
+        self, deal_ids: Sequence[str], *, with_attachments: bool = False
+    ) -> dict[str, Packet]:
+        """Current packets; an id the CRM does not know is missing from the answer.
+
+        Attachments cost extra calls, so they are read (into `packet.attachments`) only
+        when asked for: when a kit that may judge the deal uses them.
+        """
 
     @abstractmethod
     def create_return_tasks(

@@ -16,7 +16,17 @@ from bridge.settings import Settings
 from connectors import register_crm
 from connectors.base import Acceptance, CrmConnector, PushBack
 from connectors.errors import PermanentError, RetryableError
-from connectors.hubspot_client import BATCH_LIMIT, HubSpotApi, NotFoundError, chunks
+from connectors.hubspot_associations import associations_of, batch_associations
+from connectors.hubspot_attachments import Attachments
+from connectors.hubspot_client import (
+    BATCH_LIMIT,
+    HISTORY_BATCH_LIMIT,
+    HubSpotApi,
+    NotFoundError,
+    chunks,
+    next_after,
+    results_of,
+)
 
 DEAL_OBJECT_TYPE_ID = "0-3"
 DEAL_TO_PRIMARY_COMPANY = AssociationType.PRIMARY_DEAL_TO_COMPANY  # 5
@@ -90,7 +100,9 @@ class HubSpotConnector(CrmConnector):
 
     # --- reading -------------------------------------------------------------------
 
-    def fetch_packets(self, deal_ids: Sequence[str]) -> dict[str, Packet]:
+    def fetch_packets(
+        self, deal_ids: Sequence[str], *, with_attachments: bool = False
+    ) -> dict[str, Packet]:
         ids = list(dict.fromkeys(str(deal_id) for deal_id in deal_ids))
         if not ids:
             return {}
@@ -108,10 +120,14 @@ class HubSpotConnector(CrmConnector):
                     seen.setdefault(target)
             wanted[kind] = list(seen)
         records = {kind: self._read_objects(kind, obj, wanted[kind]) for kind, obj in _ASSOCIATED}
-        return {
+        files = Attachments(self.api).of_deals(list(deals)) if with_attachments else {}
+        packets = {
             deal_id: self._packet(deal_id, deal, links.get(deal_id, {}), records)
             for deal_id, deal in deals.items()
         }
+        for deal_id, packet in packets.items():
+            packet.attachments = files.get(deal_id, [])
+        return packets
 
     def _deal_properties(self) -> list[str]:
         return sorted(set(self.mapping.properties("deal")) | set(DEAL_BASE_PROPERTIES))
@@ -133,16 +149,24 @@ class HubSpotConnector(CrmConnector):
             return {}, {}
         if not isinstance(deal, dict):
             return {}, {}
+        links, paged = _v3_associations(deal.get("associations"))
+        for kind in paged:
+            # The read embeds only a first page; the list endpoint has them all.
+            links[kind] = [
+                (target, DEAL_TO_PRIMARY_COMPANY in types)
+                for target, types in associations_of(api, "deals", str(deal.get("id")), kind)
+            ]
         # Keyed by the id asked for: a merged deal answers under its new id, and the
         # caller looks the packet up by the id it has.
-        return {deal_id: deal}, {deal_id: _v3_associations(deal.get("associations"))}
+        return {deal_id: deal}, {deal_id: links}
 
     def _read_many_deals(
         self, ids: list[str]
     ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, list[tuple[str, bool]]]]]:
         api = self.api
         deals: dict[str, dict[str, Any]] = {}
-        for part in chunks(ids):
+        # With propertiesWithHistory HubSpot refuses a batch of more than 50.
+        for part in chunks(ids, HISTORY_BATCH_LIMIT):
             answer = api.call(
                 "batch read deals",
                 api.client.crm.deals.batch_api.read,
@@ -152,44 +176,17 @@ class HubSpotConnector(CrmConnector):
                     "propertiesWithHistory": ["dealstage"],
                 },
             )
-            for result in _results(answer):
+            for result in results_of(answer):
                 deals[str(result.get("id"))] = result
         links: dict[str, dict[str, list[tuple[str, bool]]]] = {deal_id: {} for deal_id in deals}
         if deals:
             for kind, _ in _ASSOCIATED:
-                for deal_id, targets in self._v4_associations("deals", kind, list(deals)).items():
+                for deal_id, targets in batch_associations(api, "deals", kind, list(deals)).items():
                     if deal_id in links:
                         links[deal_id][kind] = [
                             (target, DEAL_TO_PRIMARY_COMPANY in types) for target, types in targets
                         ]
         return deals, links
-
-    def _v4_associations(
-        self, from_type: str, to_type: str, ids: list[str]
-    ) -> dict[str, list[tuple[str, set[int]]]]:
-        """{from id: [(to id, association type ids)]}, in HubSpot's order."""
-        api = self.api
-        found: dict[str, list[tuple[str, set[int]]]] = {}
-        for part in chunks(ids):
-            # Deals without associations come back as per-item errors (207): not a failure.
-            answer = api.call(
-                f"read {from_type} to {to_type} associations",
-                api.client.crm.associations.v4.batch_api.get_page,
-                from_type,
-                to_type,
-                {"inputs": [{"id": object_id} for object_id in part]},
-            )
-            for result in _results(answer):
-                source = result.get("from") or {}
-                targets = found.setdefault(str(source.get("id")), [])
-                for target in result.get("to") or []:
-                    types = {
-                        int(kind["typeId"])
-                        for kind in target.get("associationTypes") or []
-                        if isinstance(kind, dict) and str(kind.get("typeId", "")).isdigit()
-                    }
-                    targets.append((str(target.get("toObjectId")), types))
-        return found
 
     def _read_objects(self, kind: str, obj: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         """{id: properties} of associated records; records HubSpot lacks are left out."""
@@ -213,7 +210,7 @@ class HubSpotConnector(CrmConnector):
                     "propertiesWithHistory": [],
                 },
             )
-            for result in _results(answer):
+            for result in results_of(answer):
                 records[str(result.get("id"))] = result.get("properties") or {}
         return records
 
@@ -282,7 +279,7 @@ class HubSpotConnector(CrmConnector):
                 {"inputs": part},
             )
             # Batch answers are not in input order: the marker in each body says whose it is.
-            for result in _results(answer):
+            for result in results_of(answer):
                 handoff_id = marker_of((result.get("properties") or {}).get("hs_task_body"))
                 if handoff_id is not None:
                     done[handoff_id] = str(result.get("id"))
@@ -326,7 +323,8 @@ class HubSpotConnector(CrmConnector):
         which may miss a task created a moment ago.
         """
         deal_ids = list(dict.fromkeys(item.deal_id for item in items))
-        links = self._v4_associations("deals", "tasks", deal_ids)
+        # Every page: a task missed on a later page would be created a second time.
+        links = batch_associations(self.api, "deals", "tasks", deal_ids)
         task_ids = list(_unique(target for targets in links.values() for target, _ in targets))
         wanted = {item.handoff_id for item in items}
         found: dict[str, str] = {}
@@ -341,7 +339,7 @@ class HubSpotConnector(CrmConnector):
                     "propertiesWithHistory": [],
                 },
             )
-            for result in _results(answer):
+            for result in results_of(answer):
                 handoff_id = marker_of((result.get("properties") or {}).get("hs_task_body"))
                 if handoff_id in wanted and handoff_id not in found:
                     found[handoff_id] = str(result.get("id"))
@@ -413,24 +411,21 @@ def _raise_batch_errors(operation: str, answer: Any) -> None:
         raise PermanentError(text)
 
 
-def _results(answer: Any) -> list[dict[str, Any]]:
-    results = answer.get("results") if isinstance(answer, dict) else None
-    return [result for result in results or [] if isinstance(result, dict)]
-
-
 def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def _v3_associations(raw: Any) -> dict[str, list[tuple[str, bool]]]:
-    """A v3 object read's `associations` -> {kind: [(id, is primary)]}.
+def _v3_associations(raw: Any) -> tuple[dict[str, list[tuple[str, bool]]], list[str]]:
+    """A v3 object read's `associations` -> ({kind: [(id, is primary)]}, kinds with more).
 
     v3 names each association type: `deal_to_company` is the primary company (type 5),
-    `deal_to_company_unlabeled` any other. Line items arrive under "line items".
+    `deal_to_company_unlabeled` any other. Line items arrive under "line items". Each
+    kind embeds at most one page (100); `paging.next` says there are more.
     """
     links: dict[str, list[tuple[str, bool]]] = {}
+    paged: list[str] = []
     if not isinstance(raw, dict):
-        return links
+        return links, paged
     for key, value in raw.items():
         kind = str(key).replace(" ", "_")
         results = value.get("results") if isinstance(value, dict) else None
@@ -443,7 +438,9 @@ def _v3_associations(raw: Any) -> dict[str, list[tuple[str, bool]]]:
             primary = label == "deal_to_company" or "primary" in label.lower()
             merged[target] = merged.get(target, False) or primary
         links.setdefault(kind, []).extend(merged.items())
-    return links
+        if next_after(value) is not None:
+            paged.append(kind)
+    return links, paged
 
 
 def _primary(links: list[tuple[str, bool]], found: dict[str, dict[str, Any]]) -> str | None:

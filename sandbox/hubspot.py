@@ -186,6 +186,37 @@ class Fault:
     remaining: int
     status: int
     path_prefix: str | None
+    retry_after: float | None = None  # seconds, sent as Retry-After
+    policy: str | None = None  # a 429's policyName, e.g. DAILY
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file in the portal's file manager (what the Files API answers about it)."""
+
+    id: str
+    name: str  # without the extension, as HubSpot stores it
+    extension: str
+    type: str  # HubSpot's coarse kind: DOCUMENT, IMG, ...
+    size: int
+    created_at: dt.datetime
+
+    def as_wire(self, base_url: str) -> dict[str, Any]:
+        # Engagement attachments are hidden files: private, no public hosting URL.
+        return {
+            "id": self.id,
+            "name": self.name,
+            "extension": self.extension,
+            "type": self.type,
+            "size": self.size,
+            "access": "HIDDEN_PRIVATE",
+            "isUsableInContent": False,
+            "url": f"{base_url}/hubfs/{self.id}/{self.name}.{self.extension}",
+            "path": f"/{self.name}.{self.extension}",
+            "archived": False,
+            "createdAt": iso(self.created_at),
+            "updatedAt": iso(self.created_at),
+        }
 
 
 AssocKey = tuple[str, str]  # (object type, id)
@@ -204,10 +235,17 @@ class HubSpotSandbox:
         search_rate_limit: tuple[int, float] | None = (5, 1.0),
         search_lag_seconds: float = 0.0,
         time_zone: str = "UTC",
+        ui_domain: str | None = None,
     ) -> None:
         self.portal_id = portal_id
         self.app_id = app_id
         self.time_zone = time_zone
+        # The account details' uiDomain (e.g. app-eu1.hubspot.com); None: this server.
+        self.ui_domain = ui_domain
+        # HubSpot's association page sizes: an object read embeds 100 per type, a v4
+        # batch read gives each object a page of 500 (HubSpot's documented list limit).
+        self.association_embed_limit = 100
+        self.association_batch_page = 500
         self.rate_limit = rate_limit
         self.search_rate_limit = search_rate_limit
         self.search_lag_seconds = search_lag_seconds
@@ -268,6 +306,8 @@ class HubSpotSandbox:
         self.call_log: list[CallRecord] = []
         self.faults: list[Fault] = []
         self.request_times: dict[tuple[str, str], deque[float]] = {}
+        self.files: dict[str, StoredFile] = {}
+        self._file_ids = itertools.count(190_000_001)
 
     # ------------------------------------------------------------------ set-up
 
@@ -363,10 +403,50 @@ class HubSpotSandbox:
             self.subscriptions.append(sub)
             return sub.id
 
-    def fail_next(self, n: int = 1, status: int = 503, path_prefix: str | None = None) -> None:
-        """Answer the next n API calls (whose path starts with path_prefix) with a 5xx."""
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 503,
+        path_prefix: str | None = None,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        """Answer the next n API calls (whose path starts with path_prefix) with `status`:
+        a 5xx, 423 (locked) or 477 (portal migration), with Retry-After if given."""
         with self.lock:
-            self.faults.append(Fault(n, status, path_prefix))
+            self.faults.append(Fault(n, status, path_prefix, retry_after))
+
+    def exhaust_daily_limit(self, n: int = 1, path_prefix: str | None = None) -> None:
+        """Answer the next n API calls with HubSpot's 429 for a spent daily limit."""
+        with self.lock:
+            self.faults.append(Fault(n, 429, path_prefix, policy="DAILY"))
+
+    def attach_file(
+        self,
+        deal_id: str,
+        name: str,
+        extension: str = "pdf",
+        *,
+        via: str = "notes",
+        file_type: str = "DOCUMENT",
+        size: int = 48_213,
+    ) -> str:
+        """Upload a file and attach it to a new note (or email) on the deal -> file id."""
+        with self.lock:
+            file_id = str(next(self._file_ids))
+            self.files[file_id] = StoredFile(file_id, name, extension, file_type, size, now())
+            kind = self._object_type(via)
+            body = {"notes": "hs_note_body", "emails": "hs_email_subject"}[kind]
+            engagement = self.create(
+                kind,
+                {body: f"{name}.{extension}", "hs_timestamp": str(epoch_ms(now())),
+                 "hs_attachment_ids": file_id},
+                source=WriteSource.user(None),
+            )  # fmt: skip
+            type_id = default_association("deals", kind)
+            assert type_id is not None
+            self.associate("deals", str(deal_id), kind, engagement.id, type_id.type_id)
+            return file_id
 
     # ------------------------------------------------------------- test helpers
 
@@ -891,16 +971,29 @@ class HubSpotSandbox:
         return spec
 
     def association_results(self, otype: str, rid: str, wanted: Iterable[str]) -> dict[str, Any]:
-        """The v3 `associations` map of a read, keyed as HubSpot keys it."""
+        """The v3 `associations` map of a read, keyed as HubSpot keys it.
+
+        Only the first page of each type is embedded, with a cursor when there are more.
+        """
         out: dict[str, Any] = {}
+        limit = self.association_embed_limit
         for to_type in wanted:
+            linked = self.associated(otype, rid, to_type)
             results = [
                 {"id": tid, "type": ASSOCIATION_BY_ID[(otype, to_type, type_id)].name}
-                for tid, types in self.associated(otype, rid, to_type)
+                for tid, types in linked[:limit]
                 for type_id in sorted(types, key=_primary_first(otype, to_type))
             ]
-            if results:
-                out[ASSOCIATION_RESULT_KEYS[to_type]] = {"results": results}
+            if not results:
+                continue
+            entry: dict[str, Any] = {"results": results}
+            if len(linked) > limit:
+                link = (
+                    f"{self.base_url}/crm/v4/objects/{OBJECT_TYPE_IDS[otype]}/{rid}"
+                    f"/associations/{OBJECT_TYPE_IDS[to_type]}?after={limit}"
+                )
+                entry["paging"] = {"next": {"after": str(limit), "link": link}}
+            out[ASSOCIATION_RESULT_KEYS[to_type]] = entry
         return out
 
     # -------------------------------------------------------------- properties

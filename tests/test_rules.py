@@ -441,7 +441,10 @@ def test_well_typed_expressions_pass(tmp_path: Path) -> None:
             "line_items.all(li, li.qty > 0)",
             "unknown line_item field 'qty' (known: name, price, quantity)",
         ),
-        ("attachments.exists(a, a.size > 0)", "unknown attachment field 'size' (known: name)"),
+        (
+            "attachments.exists(a, a.pages > 0)",
+            "unknown attachment field 'pages' (known: extension, name, size, source, type, url)",
+        ),
         (
             "contacts[0].phone != ''",
             "unknown contact field 'phone' (known: buying_roles, email, firstname, lastname, role)",
