@@ -159,7 +159,7 @@ def kit_check(deal_ref: str | None, deal_file: Path | None, example: bool) -> No
             raise Problem(str(exc)) from None
     check = kitcheck.check_deal(rules, packet, dt.datetime.now(dt.UTC).date())
     if check is None:
-        raise Problem(f"no kit applies to {kitcheck.describe_deal(packet)}")
+        raise Problem(kitcheck.no_kit_reason(rules, packet))
     for line in kitcheck.report(check):
         click.echo(line)
     if not check.complete:

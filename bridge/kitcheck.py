@@ -56,6 +56,16 @@ def check_deal(rules: Rules, packet: Packet, today: dt.date) -> KitCheck | None:
     )
 
 
+def no_kit_reason(rules: Rules, packet: Packet) -> str:
+    """Why no kit applies, in one line: each candidate kit and the condition it has."""
+    stage = _canonical_stage(rules, packet)
+    kits = [kit for kit in _candidate_kits(rules, stage) if kit.crm in (None, packet.crm)]
+    if not kits:
+        return f"no kit is for crm {packet.crm}"
+    conditions = "; ".join(f"{kit.id} only when {_source(kit.applies_when)}" for kit in kits)
+    return f"no kit applies to {describe_deal(packet, stage)}: {conditions}"
+
+
 def _canonical_stage(rules: Rules, packet: Packet) -> str | None:
     mapping = rules.mappings.get(packet.crm)
     if mapping is None or packet.stage_ref is None:
@@ -101,7 +111,9 @@ def _what(req: Requirement) -> str:
     return _source(req.check)
 
 
-def _source(expression: Any) -> str:
+def _source(expression: object) -> str:
+    # Expressions belong to the evaluator (whose CEL engine may change); all we print of
+    # one is the text the kit wrote, which every engine keeps as `source`.
     return str(getattr(expression, "source", expression))
 
 

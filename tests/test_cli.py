@@ -83,6 +83,20 @@ def test_kit_check_names_the_deal_and_lists_passed_and_not_applicable(tmp_path: 
     ]
 
 
+def test_kit_check_of_a_deal_no_kit_applies_to_says_what_the_kits_need(tmp_path: Path) -> None:
+    deal = json.loads((FIXTURES / "deals" / "complete.json").read_text())
+    deal["deal"]["pipeline"] = "renewals"
+    (tmp_path / "deal.json").write_text(json.dumps(deal))
+
+    done = fullkit(["kit", "check", "--deal", str(tmp_path / "deal.json")], **RULES)
+
+    assert done.returncode == 1
+    assert done.stderr == (
+        'fullkit: no kit applies to deal 1001 "Acme Corp - Enterprise" (hubspot): '
+        'new-customer only when deal.pipeline == "default"\n'
+    )
+
+
 def test_kit_check_example_is_a_deal_file_that_kit_check_reads(tmp_path: Path) -> None:
     example = fullkit(["kit", "check", "--example"], **RULES)
     assert example.returncode == 0, example.stderr
