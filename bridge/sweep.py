@@ -57,7 +57,7 @@ class SweepFailed(Exception):
 @dataclass
 class SweepReport:
     found: int = 0  # deals in a hand-off stage for longer than --older-than
-    handled: list[StageEntry] = field(default_factory=list)  # the ledger knows them
+    handled: int = 0  # the ledger (or the queue) knows their change already
     queued: list[tuple[str, StageEntry]] = field(default_factory=list)  # (crm, entry)
 
 
@@ -84,7 +84,7 @@ def run_sweep(settings: Settings, older_than: dt.timedelta, within: dt.timedelta
     ]
     lines.append(
         f"found {report.found} deal(s) in a hand-off stage for over {describe(older_than)}: "
-        f"{len(report.handled)} already handled, {len(report.queued)} queued"
+        f"{report.handled} already handled, {len(report.queued)} queued"
     )
     return lines
 
@@ -108,7 +108,7 @@ def sweep(
             if _queue(rt, crm, entry):
                 report.queued.append((crm, entry))
             else:
-                report.handled.append(entry)
+                report.handled += 1
     return report
 
 

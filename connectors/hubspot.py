@@ -30,8 +30,8 @@ DEAL_BASE_PROPERTIES = ("dealname", "dealstage", "pipeline", "hubspot_owner_id")
 
 _ASSOCIATED = (("companies", "company"), ("contacts", "contact"), ("line_items", "line_item"))
 
-# HubSpot's calculated "Date entered <stage>" property; the older hs_date_entered_*
-# family is being retired in its favour.
+# HubSpot's calculated "Date entered <stage id>" deal property: when the deal last
+# entered that stage. Only HubSpot writes it; search can filter on it.
 DATE_ENTERED_PREFIX = "hs_v2_date_entered_"
 # Search answers 200 results a page and 10,000 a query, and has its own limit of
 # 5 requests a second per token (a 429 with policyName SECONDLY): keep well under it.
@@ -307,18 +307,20 @@ class HubSpotConnector(CrmConnector):
     def _search(self, request: PublicObjectSearchRequest) -> Any:
         """One search call, paced under the search limit; 429s and 5xx tried again."""
         api = self.api
-        for attempt in range(SEARCH_TRIES):
+        failures = 0
+        while True:
             time.sleep(max(0.0, self._next_search_at - time.monotonic()))
             self._next_search_at = time.monotonic() + SEARCH_INTERVAL_SECONDS
             try:
                 return api.call("search deals", api.client.crm.deals.search_api.do_search, request)
             except RetryableError as exc:
-                if attempt + 1 == SEARCH_TRIES:
+                failures += 1
+                if failures == SEARCH_TRIES:
                     raise
-                ceiling = float(2**attempt)
+                # Exponential with jitter: search's 429 names its policy but carries no Retry-After.
+                ceiling = float(2 ** (failures - 1))
                 wait = max(random.uniform(ceiling / 2, ceiling), exc.retry_after or 0.0)
                 self._next_search_at = time.monotonic() + wait
-        raise AssertionError("unreachable")
 
     # --- writing -------------------------------------------------------------------
 
