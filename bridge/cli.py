@@ -234,6 +234,45 @@ def replay(handoffs: tuple[str, ...]) -> None:
     click.echo(f"replayed {len(attempts)} failed hand-off(s) and {intake} failed intake job(s)")
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> Any:
+    from bridge.sweep import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@cli.command()
+@click.option(
+    "--older-than",
+    default="15m",
+    show_default=True,
+    metavar="D",
+    callback=_duration,
+    help="Deals in a hand-off stage longer than D: seconds, or a number with s, m, h.",
+)
+@click.option(
+    "--within",
+    default="7d",
+    show_default=True,
+    metavar="D",
+    callback=_duration,
+    help="Only deals that entered the stage in the last D (won deals stay there).",
+)
+def sweep(older_than: Any, within: Any) -> None:
+    """Queue deals that sat in a hand-off stage with no attempt (their webhook was lost)."""
+    from bridge.sweep import SweepFailed, run_sweep
+
+    settings = _settings()
+    _check_rules(settings)
+    try:
+        for line in run_sweep(settings, older_than, within):
+            click.echo(line)
+    except SweepFailed as exc:
+        raise Problem(str(exc)) from None
+
+
 def _handoff_ref(ref: str) -> tuple[str, str]:
     crm, _, deal_id = ref.partition(":")
     if crm not in {"hubspot", "salesforce"} or not deal_id:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import random
 import re
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hubspot.crm.association_type import AssociationType
+from hubspot.crm.deals import Filter, FilterGroup, PublicObjectSearchRequest
 
 from bridge.mapping import Mapping
 from bridge.packet import Packet
 from bridge.settings import Settings
 from connectors import register_crm
-from connectors.base import Acceptance, CrmConnector, PushBack
+from connectors.base import Acceptance, CrmConnector, PushBack, StageEntry
 from connectors.errors import PermanentError, RetryableError
 from connectors.hubspot_associations import associations_of, batch_associations
 from connectors.hubspot_attachments import Attachments
@@ -36,6 +39,17 @@ TASK_TO_DEAL = AssociationType.TASK_TO_DEAL  # 216
 DEAL_BASE_PROPERTIES = ("dealname", "dealstage", "pipeline", "hubspot_owner_id")
 
 _ASSOCIATED = (("companies", "company"), ("contacts", "contact"), ("line_items", "line_item"))
+
+# HubSpot's calculated "Date entered <stage id>" deal property: when the deal last
+# entered that stage. Only HubSpot writes it; search can filter on it.
+DATE_ENTERED_PREFIX = "hs_v2_date_entered_"
+# Search answers 200 results a page and 10,000 a query, and has its own limit of
+# 5 requests a second per token (a 429 with policyName SECONDLY): keep well under it.
+SEARCH_PAGE = 200
+SEARCH_RESULT_CAP = 10_000
+SEARCH_INTERVAL_SECONDS = 0.25
+SEARCH_TRIES = 4
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 # The marker that ties a task to its hand-off attempt, so a retry can find it.
 MARKER_PREFIX = "Fullkit hand-off "
@@ -90,6 +104,7 @@ class HubSpotConnector(CrmConnector):
     def __init__(self, settings: Settings, mapping: Mapping) -> None:
         super().__init__(settings, mapping)
         self._api: HubSpotApi | None = None
+        self._next_search_at = 0.0
 
     @property
     def api(self) -> HubSpotApi:
@@ -251,6 +266,59 @@ class HubSpotConnector(CrmConnector):
             url=self.api.record_url(DEAL_OBJECT_TYPE_ID, deal_id),
         )
 
+    # --- searching -----------------------------------------------------------------
+
+    def deals_in_stages(
+        self, stage_refs: Sequence[str], entered_after: dt.datetime, entered_before: dt.datetime
+    ) -> list[StageEntry]:
+        window = (_epoch_ms(entered_after), _epoch_ms(entered_before))
+        found: list[StageEntry] = []
+        for stage in dict.fromkeys(stage_refs):
+            found.extend(self._deals_in_stage(stage, window))
+        return found
+
+    def _deals_in_stage(self, stage: str, window: tuple[str, str]) -> list[StageEntry]:
+        entered = DATE_ENTERED_PREFIX + stage
+        found: list[StageEntry] = []
+        after: str | None = None
+        floor: str | None = None
+        taken = 0
+        while True:
+            answer = self._search(_stage_query(stage, entered, window, floor, after))
+            results = _results(answer)
+            for result in results:
+                props = result.get("properties") or {}
+                at = _instant(props.get(entered))
+                if at is None:
+                    raise PermanentError(f"HubSpot search deals: {entered} unreadable")
+                found.append(StageEntry(str(result.get("id")), stage, at))
+            after = _next_after(answer)
+            if after is None or not results:
+                return found
+            taken += len(results)
+            if taken + SEARCH_PAGE > SEARCH_RESULT_CAP:
+                # Search pages no further than 10,000 results: a new query takes up
+                # after the last id seen (results are sorted by id).
+                after, floor, taken = None, str(results[-1].get("id")), 0
+
+    def _search(self, request: PublicObjectSearchRequest) -> Any:
+        """One search call, paced under the search limit; 429s and 5xx tried again."""
+        api = self.api
+        failures = 0
+        while True:
+            time.sleep(max(0.0, self._next_search_at - time.monotonic()))
+            self._next_search_at = time.monotonic() + SEARCH_INTERVAL_SECONDS
+            try:
+                return api.call("search deals", api.client.crm.deals.search_api.do_search, request)
+            except RetryableError as exc:
+                failures += 1
+                if failures == SEARCH_TRIES:
+                    raise
+                # Exponential with jitter: search's 429 names its policy but carries no Retry-After.
+                ceiling = float(2 ** (failures - 1))
+                wait = max(random.uniform(ceiling / 2, ceiling), exc.retry_after or 0.0)
+                self._next_search_at = time.monotonic() + wait
+
     # --- writing -------------------------------------------------------------------
 
     def create_return_tasks(
@@ -395,6 +463,47 @@ class HubSpotConnector(CrmConnector):
                 {"inputs": [{"id": deal_id, "properties": props} for deal_id, props in part]},
             )
             _raise_batch_errors(operation, answer)
+
+
+def _stage_query(
+    stage: str, entered: str, window: tuple[str, str], floor: str | None, after: str | None
+) -> PublicObjectSearchRequest:
+    filters = [
+        Filter(property_name="dealstage", operator="EQ", value=stage),
+        Filter(property_name=entered, operator="GTE", value=window[0]),
+        Filter(property_name=entered, operator="LTE", value=window[1]),
+    ]
+    if floor is not None:
+        filters.append(Filter(property_name="hs_object_id", operator="GT", value=floor))
+    return PublicObjectSearchRequest(
+        filter_groups=[FilterGroup(filters=filters)],
+        sorts=[{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+        properties=["dealstage", entered],
+        limit=SEARCH_PAGE,
+        after=after,
+    )
+
+
+def _epoch_ms(moment: dt.datetime) -> str:
+    return str((moment - _EPOCH) // dt.timedelta(milliseconds=1))
+
+
+def _next_after(answer: Any) -> str | None:
+    paging = answer.get("paging") if isinstance(answer, dict) else None
+    after = ((paging or {}).get("next") or {}).get("after")
+    return str(after) if after else None
+
+
+def _instant(raw: Any) -> dt.datetime | None:
+    """A HubSpot datetime value: ISO 8601 on the wire, epoch milliseconds in older answers."""
+    text = str(raw or "").strip()
+    if text.isdigit():
+        return _EPOCH + dt.timedelta(milliseconds=int(text))
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _raise_batch_errors(operation: str, answer: Any) -> None:

@@ -32,6 +32,7 @@ from sandbox.hubspot_model import (
     PropertyProblem,
     check_definition,
     created_property,
+    date_entered_property,
     default_association,
     epoch_ms,
     iso,
@@ -40,6 +41,7 @@ from sandbox.hubspot_model import (
     now,
     options_from,
     resolve_object_type,
+    stage_properties,
     standard_properties,
     validation_error,
 )
@@ -234,6 +236,7 @@ class HubSpotSandbox:
         rate_limit: tuple[int, float] | None = (100, 10.0),
         search_rate_limit: tuple[int, float] | None = (5, 1.0),
         search_lag_seconds: float = 0.0,
+        search_result_cap: int = 10_000,
         time_zone: str = "UTC",
         ui_domain: str | None = None,
     ) -> None:
@@ -249,6 +252,7 @@ class HubSpotSandbox:
         self.rate_limit = rate_limit
         self.search_rate_limit = search_rate_limit
         self.search_lag_seconds = search_lag_seconds
+        self.search_result_cap = search_result_cap
         self.base_url = ""  # set by the server; used for UI links
         self.lock = threading.RLock()
         self.tokens: dict[str, int | None] = {access_token: app_id}
@@ -297,6 +301,9 @@ class HubSpotSandbox:
                 )
             },
         }
+        for pipeline in self.pipelines["deals"].values():
+            for prop in stage_properties(pipeline.stage_ids()):
+                self.properties["deals"][prop.name] = prop
         self.owners: dict[str, Owner] = {}
         self.records: dict[str, dict[str, Record]] = {t: {} for t in OBJECT_TYPE_IDS}
         # (from type, from id) -> (to type, to id) -> {type ids}
@@ -561,8 +568,13 @@ class HubSpotSandbox:
             return record
         return self.create(otype, dict(record), source=source).id
 
-    def move_deal(self, deal_id: str, stage: str, by_user: bool = True) -> None:
-        """Change a deal's stage as a salesperson in the UI would (fires webhooks)."""
+    def move_deal(
+        self, deal_id: str, stage: str, by_user: bool = True, *, at: dt.datetime | None = None
+    ) -> None:
+        """Change a deal's stage as a salesperson in the UI would (fires webhooks).
+
+        `at` dates the change in the past, as if it had happened then.
+        """
         with self.lock:
             deal = self._record("deals", deal_id)
             if by_user:
@@ -570,7 +582,7 @@ class HubSpotSandbox:
                 source = WriteSource.user(owner.user_id if owner else None)
             else:
                 source = WriteSource("AUTOMATION_PLATFORM", None, "AUTOMATION_PLATFORM")
-            self.update("deals", deal_id, {"dealstage": stage}, source=source)
+            self.update("deals", deal_id, {"dealstage": stage}, source=source, at=at)
 
     def get(self, object_type: str, record_id: str) -> dict[str, Any]:
         """A record as plain data: id, properties, associations {type: [ids]}."""
@@ -672,18 +684,24 @@ class HubSpotSandbox:
         *,
         source: WriteSource,
         id_property: str | None = None,
+        at: dt.datetime | None = None,
     ) -> Record:
         with self.lock:
             otype = self._object_type(object_type)
             rec = self.find(otype, record_id, id_property)
-            return self.update_many(otype, [(rec, dict(properties))], source)[0]
+            return self.update_many(otype, [(rec, dict(properties))], source, at=at)[0]
 
     def update_many(
-        self, otype: str, inputs: list[tuple[Record, dict[str, Any]]], source: WriteSource
+        self,
+        otype: str,
+        inputs: list[tuple[Record, dict[str, Any]]],
+        source: WriteSource,
+        *,
+        at: dt.datetime | None = None,
     ) -> list[Record]:
         prepared = [(rec, self._validate(otype, props, existing=rec)) for rec, props in inputs]
         self._check_unique(otype, [(rec.id, values) for rec, values in prepared])
-        moment = now()
+        moment = at or now()
         for rec, values in prepared:
             self._apply(rec, {**values, "hs_lastmodifieddate": iso(moment)}, source, moment)
         return [rec for rec, _ in prepared]
@@ -728,6 +746,9 @@ class HubSpotSandbox:
         notify: bool = True,
     ) -> None:
         changed = []
+        stage = values.get("dealstage")
+        if rec.object_type == "deals" and stage and stage != rec.properties.get("dealstage"):
+            values = {**values, date_entered_property(stage): iso(moment)}
         for name, value in values.items():
             if rec.properties.get(name, "") == value and name in rec.properties:
                 continue  # HubSpot records no history and sends no event for a no-op write

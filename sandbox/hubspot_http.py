@@ -685,6 +685,13 @@ class _Search:
                     hits.append((rec, view))
         hits = self._sort(hits)
         start = int(self.body.get("after") or 0)
+        if start + limit > self.sandbox.search_result_cap:
+            raise ApiError(
+                400,
+                "VALIDATION_ERROR",
+                f"Search cannot page past the first {self.sandbox.search_result_cap} results "
+                "of a query; narrow the filters",
+            )
         page = hits[start : start + limit]
         wired = [
             self.sandbox.record_wire(rec, self.body.get("properties"), props_override=view)

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -554,6 +555,19 @@ REQUIRED_ON_CREATE: dict[str, list[str]] = {
     "notes": ["hs_timestamp"],
     "emails": ["hs_timestamp"],
 }
+
+
+def date_entered_property(stage_id: str) -> str:
+    """HubSpot's calculated "Date entered <stage>" deal property (the v2 family)."""
+    return f"hs_v2_date_entered_{stage_id}"
+
+
+def stage_properties(stage_ids: Iterable[str]) -> list[PropertyDef]:
+    # HubSpot defines one per stage of every deal pipeline; only HubSpot writes it.
+    return [
+        _std(date_entered_property(stage), "datetime", "date", "dealinformation", read_only=True)
+        for stage in stage_ids
+    ]
 
 
 def created_property(object_type: str) -> str:
