@@ -1,7 +1,11 @@
 """`make bench`: every benchmark, printing its figures."""
 
-from bench import bench_evaluator, bench_handoff
+from bench import bench_evaluator, bench_handoff, bench_reads, bench_sweep
 
 bench_evaluator.main()
 print()
 bench_handoff.main([])
+print()
+bench_reads.main()
+print()
+bench_sweep.main([])

@@ -121,39 +121,60 @@ def kit_validate() -> None:
 
 
 @kit.command("check")
+@click.argument("deal_ref", required=False, metavar="[CRM:DEAL_ID]")
 @click.option(
     "--deal",
     "deal_file",
-    required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A deal file: the canonical packet as JSON (see --example).",
 )
-def kit_check(deal_file: Path) -> None:
-    """Evaluate a deal (canonical packet JSON) against the kits; exit 1 when incomplete."""
+@click.option("--example", is_flag=True, help="Print an example deal file and what it holds.")
+def kit_check(deal_ref: str | None, deal_file: Path | None, example: bool) -> None:
+    """Check one deal against the kits without changing anything; exit 1 when incomplete.
+
+    The deal is a file (--deal FILE.json) or read live from the CRM (e.g. hubspot:1234,
+    with HUBSPOT_ACCESS_TOKEN set). The output names the deal and the kit, and lists the
+    requirements that are missing, that passed, and that do not apply to this deal.
+    """
     import datetime as dt
 
-    from bridge.evaluator import evaluate, select_kit
+    from bridge import kitcheck
+
+    if sum((deal_ref is not None, deal_file is not None, example)) != 1:
+        raise click.UsageError("give one of: --deal FILE.json, CRM:DEAL_ID, or --example")
+    settings = _settings()
+    rules = _check_rules(settings)
+    if example:
+        click.echo(json.dumps(kitcheck.example_deal(rules), indent=2))
+        for note in kitcheck.example_notes(rules):
+            click.echo(f"# {note}", err=True)
+        return
+    if deal_file is not None:
+        packet = _deal_from_file(rules, deal_file)
+    else:
+        crm, deal_id = _handoff_ref(deal_ref or "")
+        try:
+            packet = kitcheck.fetch_live(settings, rules, crm, deal_id)
+        except kitcheck.DealUnavailable as exc:
+            raise Problem(str(exc)) from None
+    check = kitcheck.check_deal(rules, packet, dt.datetime.now(dt.UTC).date())
+    if check is None:
+        raise Problem(kitcheck.no_kit_reason(rules, packet))
+    for line in kitcheck.report(check):
+        click.echo(line)
+    if not check.complete:
+        sys.exit(1)
+
+
+def _deal_from_file(rules: Any, deal_file: Path) -> Any:
     from bridge.rules import packet_from_json
 
-    rules = _check_rules(_settings())
     try:
-        data = json.loads(deal_file.read_text())
-        packet = packet_from_json(data, rules)
+        return packet_from_json(json.loads(deal_file.read_text()), rules)
     except OSError as exc:
         raise Problem(f"cannot read {deal_file}: {exc.strerror}") from None
     except ValueError as exc:
         raise Problem(f"{deal_file}: {exc}") from None
-    today = dt.datetime.now(dt.UTC).date()
-    chosen = select_kit(rules, packet, today)
-    if chosen is None:
-        raise Problem(f"no kit applies to deal {packet.deal_id}")
-    findings = evaluate(chosen, packet, today)
-    if not findings:
-        click.echo(f"kit {chosen.id}: complete — ops must accept")
-        return
-    click.echo(f"kit {chosen.id}: {len(findings)} missing — ops cannot accept")
-    for finding in findings:
-        click.echo(f"  - {finding.requirement_id}: {finding.message}")
-    sys.exit(1)
 
 
 @cli.command()
@@ -181,8 +202,11 @@ def status(handoff: str) -> None:
             click.echo(f"    missing: {finding['message']}")
         if attempt["ops_link"]:
             click.echo(f"    ops: {attempt['ops_owner']} {attempt['ops_link']}")
-        if attempt["error"]:
+        if attempt["error"] and attempt["state"] == "failed":
             click.echo(f"    error: {attempt['error']}")
+        elif attempt["error"]:
+            # In progress: the error says what the attempt is waiting for, not why it failed.
+            click.echo(f"    {attempt['error']}")
 
 
 @cli.command()
@@ -208,6 +232,45 @@ def replay(handoffs: tuple[str, ...]) -> None:
     for handoff_id in attempts:
         click.echo(f"queued {handoff_id}")
     click.echo(f"replayed {len(attempts)} failed hand-off(s) and {intake} failed intake job(s)")
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> Any:
+    from bridge.sweep import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@cli.command()
+@click.option(
+    "--older-than",
+    default="15m",
+    show_default=True,
+    metavar="D",
+    callback=_duration,
+    help="Deals in a hand-off stage longer than D: seconds, or a number with s, m, h.",
+)
+@click.option(
+    "--within",
+    default="7d",
+    show_default=True,
+    metavar="D",
+    callback=_duration,
+    help="Only deals that entered the stage in the last D (won deals stay there).",
+)
+def sweep(older_than: Any, within: Any) -> None:
+    """Queue deals that sat in a hand-off stage with no attempt (their webhook was lost)."""
+    from bridge.sweep import SweepFailed, run_sweep
+
+    settings = _settings()
+    _check_rules(settings)
+    try:
+        for line in run_sweep(settings, older_than, within):
+            click.echo(line)
+    except SweepFailed as exc:
+        raise Problem(str(exc)) from None
 
 
 def _handoff_ref(ref: str) -> tuple[str, str]:

@@ -49,10 +49,13 @@ class Handoff:
     def _start(self) -> None:
         ledger.move(self.attempt, "evaluating")
 
-    def _packet(self) -> Packet:
+    def _packet(self, kits: list[Kit]) -> Packet:
         if self.packet is None:
             connector = self.runtime.crm(self.attempt.crm)
-            packets = connector.fetch_packets([self.attempt.deal_id])
+            packets = connector.fetch_packets(
+                [self.attempt.deal_id],
+                with_attachments=any(kit.uses("attachments") for kit in kits),
+            )
             if self.attempt.deal_id not in packets:
                 raise PermanentError(f"the CRM has no deal {self.attempt.deal_id}")
             self.packet = packets[self.attempt.deal_id]
@@ -71,9 +74,10 @@ class Handoff:
             self._push_back()
 
     def _evaluate(self) -> None:
-        packet = self._packet()
+        kits = self._kits_for_trigger()
+        packet = self._packet(kits)
         today = ledger.utcnow().date()
-        kit = select_kit(self._kits_for_trigger(), packet, today)
+        kit = select_kit(kits, packet, today)
         if kit is None:
             ledger.move(self.attempt, "no_kit", "no kit applies to this deal")
             return
@@ -137,7 +141,7 @@ class Handoff:
 
     def _open_ops_ticket(self) -> None:
         kit = self._kit()
-        packet = self._packet()
+        packet = self._packet([kit])
         kickoff = self.attempt.expected_kickoff or ledger.utcnow().date()
         if self.attempt.ops_ref is None:
             request = OpsRequest(

@@ -22,7 +22,7 @@ from bridge.models import Attempt
 from bridge.queue import job_id
 from bridge.runtime import Runtime
 from bridge.settings import load_settings
-from connectors.errors import AuthError, PermanentError, RetryableError
+from connectors.errors import AuthError, PermanentError, QuotaError, RetryableError
 
 log = structlog.get_logger("fullkit.jobs")
 
@@ -35,6 +35,9 @@ BACKOFF_CAP_SECONDS = 300.0
 STALL_SECONDS = 30
 # Recording a stage change only needs our own ledger; if that is down, try again for
 # about an hour (HubSpot's redeliveries, which requeue a failed job, go on for a day).
+# Attempts waiting for a quota reset spread over this many seconds after it, so a
+# quarter-end backlog does not spend the fresh quota in its first second.
+RESET_SPREAD_SECONDS = 60.0
 INTAKE_RETRY = Retry(max=8, interval=[5, 15, 30, 60, 120, 300, 600, 1200])
 
 
@@ -121,6 +124,9 @@ def _retry_later(
     rt: Runtime, session: ledger.Session, attempt: Attempt, exc: RetryableError
 ) -> None:
     now = ledger.utcnow()
+    if isinstance(exc, QuotaError):
+        _wait_for_reset(rt, session, attempt, exc, now)
+        return
     first = attempt.first_retry_at or now
     if (now - first).total_seconds() > rt.settings.retry_window_seconds:
         _fail(session, attempt, f"retries exhausted: {exc}")
@@ -132,6 +138,27 @@ def _retry_later(
     attempt.next_run_at = now + dt.timedelta(seconds=delay)
     attempt.updated_at = now
     session.commit()
+    key = job_id("retry", attempt.id, attempt.retries)
+    rt.queue.enqueue_later(dt.timedelta(seconds=delay), advance_attempt, key, attempt.id)
+
+
+def _wait_for_reset(
+    rt: Runtime, session: ledger.Session, attempt: Attempt, exc: QuotaError, now: dt.datetime
+) -> None:
+    """Sleep until the quota resets; the retry window starts afresh after it.
+
+    The window bounds retries that might succeed at any moment; before the reset none
+    can, so failing the attempt after the window would only lose it.
+    """
+    delay = max(1.0, (exc.resets_at - now).total_seconds())
+    delay += random.uniform(0, RESET_SPREAD_SECONDS)
+    attempt.first_retry_at = None
+    attempt.retries += 1
+    attempt.error = exc.waiting()
+    attempt.next_run_at = now + dt.timedelta(seconds=delay)
+    attempt.updated_at = now
+    session.commit()
+    log.info("waiting for quota reset", handoff=attempt.handoff_id, resets_at=str(exc.resets_at))
     key = job_id("retry", attempt.id, attempt.retries)
     rt.queue.enqueue_later(dt.timedelta(seconds=delay), advance_attempt, key, attempt.id)
 

@@ -67,6 +67,14 @@ def record_stage_change(sessions: sessionmaker, change: ChangeEvent) -> ChangeOu
     raise RuntimeError(f"could not record the stage change of {change.crm}:{change.deal_id}")
 
 
+def would_start(session: Session, change: ChangeEvent) -> bool:
+    """Whether recording this change now would start an attempt (the rules of `_record`)."""
+    if _change_exists(session, change):
+        return False
+    outcome, _ = _decide(latest_attempt(session, change.crm, change.deal_id), change.occurred_at)
+    return outcome == "started"
+
+
 def _change_exists(session: Session, change: ChangeEvent) -> bool:
     query = select(StageChange.id).where(
         StageChange.crm == change.crm,

@@ -27,8 +27,10 @@ from bridge.evaluator import (
 )
 from bridge.mapping import FIELD_TYPES, OBJECTS, FieldSpec, Mapping, convert
 from bridge.packet import Packet
+from bridge.yaml_errors import explain
 
 KNOWN_CRMS = ("hubspot", "salesforce")
+YAML_SUFFIXES = (".yaml", ".yml")
 KIT_KEYS = (
     "kit",
     "title",
@@ -99,6 +101,19 @@ class Kit:
     requirements: tuple[Requirement, ...]
     source: str = ""  # the file it came from, for messages
 
+    def uses(self, variable: str) -> bool:
+        """Whether any of the kit's expressions or fields may read `variable`.
+
+        A connector reads costly parts of a deal (attachments) only for kits that use
+        them; a mention inside a string literal errs on the side of reading.
+        """
+        word = re.compile(rf"\b{re.escape(variable)}\b")
+        texts = [self.applies_when.source if self.applies_when else ""]
+        for req in self.requirements:
+            texts += [req.field or "", req.check.source if req.check else ""]
+            texts.append(req.when.source if req.when else "")
+        return any(word.search(text) for text in texts)
+
 
 @dataclass(frozen=True)
 class Rules:
@@ -122,18 +137,41 @@ class Rules:
         return packet_from_json(data, self.mappings, default_crm=default_crm)
 
 
+# What a kit may check of each attachment, e.g. `attachments.exists(a, a.name.contains("order
+# form") && a.extension == "pdf")`; `source` is where it was attached ("note", "email").
+ATTACHMENT_FIELDS = {
+    "name": "string",
+    "extension": "string",
+    "type": "string",
+    "url": "string",
+    "size": "number",
+    "source": "string",
+}
+
+
 def schema_for(mapping: Mapping) -> Schema:
     """The canonical fields kit expressions may use with this mapping."""
     fields = {obj: {spec.name: spec.type for spec in mapping.fields(obj)} for obj in OBJECTS}
     # Every contact has a role (Salesforce always; HubSpot through a mapped property).
     fields["contact"].setdefault("role", "string")
-    fields["attachment"] = {"name": "string"}
+    # Attachments are canonical already (the CRM's connector fills them), not mapped.
+    fields["attachment"] = dict(ATTACHMENT_FIELDS)
     return Schema(fields)
 
 
 def load_rules(path: Path) -> Rules:
     """Load and validate a rules folder; raise RulesError listing every problem."""
     return _Loader(Path(path)).load()
+
+
+def display_path(path: Path) -> str:
+    """A file as problems name it: relative to the current directory when it lies under
+    it, absolute otherwise, so the user can paste it into an editor from where they are."""
+    cwd = Path.cwd()
+    for candidate, base in ((path.absolute(), cwd), (path.resolve(), cwd.resolve())):
+        if candidate.is_relative_to(base):
+            return str(candidate.relative_to(base))
+    return str(path.resolve())
 
 
 # --- YAML with line numbers ----------------------------------------------------------
@@ -163,13 +201,11 @@ class _File:
 
     def compose(self, path: Path) -> yaml.Node | None:
         try:
-            node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+            text = path.read_text(encoding="utf-8")
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            context = f" ({exc.context})" if exc.context else ""
-            line = mark.line + 1 if mark else 1
-            message = f"YAML syntax error: {exc.problem}{context}"
-            self.problems.append(Problem(self.display, line, "yaml", message))
+            cause = explain(text, exc)
+            self.problems.append(Problem(self.display, cause.line, "yaml", cause.message))
             return None
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             self.problem(None, "yaml", f"cannot read: {exc}")
@@ -255,9 +291,9 @@ def _unknown_key(key: str, allowed: tuple[str, ...]) -> str:
 class _Loader:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.name = root.resolve().name or str(root)
         self.problems: list[Problem] = []
         self.mappings: dict[str, Mapping] = {}
+        self.mapping_files: dict[str, str] = {}  # crm -> the file its mapping came from
         self.schemas: dict[str, Schema] = {}
         self.kit_ids: dict[str, str] = {}  # kit id -> "file:line" of its first definition
         from connectors import load_all
@@ -268,7 +304,7 @@ class _Loader:
 
     def load(self) -> Rules:
         if not self.root.is_dir():
-            raise RulesError([Problem(str(self.root), 0, ROOT, "rules folder not found")])
+            raise RulesError([Problem(display_path(self.root), 0, ROOT, "rules folder not found")])
         for path in self._files("mappings"):
             self._load_mapping(path)
         kits = [kit for path in self._files("kits") if (kit := self._load_kit(path))]
@@ -277,14 +313,29 @@ class _Loader:
         return Rules(kits=tuple(kits), mappings=dict(self.mappings))
 
     def _files(self, folder: str) -> list[Path]:
-        files = sorted((self.root / folder).glob("*.yaml"))
+        """The folder's YAML files in name order (.yaml and .yml alike). Anything else in it
+        is a problem, not skipped: a kit saved as .json or left as .yaml.bak would otherwise
+        look active to whoever wrote it while the service runs without it. Hidden files
+        (.gitkeep, editor swap files, .DS_Store) are never meant as rules."""
+        where = self.root / folder
+        entries = sorted(where.iterdir()) if where.is_dir() else []
+        files: list[Path] = []
+        for path in entries:
+            if path.name.startswith("."):
+                continue
+            if path.is_file() and path.suffix.lower() in YAML_SUFFIXES:
+                files.append(path)
+                continue
+            kind = "a folder" if path.is_dir() else "not a .yaml or .yml file"
+            message = f"{kind}, so not read: rename it to .yaml or move it out of {folder}/"
+            self.problems.append(Problem(display_path(path), 1, ROOT, message))
         if not files:
-            message = f"no {folder} found ({folder}/*.yaml)"
-            self.problems.append(Problem(f"{self.name}/{folder}", 0, ROOT, message))
+            message = f"no {folder} found ({folder}/*.yaml or *.yml)"
+            self.problems.append(Problem(display_path(where), 0, ROOT, message))
         return files
 
     def _file(self, path: Path) -> _File:
-        return _File(f"{self.name}/{path.parent.name}/{path.name}", self.problems)
+        return _File(display_path(path), self.problems)
 
     def known_crm(self, f: _File, entry: _Entry, crm: str) -> bool:
         if crm in self.crms:
@@ -312,7 +363,11 @@ class _Loader:
         stages = self._stages(f, entries.get("stages"))
         objects = {obj: self._fields(f, entries[obj]) for obj in OBJECTS if obj in entries}
         if crm in self.mappings:
+            message = f"a second mapping for crm '{crm}' (the first is {self.mapping_files[crm]})"
+            where = entries.get("crm")
+            f.problem(where.key if where else node, "crm" if where else ROOT, message)
             return
+        self.mapping_files[crm] = f.display
         self.mappings[crm] = Mapping(crm=crm, stages=stages, **objects)
         self.schemas[crm] = schema_for(self.mappings[crm])
 

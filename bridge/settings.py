@@ -36,9 +36,8 @@ class Settings(BaseSettings):
     hubspot_api_base: str = Field(
         default="https://api.hubapi.com", validation_alias=_env("HUBSPOT_API_BASE")
     )
-    hubspot_app_base: str = Field(
-        default="https://app.hubspot.com", validation_alias=_env("HUBSPOT_APP_BASE")
-    )
+    # Unset: links use the portal's own uiDomain (account details), right for EU portals.
+    hubspot_app_base: str | None = Field(default=None, validation_alias=_env("HUBSPOT_APP_BASE"))
 
     salesforce_instance_url: str | None = Field(
         default=None, validation_alias=_env("SALESFORCE_INSTANCE_URL")

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from bridge.mapping import Mapping
 from bridge.packet import Packet
 from bridge.settings import Settings
+from connectors.errors import PermanentError
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,15 @@ class OpsResult:
     link: str  # its URL in the ops tool's UI
 
 
+@dataclass(frozen=True)
+class StageEntry:
+    """A deal found sitting in a stage, and when it entered it: a stage change, as of now."""
+
+    deal_id: str
+    stage_ref: str
+    entered_at: dt.datetime
+
+
 class CrmConnector(ABC):
     name: ClassVar[str]
 
@@ -73,9 +83,24 @@ class CrmConnector(ABC):
         self.settings = settings
         self.mapping = mapping
 
+    def deals_in_stages(
+        self, stage_refs: Sequence[str], entered_after: dt.datetime, entered_before: dt.datetime
+    ) -> list[StageEntry]:
+        """Deals now in one of these stages that entered it between the two moments.
+
+        What `fullkit sweep` asks to find hand-offs whose webhook never arrived.
+        """
+        raise PermanentError(f"{self.name}: finding deals by stage is not supported yet")
+
     @abstractmethod
-    def fetch_packets(self, deal_ids: Sequence[str]) -> dict[str, Packet]:
-        """Current packets; an id the CRM does not know is missing from the answer."""
+    def fetch_packets(
+        self, deal_ids: Sequence[str], *, with_attachments: bool = False
+    ) -> dict[str, Packet]:
+        """Current packets; an id the CRM does not know is missing from the answer.
+
+        Attachments cost extra calls, so they are read (into `packet.attachments`) only
+        when asked for: when a kit that may judge the deal uses them.
+        """
 
     @abstractmethod
     def create_return_tasks(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 
 class ConnectorError(Exception):
     """Base of every connector failure. Messages never contain secrets."""
@@ -13,6 +15,23 @@ class RetryableError(ConnectorError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class QuotaError(RetryableError):
+    """A quota that resets at a known moment (e.g. a daily API limit) is spent.
+
+    Asking again before `resets_at` cannot help, however long that is, so the job layer
+    waits for it instead of counting the wait against its retry window.
+    """
+
+    def __init__(self, message: str, quota: str, resets_at: dt.datetime, zone: str) -> None:
+        super().__init__(message, retry_after=None)
+        self.quota = quota  # e.g. "HubSpot's daily API limit"
+        self.resets_at = resets_at  # timezone-aware, in `zone`
+        self.zone = zone  # the IANA name the reset is counted in, for people to read
+
+    def waiting(self) -> str:
+        return f"waiting for {self.quota} to reset at {self.resets_at:%Y-%m-%d %H:%M} ({self.zone})"
 
 
 class AuthError(ConnectorError):

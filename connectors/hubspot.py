@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import random
 import re
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hubspot.crm.association_type import AssociationType
+from hubspot.crm.deals import Filter, FilterGroup, PublicObjectSearchRequest
 
 from bridge.mapping import Mapping
 from bridge.packet import Packet
 from bridge.settings import Settings
 from connectors import register_crm
-from connectors.base import Acceptance, CrmConnector, PushBack
+from connectors.base import Acceptance, CrmConnector, PushBack, StageEntry
 from connectors.errors import PermanentError, RetryableError
-from connectors.hubspot_client import BATCH_LIMIT, HubSpotApi, NotFoundError, chunks
+from connectors.hubspot_associations import associations_of, batch_associations
+from connectors.hubspot_attachments import Attachments
+from connectors.hubspot_client import (
+    BATCH_LIMIT,
+    HISTORY_BATCH_LIMIT,
+    HubSpotApi,
+    NotFoundError,
+    chunks,
+    next_after,
+    results_of,
+)
 
 DEAL_OBJECT_TYPE_ID = "0-3"
 DEAL_TO_PRIMARY_COMPANY = AssociationType.PRIMARY_DEAL_TO_COMPANY  # 5
@@ -26,6 +39,17 @@ TASK_TO_DEAL = AssociationType.TASK_TO_DEAL  # 216
 DEAL_BASE_PROPERTIES = ("dealname", "dealstage", "pipeline", "hubspot_owner_id")
 
 _ASSOCIATED = (("companies", "company"), ("contacts", "contact"), ("line_items", "line_item"))
+
+# HubSpot's calculated "Date entered <stage id>" deal property: when the deal last
+# entered that stage. Only HubSpot writes it; search can filter on it.
+DATE_ENTERED_PREFIX = "hs_v2_date_entered_"
+# Search answers 200 results a page and 10,000 a query, and has its own limit of
+# 5 requests a second per token (a 429 with policyName SECONDLY): keep well under it.
+SEARCH_PAGE = 200
+SEARCH_RESULT_CAP = 10_000
+SEARCH_INTERVAL_SECONDS = 0.25
+SEARCH_TRIES = 4
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 # The marker that ties a task to its hand-off attempt, so a retry can find it.
 MARKER_PREFIX = "Fullkit hand-off "
@@ -80,6 +104,7 @@ class HubSpotConnector(CrmConnector):
     def __init__(self, settings: Settings, mapping: Mapping) -> None:
         super().__init__(settings, mapping)
         self._api: HubSpotApi | None = None
+        self._next_search_at = 0.0
 
     @property
     def api(self) -> HubSpotApi:
@@ -90,7 +115,9 @@ class HubSpotConnector(CrmConnector):
 
     # --- reading -------------------------------------------------------------------
 
-    def fetch_packets(self, deal_ids: Sequence[str]) -> dict[str, Packet]:
+    def fetch_packets(
+        self, deal_ids: Sequence[str], *, with_attachments: bool = False
+    ) -> dict[str, Packet]:
         ids = list(dict.fromkeys(str(deal_id) for deal_id in deal_ids))
         if not ids:
             return {}
@@ -108,10 +135,14 @@ class HubSpotConnector(CrmConnector):
                     seen.setdefault(target)
             wanted[kind] = list(seen)
         records = {kind: self._read_objects(kind, obj, wanted[kind]) for kind, obj in _ASSOCIATED}
-        return {
+        files = Attachments(self.api).of_deals(list(deals)) if with_attachments else {}
+        packets = {
             deal_id: self._packet(deal_id, deal, links.get(deal_id, {}), records)
             for deal_id, deal in deals.items()
         }
+        for deal_id, packet in packets.items():
+            packet.attachments = files.get(deal_id, [])
+        return packets
 
     def _deal_properties(self) -> list[str]:
         return sorted(set(self.mapping.properties("deal")) | set(DEAL_BASE_PROPERTIES))
@@ -133,16 +164,24 @@ class HubSpotConnector(CrmConnector):
             return {}, {}
         if not isinstance(deal, dict):
             return {}, {}
+        links, paged = _v3_associations(deal.get("associations"))
+        for kind in paged:
+            # The read embeds only a first page; the list endpoint has them all.
+            links[kind] = [
+                (target, DEAL_TO_PRIMARY_COMPANY in types)
+                for target, types in associations_of(api, "deals", str(deal.get("id")), kind)
+            ]
         # Keyed by the id asked for: a merged deal answers under its new id, and the
         # caller looks the packet up by the id it has.
-        return {deal_id: deal}, {deal_id: _v3_associations(deal.get("associations"))}
+        return {deal_id: deal}, {deal_id: links}
 
     def _read_many_deals(
         self, ids: list[str]
     ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, list[tuple[str, bool]]]]]:
         api = self.api
         deals: dict[str, dict[str, Any]] = {}
-        for part in chunks(ids):
+        # With propertiesWithHistory HubSpot refuses a batch of more than 50.
+        for part in chunks(ids, HISTORY_BATCH_LIMIT):
             answer = api.call(
                 "batch read deals",
                 api.client.crm.deals.batch_api.read,
@@ -152,44 +191,17 @@ class HubSpotConnector(CrmConnector):
                     "propertiesWithHistory": ["dealstage"],
                 },
             )
-            for result in _results(answer):
+            for result in results_of(answer):
                 deals[str(result.get("id"))] = result
         links: dict[str, dict[str, list[tuple[str, bool]]]] = {deal_id: {} for deal_id in deals}
         if deals:
             for kind, _ in _ASSOCIATED:
-                for deal_id, targets in self._v4_associations("deals", kind, list(deals)).items():
+                for deal_id, targets in batch_associations(api, "deals", kind, list(deals)).items():
                     if deal_id in links:
                         links[deal_id][kind] = [
                             (target, DEAL_TO_PRIMARY_COMPANY in types) for target, types in targets
                         ]
         return deals, links
-
-    def _v4_associations(
-        self, from_type: str, to_type: str, ids: list[str]
-    ) -> dict[str, list[tuple[str, set[int]]]]:
-        """{from id: [(to id, association type ids)]}, in HubSpot's order."""
-        api = self.api
-        found: dict[str, list[tuple[str, set[int]]]] = {}
-        for part in chunks(ids):
-            # Deals without associations come back as per-item errors (207): not a failure.
-            answer = api.call(
-                f"read {from_type} to {to_type} associations",
-                api.client.crm.associations.v4.batch_api.get_page,
-                from_type,
-                to_type,
-                {"inputs": [{"id": object_id} for object_id in part]},
-            )
-            for result in _results(answer):
-                source = result.get("from") or {}
-                targets = found.setdefault(str(source.get("id")), [])
-                for target in result.get("to") or []:
-                    types = {
-                        int(kind["typeId"])
-                        for kind in target.get("associationTypes") or []
-                        if isinstance(kind, dict) and str(kind.get("typeId", "")).isdigit()
-                    }
-                    targets.append((str(target.get("toObjectId")), types))
-        return found
 
     def _read_objects(self, kind: str, obj: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         """{id: properties} of associated records; records HubSpot lacks are left out."""
@@ -213,7 +225,7 @@ class HubSpotConnector(CrmConnector):
                     "propertiesWithHistory": [],
                 },
             )
-            for result in _results(answer):
+            for result in results_of(answer):
                 records[str(result.get("id"))] = result.get("properties") or {}
         return records
 
@@ -254,6 +266,59 @@ class HubSpotConnector(CrmConnector):
             url=self.api.record_url(DEAL_OBJECT_TYPE_ID, deal_id),
         )
 
+    # --- searching -----------------------------------------------------------------
+
+    def deals_in_stages(
+        self, stage_refs: Sequence[str], entered_after: dt.datetime, entered_before: dt.datetime
+    ) -> list[StageEntry]:
+        window = (_epoch_ms(entered_after), _epoch_ms(entered_before))
+        found: list[StageEntry] = []
+        for stage in dict.fromkeys(stage_refs):
+            found.extend(self._deals_in_stage(stage, window))
+        return found
+
+    def _deals_in_stage(self, stage: str, window: tuple[str, str]) -> list[StageEntry]:
+        entered = DATE_ENTERED_PREFIX + stage
+        found: list[StageEntry] = []
+        after: str | None = None
+        floor: str | None = None
+        taken = 0
+        while True:
+            answer = self._search(_stage_query(stage, entered, window, floor, after))
+            results = _results(answer)
+            for result in results:
+                props = result.get("properties") or {}
+                at = _instant(props.get(entered))
+                if at is None:
+                    raise PermanentError(f"HubSpot search deals: {entered} unreadable")
+                found.append(StageEntry(str(result.get("id")), stage, at))
+            after = _next_after(answer)
+            if after is None or not results:
+                return found
+            taken += len(results)
+            if taken + SEARCH_PAGE > SEARCH_RESULT_CAP:
+                # Search pages no further than 10,000 results: a new query takes up
+                # after the last id seen (results are sorted by id).
+                after, floor, taken = None, str(results[-1].get("id")), 0
+
+    def _search(self, request: PublicObjectSearchRequest) -> Any:
+        """One search call, paced under the search limit; 429s and 5xx tried again."""
+        api = self.api
+        failures = 0
+        while True:
+            time.sleep(max(0.0, self._next_search_at - time.monotonic()))
+            self._next_search_at = time.monotonic() + SEARCH_INTERVAL_SECONDS
+            try:
+                return api.call("search deals", api.client.crm.deals.search_api.do_search, request)
+            except RetryableError as exc:
+                failures += 1
+                if failures == SEARCH_TRIES:
+                    raise
+                # Exponential with jitter: search's 429 names its policy but carries no Retry-After.
+                ceiling = float(2 ** (failures - 1))
+                wait = max(random.uniform(ceiling / 2, ceiling), exc.retry_after or 0.0)
+                self._next_search_at = time.monotonic() + wait
+
     # --- writing -------------------------------------------------------------------
 
     def create_return_tasks(
@@ -282,7 +347,7 @@ class HubSpotConnector(CrmConnector):
                 {"inputs": part},
             )
             # Batch answers are not in input order: the marker in each body says whose it is.
-            for result in _results(answer):
+            for result in results_of(answer):
                 handoff_id = marker_of((result.get("properties") or {}).get("hs_task_body"))
                 if handoff_id is not None:
                     done[handoff_id] = str(result.get("id"))
@@ -326,7 +391,8 @@ class HubSpotConnector(CrmConnector):
         which may miss a task created a moment ago.
         """
         deal_ids = list(dict.fromkeys(item.deal_id for item in items))
-        links = self._v4_associations("deals", "tasks", deal_ids)
+        # Every page: a task missed on a later page would be created a second time.
+        links = batch_associations(self.api, "deals", "tasks", deal_ids)
         task_ids = list(_unique(target for targets in links.values() for target, _ in targets))
         wanted = {item.handoff_id for item in items}
         found: dict[str, str] = {}
@@ -341,7 +407,7 @@ class HubSpotConnector(CrmConnector):
                     "propertiesWithHistory": [],
                 },
             )
-            for result in _results(answer):
+            for result in results_of(answer):
                 handoff_id = marker_of((result.get("properties") or {}).get("hs_task_body"))
                 if handoff_id in wanted and handoff_id not in found:
                     found[handoff_id] = str(result.get("id"))
@@ -399,6 +465,47 @@ class HubSpotConnector(CrmConnector):
             _raise_batch_errors(operation, answer)
 
 
+def _stage_query(
+    stage: str, entered: str, window: tuple[str, str], floor: str | None, after: str | None
+) -> PublicObjectSearchRequest:
+    filters = [
+        Filter(property_name="dealstage", operator="EQ", value=stage),
+        Filter(property_name=entered, operator="GTE", value=window[0]),
+        Filter(property_name=entered, operator="LTE", value=window[1]),
+    ]
+    if floor is not None:
+        filters.append(Filter(property_name="hs_object_id", operator="GT", value=floor))
+    return PublicObjectSearchRequest(
+        filter_groups=[FilterGroup(filters=filters)],
+        sorts=[{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+        properties=["dealstage", entered],
+        limit=SEARCH_PAGE,
+        after=after,
+    )
+
+
+def _epoch_ms(moment: dt.datetime) -> str:
+    return str((moment - _EPOCH) // dt.timedelta(milliseconds=1))
+
+
+def _next_after(answer: Any) -> str | None:
+    paging = answer.get("paging") if isinstance(answer, dict) else None
+    after = ((paging or {}).get("next") or {}).get("after")
+    return str(after) if after else None
+
+
+def _instant(raw: Any) -> dt.datetime | None:
+    """A HubSpot datetime value: ISO 8601 on the wire, epoch milliseconds in older answers."""
+    text = str(raw or "").strip()
+    if text.isdigit():
+        return _EPOCH + dt.timedelta(milliseconds=int(text))
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
 def _raise_batch_errors(operation: str, answer: Any) -> None:
     """A 207 batch write that refused some inputs: permanent unless HubSpot failed."""
     errors = answer.get("errors") if isinstance(answer, dict) else None
@@ -413,24 +520,21 @@ def _raise_batch_errors(operation: str, answer: Any) -> None:
         raise PermanentError(text)
 
 
-def _results(answer: Any) -> list[dict[str, Any]]:
-    results = answer.get("results") if isinstance(answer, dict) else None
-    return [result for result in results or [] if isinstance(result, dict)]
-
-
 def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def _v3_associations(raw: Any) -> dict[str, list[tuple[str, bool]]]:
-    """A v3 object read's `associations` -> {kind: [(id, is primary)]}.
+def _v3_associations(raw: Any) -> tuple[dict[str, list[tuple[str, bool]]], list[str]]:
+    """A v3 object read's `associations` -> ({kind: [(id, is primary)]}, kinds with more).
 
     v3 names each association type: `deal_to_company` is the primary company (type 5),
-    `deal_to_company_unlabeled` any other. Line items arrive under "line items".
+    `deal_to_company_unlabeled` any other. Line items arrive under "line items". Each
+    kind embeds at most one page (100); `paging.next` says there are more.
     """
     links: dict[str, list[tuple[str, bool]]] = {}
+    paged: list[str] = []
     if not isinstance(raw, dict):
-        return links
+        return links, paged
     for key, value in raw.items():
         kind = str(key).replace(" ", "_")
         results = value.get("results") if isinstance(value, dict) else None
@@ -443,7 +547,9 @@ def _v3_associations(raw: Any) -> dict[str, list[tuple[str, bool]]]:
             primary = label == "deal_to_company" or "primary" in label.lower()
             merged[target] = merged.get(target, False) or primary
         links.setdefault(kind, []).extend(merged.items())
-    return links
+        if next_after(value) is not None:
+            paged.append(kind)
+    return links, paged
 
 
 def _primary(links: list[tuple[str, bool]], found: dict[str, dict[str, Any]]) -> str | None:

@@ -35,7 +35,13 @@ import urllib3
 from hubspot import HubSpot
 
 from bridge.settings import Settings
-from connectors.errors import AuthError, ConnectorError, PermanentError, RetryableError
+from connectors.errors import (
+    AuthError,
+    ConnectorError,
+    PermanentError,
+    QuotaError,
+    RetryableError,
+)
 
 DISABLED_MESSAGE = "HubSpot connector disabled: HUBSPOT_ACCESS_TOKEN is not set"
 
@@ -43,10 +49,22 @@ DISABLED_MESSAGE = "HubSpot connector disabled: HUBSPOT_ACCESS_TOKEN is not set"
 DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 30.0)
 
 BATCH_LIMIT = 100  # HubSpot's batch read/create/update input limit
+HISTORY_BATCH_LIMIT = 50  # batch reads that ask for propertiesWithHistory take fewer
+# HubSpot's 423 locks "last for 2 seconds"; waiting less only earns another 423.
+LOCK_SECONDS = 2.0
+# Just after midnight a DAILY 429 means the reset is late, not that a day is left.
+LATE_RESET_RECHECK = dt.timedelta(minutes=5)
+# A DAILY 429 before the portal's time zone is known: look again within the hour.
+UNKNOWN_RESET_RECHECK = dt.timedelta(hours=1)
+DAILY_LIMIT = "HubSpot's daily API limit"
 
 
 class NotFoundError(PermanentError):
     """404: the object (or the object named by idProperty) does not exist."""
+
+
+class _DailyLimit(RetryableError):
+    """429 with policyName DAILY, before the portal's time zone says when it ends."""
 
 
 class ConflictError(PermanentError):
@@ -124,6 +142,7 @@ class _SessionPool:
 class AccountDetails:
     portal_id: str
     time_zone: str  # IANA name, e.g. "America/New_York"
+    ui_domain: str  # where the portal's UI lives, e.g. "app-eu1.hubspot.com"
 
 
 # A portal's id and time zone do not change for a token; remembered per (API base, token
@@ -154,7 +173,8 @@ class HubSpotApi:
         self._apis: dict[tuple[str, str], Any] = {}
         self._token_digest = hashlib.sha256(token.encode()).hexdigest()
         self.client = HubSpot(access_token=token, api_factory=self._api_factory)
-        self.app_base = settings.hubspot_app_base.rstrip("/")
+        # An explicit UI base (a loopback sandbox) wins over the portal's uiDomain.
+        self.app_base = (settings.hubspot_app_base or "").rstrip("/") or None
 
     def _api_factory(self, package: Any, api_name: str, config: dict[str, Any]) -> Any:
         key = (package.__name__, api_name)
@@ -174,8 +194,25 @@ class HubSpotApi:
         try:
             answer = method(*args, _preload_content=False, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every failure leaves as one of our kinds
-            raise translate(exc, operation) from None
+            raise self._translate(exc, operation) from None
         return _json(answer)
+
+    def _translate(self, exc: BaseException, operation: str) -> ConnectorError:
+        error = translate(exc, operation)
+        return self._daily_limit(operation) if isinstance(error, _DailyLimit) else error
+
+    def _daily_limit(self, operation: str) -> QuotaError:
+        """HubSpot's daily limit resets at midnight in the portal's time zone."""
+        try:
+            zone_name = self._account().time_zone
+        except QuotaError as unknown:
+            return unknown
+        except ConnectorError:
+            return _unknown_reset(operation)
+        resets_at = daily_reset(dt.datetime.now(dt.UTC), _zone(zone_name))
+        return QuotaError(
+            f"HubSpot {operation}: daily API limit reached", DAILY_LIMIT, resets_at, zone_name
+        )
 
     def request(
         self,
@@ -185,6 +222,7 @@ class HubSpotApi:
         *,
         query: Mapping[str, str] | None = None,
         body: Any = None,
+        plain: bool = False,
     ) -> Any:
         """A documented endpoint the generated packages lack, through the same ApiClient."""
         api = self.client.crm.owners.owners_api
@@ -209,7 +247,9 @@ class HubSpotApi:
         try:
             answer = send()
         except Exception as exc:  # noqa: BLE001 - every failure leaves as one of our kinds
-            raise translate(exc, operation) from None
+            # `plain`: the account details themselves, which a daily limit cannot wait on.
+            error = translate(exc, operation) if plain else self._translate(exc, operation)
+            raise error from None
         return _json(answer)
 
     def portal_id(self) -> str:
@@ -217,10 +257,7 @@ class HubSpotApi:
 
     def time_zone(self) -> dt.tzinfo:
         """The portal's time zone (UTC when HubSpot names one Python does not know)."""
-        try:
-            return ZoneInfo(self._account().time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            return dt.UTC
+        return _zone(self._account().time_zone)
 
     def _account(self) -> AccountDetails:
         key = (self.base, self._token_digest)
@@ -228,19 +265,57 @@ class HubSpotApi:
             cached = _ACCOUNTS.get(key)
         if cached is not None:
             return cached
-        details = self.request("read account details", "GET", "/account-info/v3/details")
+        operation = "read account details"
+        try:
+            details = self.request(operation, "GET", "/account-info/v3/details", plain=True)
+        except _DailyLimit:
+            raise _unknown_reset(operation) from None
         details = details if isinstance(details, dict) else {}
         portal = str(details.get("portalId", ""))
         if not portal:
             raise PermanentError("HubSpot account details carry no portalId")
-        account = AccountDetails(portal, str(details.get("timeZone") or "UTC"))
+        account = AccountDetails(
+            portal,
+            str(details.get("timeZone") or "UTC"),
+            # Portals older than the field live on the original domain.
+            str(details.get("uiDomain") or "app.hubspot.com"),
+        )
         with _ACCOUNT_LOCK:
             _ACCOUNTS[key] = account
         return account
 
     def record_url(self, object_type_id: str, object_id: str) -> str:
         """A record's page in HubSpot's UI, e.g. object type 0-3 (deal), 0-5 (ticket)."""
-        return f"{self.app_base}/contacts/{self.portal_id()}/record/{object_type_id}/{object_id}"
+        account = self._account()
+        base = self.app_base or f"https://{account.ui_domain}"
+        return f"{base}/contacts/{account.portal_id}/record/{object_type_id}/{object_id}"
+
+
+def _unknown_reset(operation: str) -> QuotaError:
+    # The account details are spent too, so the portal's midnight is unknown: look again
+    # within the hour rather than a day late.
+    return QuotaError(
+        f"HubSpot {operation}: daily API limit reached",
+        DAILY_LIMIT,
+        dt.datetime.now(dt.UTC) + UNKNOWN_RESET_RECHECK,
+        "UTC; the portal's time zone is unknown, so checking hourly",
+    )
+
+
+def daily_reset(now: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
+    """When a daily limit spent at `now` resets: the next midnight in the portal's zone."""
+    local = now.astimezone(zone)
+    midnight = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), zone)
+    if midnight - now > dt.timedelta(hours=23):
+        return (now + LATE_RESET_RECHECK).astimezone(zone)
+    return midnight
+
+
+def _zone(name: str) -> dt.tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return dt.UTC
 
 
 def forget_portal_ids() -> None:
@@ -297,9 +372,19 @@ def from_status(
         return RetryableError(f"HubSpot {operation}: TLS failure")
     if status == 429:
         policy = str(body.get("policyName") or "")
+        if policy == "DAILY":
+            return _DailyLimit(f"HubSpot {operation}: daily API limit reached")
         label = f" ({policy})" if policy else ""
         return RetryableError(
             f"HubSpot {operation}: rate limited{label}", retry_after=_rate_limit_wait(headers)
+        )
+    if status == 423:
+        wait = max(LOCK_SECONDS, _retry_after(headers) or 0.0)
+        return RetryableError(f"{where} (locked: too many writes at once)", retry_after=wait)
+    if status == 477:
+        # The portal is moving between data centres; HubSpot says how long in Retry-After.
+        return RetryableError(
+            f"{where} (portal migration in progress)", retry_after=_retry_after(headers)
         )
     if status >= 500 or status == 408:
         return RetryableError(where, retry_after=_retry_after(headers))
@@ -381,6 +466,19 @@ def _required_scopes(body: Mapping[str, Any]) -> list[str]:
                 if str(value) not in scopes:
                     scopes.append(str(value))
     return scopes
+
+
+def results_of(answer: Any) -> list[dict[str, Any]]:
+    results = answer.get("results") if isinstance(answer, dict) else None
+    return [result for result in results or [] if isinstance(result, dict)]
+
+
+def next_after(page: Any) -> str | None:
+    """The `paging.next.after` cursor of a page, or None on the last page."""
+    paging = page.get("paging") if isinstance(page, dict) else None
+    following = paging.get("next") if isinstance(paging, dict) else None
+    after = following.get("after") if isinstance(following, dict) else None
+    return str(after) if after not in (None, "") else None
 
 
 def chunks(items: list[Any], size: int = BATCH_LIMIT) -> list[list[Any]]:

@@ -61,6 +61,20 @@ Facts a connector author can rely on (all mirrored from HubSpot)
   400 `VALIDATION_ERROR`, message "Cannot set PropertyValueCoordinates{...} on ...
   <existing id> already has that value." (context.id = [existing id]). A duplicate
   contact email is a 409 `CONFLICT` "Contact already exists. Existing ID: <id>".
+* Associations are paged: a read with `associations=` embeds the first 100 of each
+  type with `paging.next.after`; a v4 batch association read gives each object a page
+  of `association_batch_page` (500) with its own cursor, sent back as the input's
+  `after`; `GET /crm/v4/objects/{type}/{id}/associations/{to}` takes `limit` (≤ 500)
+  and `after`.
+* A batch read asking for `propertiesWithHistory` refuses more than 50 inputs (400
+  `VALIDATION_ERROR`).
+* `fail_next(n, 423)` / `fail_next(n, 477, retry_after=...)` answer "locked" and
+  "migration in progress"; `exhaust_daily_limit(n)` answers 429 `policyName` `DAILY`.
+* Account details answer `uiDomain` = `ui_domain` (e.g. `app-eu1.hubspot.com`), else
+  this server's host.
+* `attach_file(deal_id, name, ext, via="notes"|"emails")` stores a file and a note or
+  email on the deal whose `hs_attachment_ids` names it; `GET /files/v3/files/search`
+  (with `ids`) and `GET /files/v3/files/{id}` answer its metadata.
 * Search is eventually consistent when `search_lag_seconds` > 0.
 * Webhook events are `deal.propertyChange` with `changeSource` `INTEGRATION` and
   `sourceId` = the app id for writes made with an app's token, `CRM_UI` for

@@ -32,6 +32,7 @@ from sandbox.hubspot_model import (
     PropertyProblem,
     check_definition,
     created_property,
+    date_entered_property,
     default_association,
     epoch_ms,
     iso,
@@ -40,6 +41,7 @@ from sandbox.hubspot_model import (
     now,
     options_from,
     resolve_object_type,
+    stage_properties,
     standard_properties,
     validation_error,
 )
@@ -186,6 +188,37 @@ class Fault:
     remaining: int
     status: int
     path_prefix: str | None
+    retry_after: float | None = None  # seconds, sent as Retry-After
+    policy: str | None = None  # a 429's policyName, e.g. DAILY
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file in the portal's file manager (what the Files API answers about it)."""
+
+    id: str
+    name: str  # without the extension, as HubSpot stores it
+    extension: str
+    type: str  # HubSpot's coarse kind: DOCUMENT, IMG, ...
+    size: int
+    created_at: dt.datetime
+
+    def as_wire(self, base_url: str) -> dict[str, Any]:
+        # Engagement attachments are hidden files: private, no public hosting URL.
+        return {
+            "id": self.id,
+            "name": self.name,
+            "extension": self.extension,
+            "type": self.type,
+            "size": self.size,
+            "access": "HIDDEN_PRIVATE",
+            "isUsableInContent": False,
+            "url": f"{base_url}/hubfs/{self.id}/{self.name}.{self.extension}",
+            "path": f"/{self.name}.{self.extension}",
+            "archived": False,
+            "createdAt": iso(self.created_at),
+            "updatedAt": iso(self.created_at),
+        }
 
 
 AssocKey = tuple[str, str]  # (object type, id)
@@ -203,14 +236,23 @@ class HubSpotSandbox:
         rate_limit: tuple[int, float] | None = (100, 10.0),
         search_rate_limit: tuple[int, float] | None = (5, 1.0),
         search_lag_seconds: float = 0.0,
+        search_result_cap: int = 10_000,
         time_zone: str = "UTC",
+        ui_domain: str | None = None,
     ) -> None:
         self.portal_id = portal_id
         self.app_id = app_id
         self.time_zone = time_zone
+        # The account details' uiDomain (e.g. app-eu1.hubspot.com); None: this server.
+        self.ui_domain = ui_domain
+        # HubSpot's association page sizes: an object read embeds 100 per type, a v4
+        # batch read gives each object a page of 500 (HubSpot's documented list limit).
+        self.association_embed_limit = 100
+        self.association_batch_page = 500
         self.rate_limit = rate_limit
         self.search_rate_limit = search_rate_limit
         self.search_lag_seconds = search_lag_seconds
+        self.search_result_cap = search_result_cap
         self.base_url = ""  # set by the server; used for UI links
         self.lock = threading.RLock()
         self.tokens: dict[str, int | None] = {access_token: app_id}
@@ -259,6 +301,9 @@ class HubSpotSandbox:
                 )
             },
         }
+        for pipeline in self.pipelines["deals"].values():
+            for prop in stage_properties(pipeline.stage_ids()):
+                self.properties["deals"][prop.name] = prop
         self.owners: dict[str, Owner] = {}
         self.records: dict[str, dict[str, Record]] = {t: {} for t in OBJECT_TYPE_IDS}
         # (from type, from id) -> (to type, to id) -> {type ids}
@@ -268,6 +313,8 @@ class HubSpotSandbox:
         self.call_log: list[CallRecord] = []
         self.faults: list[Fault] = []
         self.request_times: dict[tuple[str, str], deque[float]] = {}
+        self.files: dict[str, StoredFile] = {}
+        self._file_ids = itertools.count(190_000_001)
 
     # ------------------------------------------------------------------ set-up
 
@@ -363,10 +410,50 @@ class HubSpotSandbox:
             self.subscriptions.append(sub)
             return sub.id
 
-    def fail_next(self, n: int = 1, status: int = 503, path_prefix: str | None = None) -> None:
-        """Answer the next n API calls (whose path starts with path_prefix) with a 5xx."""
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 503,
+        path_prefix: str | None = None,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        """Answer the next n API calls (whose path starts with path_prefix) with `status`:
+        a 5xx, 423 (locked) or 477 (portal migration), with Retry-After if given."""
         with self.lock:
-            self.faults.append(Fault(n, status, path_prefix))
+            self.faults.append(Fault(n, status, path_prefix, retry_after))
+
+    def exhaust_daily_limit(self, n: int = 1, path_prefix: str | None = None) -> None:
+        """Answer the next n API calls with HubSpot's 429 for a spent daily limit."""
+        with self.lock:
+            self.faults.append(Fault(n, 429, path_prefix, policy="DAILY"))
+
+    def attach_file(
+        self,
+        deal_id: str,
+        name: str,
+        extension: str = "pdf",
+        *,
+        via: str = "notes",
+        file_type: str = "DOCUMENT",
+        size: int = 48_213,
+    ) -> str:
+        """Upload a file and attach it to a new note (or email) on the deal -> file id."""
+        with self.lock:
+            file_id = str(next(self._file_ids))
+            self.files[file_id] = StoredFile(file_id, name, extension, file_type, size, now())
+            kind = self._object_type(via)
+            body = {"notes": "hs_note_body", "emails": "hs_email_subject"}[kind]
+            engagement = self.create(
+                kind,
+                {body: f"{name}.{extension}", "hs_timestamp": str(epoch_ms(now())),
+                 "hs_attachment_ids": file_id},
+                source=WriteSource.user(None),
+            )  # fmt: skip
+            type_id = default_association("deals", kind)
+            assert type_id is not None
+            self.associate("deals", str(deal_id), kind, engagement.id, type_id.type_id)
+            return file_id
 
     # ------------------------------------------------------------- test helpers
 
@@ -481,8 +568,13 @@ class HubSpotSandbox:
             return record
         return self.create(otype, dict(record), source=source).id
 
-    def move_deal(self, deal_id: str, stage: str, by_user: bool = True) -> None:
-        """Change a deal's stage as a salesperson in the UI would (fires webhooks)."""
+    def move_deal(
+        self, deal_id: str, stage: str, by_user: bool = True, *, at: dt.datetime | None = None
+    ) -> None:
+        """Change a deal's stage as a salesperson in the UI would (fires webhooks).
+
+        `at` dates the change in the past, as if it had happened then.
+        """
         with self.lock:
             deal = self._record("deals", deal_id)
             if by_user:
@@ -490,7 +582,7 @@ class HubSpotSandbox:
                 source = WriteSource.user(owner.user_id if owner else None)
             else:
                 source = WriteSource("AUTOMATION_PLATFORM", None, "AUTOMATION_PLATFORM")
-            self.update("deals", deal_id, {"dealstage": stage}, source=source)
+            self.update("deals", deal_id, {"dealstage": stage}, source=source, at=at)
 
     def get(self, object_type: str, record_id: str) -> dict[str, Any]:
         """A record as plain data: id, properties, associations {type: [ids]}."""
@@ -592,18 +684,24 @@ class HubSpotSandbox:
         *,
         source: WriteSource,
         id_property: str | None = None,
+        at: dt.datetime | None = None,
     ) -> Record:
         with self.lock:
             otype = self._object_type(object_type)
             rec = self.find(otype, record_id, id_property)
-            return self.update_many(otype, [(rec, dict(properties))], source)[0]
+            return self.update_many(otype, [(rec, dict(properties))], source, at=at)[0]
 
     def update_many(
-        self, otype: str, inputs: list[tuple[Record, dict[str, Any]]], source: WriteSource
+        self,
+        otype: str,
+        inputs: list[tuple[Record, dict[str, Any]]],
+        source: WriteSource,
+        *,
+        at: dt.datetime | None = None,
     ) -> list[Record]:
         prepared = [(rec, self._validate(otype, props, existing=rec)) for rec, props in inputs]
         self._check_unique(otype, [(rec.id, values) for rec, values in prepared])
-        moment = now()
+        moment = at or now()
         for rec, values in prepared:
             self._apply(rec, {**values, "hs_lastmodifieddate": iso(moment)}, source, moment)
         return [rec for rec, _ in prepared]
@@ -648,6 +746,9 @@ class HubSpotSandbox:
         notify: bool = True,
     ) -> None:
         changed = []
+        stage = values.get("dealstage")
+        if rec.object_type == "deals" and stage and stage != rec.properties.get("dealstage"):
+            values = {**values, date_entered_property(stage): iso(moment)}
         for name, value in values.items():
             if rec.properties.get(name, "") == value and name in rec.properties:
                 continue  # HubSpot records no history and sends no event for a no-op write
@@ -891,16 +992,29 @@ class HubSpotSandbox:
         return spec
 
     def association_results(self, otype: str, rid: str, wanted: Iterable[str]) -> dict[str, Any]:
-        """The v3 `associations` map of a read, keyed as HubSpot keys it."""
+        """The v3 `associations` map of a read, keyed as HubSpot keys it.
+
+        Only the first page of each type is embedded, with a cursor when there are more.
+        """
         out: dict[str, Any] = {}
+        limit = self.association_embed_limit
         for to_type in wanted:
+            linked = self.associated(otype, rid, to_type)
             results = [
                 {"id": tid, "type": ASSOCIATION_BY_ID[(otype, to_type, type_id)].name}
-                for tid, types in self.associated(otype, rid, to_type)
+                for tid, types in linked[:limit]
                 for type_id in sorted(types, key=_primary_first(otype, to_type))
             ]
-            if results:
-                out[ASSOCIATION_RESULT_KEYS[to_type]] = {"results": results}
+            if not results:
+                continue
+            entry: dict[str, Any] = {"results": results}
+            if len(linked) > limit:
+                link = (
+                    f"{self.base_url}/crm/v4/objects/{OBJECT_TYPE_IDS[otype]}/{rid}"
+                    f"/associations/{OBJECT_TYPE_IDS[to_type]}?after={limit}"
+                )
+                entry["paging"] = {"next": {"after": str(limit), "link": link}}
+            out[ASSOCIATION_RESULT_KEYS[to_type]] = entry
         return out
 
     # -------------------------------------------------------------- properties

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from sandbox.hubspot import CallRecord, HubSpotSandbox, Record, WriteSource
+from sandbox.hubspot import CallRecord, Fault, HubSpotSandbox, Record, WriteSource
 from sandbox.hubspot_model import (
     ASSOCIATION_BY_ID,
     OBJECT_TYPE_IDS,
@@ -35,7 +35,9 @@ from sandbox.hubspot_model import (
 JsonBody = dict[str, Any] | list[Any]
 Answer = tuple[int, JsonBody | None]
 BATCH_LIMIT = 100
+HISTORY_BATCH_LIMIT = 50  # batch reads asking for propertiesWithHistory
 SEARCH_LIMIT = 200
+FILES_SEARCH_LIMIT = 100
 
 _RULES = [
     ("GET", "/account-info/v3/details", "account_info"),
@@ -69,6 +71,10 @@ _RULES = [
     ("POST", "/crm/v4/associations/<otype>/<to>/batch/read", "v4_batch_read"),
     ("POST", "/crm/v4/associations/<otype>/<to>/batch/associate/default", "v4_batch_default"),
     ("POST", "/crm/v4/associations/<otype>/<to>/batch/create", "v4_batch_create"),
+    # Attachments: files attached to notes/emails (the engagements themselves are read
+    # through the object routes above). Scopes: `files` or `files.ui_hidden.read`.
+    ("GET", "/files/v3/files/search", "files_search"),
+    ("GET", "/files/v3/files/<file_id>", "file_get"),
 ]
 _UI_RULE = "/contacts/<int:portal>/record/<type_id>/<oid>"
 
@@ -111,7 +117,7 @@ class HubSpotApp:
     def _api(self, request: Request, endpoint: str, args: dict[str, Any]) -> Response:
         fault = self._take_fault(request.path)
         if fault is not None:
-            return _json(fault, _error_body(fault, "INTERNAL_ERROR", "Internal error (injected)"))
+            return _fault_answer(fault, self.sandbox.portal_id)
         token = _bearer(request)
         if token is None or token not in self.sandbox.tokens:
             return _json(
@@ -138,14 +144,14 @@ class HubSpotApp:
             return _json(exc.status, exc.body(), headers)
         return _json(status, payload, headers)
 
-    def _take_fault(self, path: str) -> int | None:
+    def _take_fault(self, path: str) -> Fault | None:
         with self.sandbox.lock:
             for fault in self.sandbox.faults:
                 if fault.remaining > 0 and (
                     fault.path_prefix is None or path.startswith(fault.path_prefix)
                 ):
                     fault.remaining -= 1
-                    return fault.status
+                    return fault
             self.sandbox.faults = [f for f in self.sandbox.faults if f.remaining > 0]
         return None
 
@@ -200,6 +206,7 @@ class HubSpotApp:
     def do_account_info(self, **_: Any) -> Answer:
         box = self.sandbox
         host = box.base_url.split("://", 1)[-1] if box.base_url else "app.hubspot.com"
+        host = box.ui_domain or host
         return 200, {
             "portalId": box.portal_id,
             "accountType": "STANDARD",
@@ -309,6 +316,13 @@ class HubSpotApp:
         kind = self._otype(otype)
         data = _object(body)
         inputs = _inputs(data)
+        if data.get("propertiesWithHistory") and len(inputs) > HISTORY_BATCH_LIMIT:
+            raise ApiError(
+                400,
+                "VALIDATION_ERROR",
+                f"Batch read with propertiesWithHistory cannot exceed {HISTORY_BATCH_LIMIT} "
+                f"inputs, got {len(inputs)}",
+            )
         started = now()
         found, missing = self._find_inputs(kind, inputs, lambda _item: data.get("idProperty"))
         results = [
@@ -453,10 +467,14 @@ class HubSpotApp:
         kind, to_kind = self._otype(otype), self._otype(to)
         started = now()
         results, errors = [], []
+        page_size = self.sandbox.association_batch_page
         for item in _inputs(_object(body)):
             from_id = str(item.get("id"))
             linked = self.sandbox.associated(kind, from_id, to_kind)
-            if not linked:
+            after = str(item.get("after") or "")
+            start = int(after) if after.isdigit() else 0
+            page = linked[start : start + page_size]
+            if not page:
                 errors.append(
                     {
                         **_standard_error(
@@ -469,12 +487,14 @@ class HubSpotApp:
                     }
                 )
                 continue
-            results.append(
-                {
-                    "from": {"id": from_id},
-                    "to": [self._v4_row(kind, to_kind, tid, types) for tid, types in linked],
-                }
-            )
+            result: dict[str, Any] = {
+                "from": {"id": from_id},
+                "to": [self._v4_row(kind, to_kind, tid, types) for tid, types in page],
+            }
+            if start + page_size < len(linked):
+                # Each object has its own cursor; sent back as the input's `after`.
+                result["paging"] = {"next": {"after": str(start + page_size)}}
+            results.append(result)
         return _batch(results, errors, started)
 
     def do_v4_batch_default(self, otype: str, to: str, body: Any, **_: Any) -> Answer:
@@ -499,6 +519,23 @@ class HubSpotApp:
             results.append(self._labels_between(kind, from_id, to_kind, to_id))
         status, payload = _batch(results, [], started)
         return 201, payload
+
+    # files ------------------------------------------------------------------
+
+    def do_files_search(self, request: Request, **_: Any) -> Answer:
+        wanted = _list_arg(request, "ids")
+        files = sorted(self.sandbox.files.values(), key=lambda f: int(f.id))
+        if wanted is not None:
+            files = [f for f in files if f.id in set(wanted)]
+        limit = _int_arg(request, "limit", 10, FILES_SEARCH_LIMIT)
+        wired = [f.as_wire(self.sandbox.base_url) for f in files]
+        return 200, _page(wired, request.args.get("after"), limit)
+
+    def do_file_get(self, file_id: str, **_: Any) -> Answer:
+        stored = self.sandbox.files.get(file_id)
+        if stored is None:
+            raise ApiError(404, "OBJECT_NOT_FOUND", f"File {file_id} not found")
+        return 200, stored.as_wire(self.sandbox.base_url)
 
     # -------------------------------------------------------------- helpers
 
@@ -648,6 +685,13 @@ class _Search:
                     hits.append((rec, view))
         hits = self._sort(hits)
         start = int(self.body.get("after") or 0)
+        if start + limit > self.sandbox.search_result_cap:
+            raise ApiError(
+                400,
+                "VALIDATION_ERROR",
+                f"Search cannot page past the first {self.sandbox.search_result_cap} results "
+                "of a query; narrow the filters",
+            )
         page = hits[start : start + limit]
         wired = [
             self.sandbox.record_wire(rec, self.body.get("properties"), props_override=view)
@@ -765,6 +809,32 @@ def _json(status: int, payload: JsonBody | None, headers: dict[str, str] | None 
         return Response(status=status, headers=headers or {})
     return Response(
         json.dumps(payload), status=status, mimetype="application/json", headers=headers or {}
+    )
+
+
+def _fault_answer(fault: Fault, portal_id: int) -> Response:
+    """An injected failure in the shape HubSpot gives that status."""
+    headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+    if fault.status == 429:
+        daily = fault.policy == "DAILY"
+        body = {
+            "status": "error",
+            "message": "You have reached your daily limit."
+            if daily
+            else "You have reached your ten_secondly_rolling limit.",
+            "errorType": "RATE_LIMIT",
+            "correlationId": correlation_id(),
+            "policyName": fault.policy or "TEN_SECONDLY_ROLLING",
+            "groupName": f"api-calls-daily:{portal_id}" if daily else f"api-calls:{portal_id}",
+        }
+        return _json(429, body, headers)
+    categories = {
+        423: ("LOCKED", "The resource is locked; try again in 2 seconds"),
+        477: ("MIGRATION_IN_PROGRESS", "This account is being migrated to another data center"),
+    }
+    category, message = categories.get(fault.status, ("INTERNAL_ERROR", "Internal error"))
+    return _json(
+        fault.status, _error_body(fault.status, category, f"{message} (injected)"), headers
     )
 
 

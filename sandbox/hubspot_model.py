@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,8 @@ OBJECT_TYPE_IDS: dict[str, str] = {
     "tickets": "0-5",
     "line_items": "0-8",
     "tasks": "0-27",
+    "notes": "0-46",
+    "emails": "0-49",
 }
 SINGULAR: dict[str, str] = {
     "contacts": "contact",
@@ -30,6 +33,8 @@ SINGULAR: dict[str, str] = {
     "tickets": "ticket",
     "line_items": "line_item",
     "tasks": "task",
+    "notes": "note",
+    "emails": "email",
 }
 _ALIASES: dict[str, str] = {
     **{name: name for name in OBJECT_TYPE_IDS},
@@ -106,6 +111,8 @@ ASSOCIATION_TYPES: list[AssociationType] = [
     *_pair("contacts", "tasks", 203, 204),
     *_pair("deals", "tasks", 215, 216),
     *_pair("tickets", "tasks", 229, 230),
+    *_pair("deals", "emails", 209, 210),
+    *_pair("deals", "notes", 213, 214),
 ]
 ASSOCIATION_BY_ID: dict[tuple[str, str, int], AssociationType] = {
     (a.from_type, a.to_type, a.type_id): a for a in ASSOCIATION_TYPES
@@ -485,6 +492,29 @@ def standard_properties() -> dict[str, list[PropertyDef]]:
             _std(*owner, "taskinformation", external=True),
             *_system("taskinformation", created="hs_createdate"),
         ],
+        # Engagements carry their files as semicolon-separated ids in hs_attachment_ids.
+        "notes": [
+            _std("hs_note_body", "string", "html", "engagement"),
+            _std("hs_timestamp", "datetime", "date", "engagement"),
+            _std("hs_attachment_ids", "enumeration", "checkbox", "engagement", external=True),
+            _std(*owner, "engagement", external=True),
+            *_system("engagement", created="hs_createdate"),
+        ],
+        "emails": [
+            _std("hs_email_subject", "string", "text", "engagement"),
+            _std("hs_email_text", "string", "textarea", "engagement"),
+            _std(
+                "hs_email_direction",
+                "enumeration",
+                "select",
+                "engagement",
+                options=["EMAIL", "INCOMING_EMAIL", "FORWARDED_EMAIL"],
+            ),
+            _std("hs_timestamp", "datetime", "date", "engagement"),
+            _std("hs_attachment_ids", "enumeration", "checkbox", "engagement", external=True),
+            _std(*owner, "engagement", external=True),
+            *_system("engagement", created="hs_createdate"),
+        ],
     }
 
 
@@ -495,6 +525,8 @@ DEFAULT_GROUPS: dict[str, str] = {
     "line_items": "lineiteminformation",
     "tickets": "ticketinformation",
     "tasks": "taskinformation",
+    "notes": "engagement",
+    "emails": "engagement",
 }
 
 # Properties a read returns when the caller names none (HubSpot's documented defaults).
@@ -512,17 +544,34 @@ DEFAULT_READ_PROPERTIES: dict[str, list[str]] = {
         "subject",
     ],
     "tasks": ["hs_task_subject", "hs_timestamp", "hs_task_status"],
+    "notes": ["hs_note_body", "hs_timestamp"],
+    "emails": ["hs_email_subject", "hs_timestamp"],
 }
 
 # Properties a create must carry (checked after defaults are filled in).
 REQUIRED_ON_CREATE: dict[str, list[str]] = {
     "tickets": ["subject", "hs_pipeline_stage"],
     "tasks": ["hs_timestamp"],
+    "notes": ["hs_timestamp"],
+    "emails": ["hs_timestamp"],
 }
 
 
+def date_entered_property(stage_id: str) -> str:
+    """HubSpot's calculated "Date entered <stage>" deal property (the v2 family)."""
+    return f"hs_v2_date_entered_{stage_id}"
+
+
+def stage_properties(stage_ids: Iterable[str]) -> list[PropertyDef]:
+    # HubSpot defines one per stage of every deal pipeline; only HubSpot writes it.
+    return [
+        _std(date_entered_property(stage), "datetime", "date", "dealinformation", read_only=True)
+        for stage in stage_ids
+    ]
+
+
 def created_property(object_type: str) -> str:
-    return "hs_createdate" if object_type == "tasks" else "createdate"
+    return "hs_createdate" if object_type in ("tasks", "notes", "emails") else "createdate"
 
 
 def normalize_value(prop: PropertyDef, raw: Any) -> tuple[str | None, PropertyProblem | None]:

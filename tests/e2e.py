@@ -23,6 +23,12 @@ from sandbox import HubSpotSandbox, RunningSandbox, start_sandbox
 SECRET = "e2e-client-secret"
 SALES = "sales-sam@example.com"
 KICKOFF = "2027-01-15"
+# A requirement a kit file can end with: the deal carries a signed order form.
+ORDER_FORM = """
+  - id: order-form
+    check: 'attachments.exists(a, a.name.contains("order form") && a.extension == "pdf")'
+    message: 'Attach the signed order form (PDF) to a note or email on the deal'
+"""
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from bridge.cli import cli
+from sandbox import RunningSandbox
 from tests.conftest import FIXTURES, ROOT
 
 
@@ -45,16 +47,144 @@ def test_kit_validate_lists_every_problem_and_exits_1() -> None:
     assert all(line.split(":")[1].isdigit() for line in problems)  # file:line: path: problem
 
 
+RULES = {"FULLKIT_RULES_DIR": str(ROOT / "kit_rules")}
+
+
 @pytest.mark.parametrize(("name", "code"), [("complete.json", 0), ("incomplete.json", 1)])
 def test_kit_check_says_whether_ops_must_accept(name: str, code: int) -> None:
-    env = {"FULLKIT_RULES_DIR": str(ROOT / "kit_rules")}
-    result = CliRunner().invoke(cli, ["kit", "check", "--deal", str(FIXTURES / "deals" / name)],
-                                env=env)  # fmt: skip
+    result = run(["kit", "check", "--deal", str(FIXTURES / "deals" / name)], env=RULES)
     assert result.exit_code == code
     if code:
         assert "Set the requested kickoff date" in result.output
     else:
         assert "ops must accept" in result.output
+
+
+def test_kit_check_names_the_deal_and_lists_passed_and_not_applicable(tmp_path: Path) -> None:
+    deal = json.loads((FIXTURES / "deals" / "complete.json").read_text())
+    deal["deal"].update(plan="pro", sso_provider="", kickoff_date="")  # SSO: enterprise only
+    (tmp_path / "deal.json").write_text(json.dumps(deal))
+
+    result = run(["kit", "check", "--deal", str(tmp_path / "deal.json")], env=RULES)
+
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        'deal 1001 "Acme Corp - Enterprise" (hubspot): kit new-customer "New customer onboarding"',
+        "missing (1):",
+        "  - kickoff-date: Set the requested kickoff date",
+        "passed (4):",
+        "  - amount: deal.amount > 0",
+        '  - billing-contact: contacts.exists(c, c.role == "billing" && has(c.email))',
+        "  - line-items: size(line_items) > 0",
+        "  - company-domain: company.domain is set",
+        "not applicable (1):",
+        '  - sso-provider: only when deal.plan == "enterprise"',
+        "kit new-customer: 1 missing — ops cannot accept",
+    ]
+
+
+def test_kit_check_of_a_deal_no_kit_applies_to_says_what_the_kits_need(tmp_path: Path) -> None:
+    deal = json.loads((FIXTURES / "deals" / "complete.json").read_text())
+    deal["deal"]["pipeline"] = "renewals"
+    (tmp_path / "deal.json").write_text(json.dumps(deal))
+
+    done = fullkit(["kit", "check", "--deal", str(tmp_path / "deal.json")], **RULES)
+
+    assert done.returncode == 1
+    assert done.stderr == (
+        'fullkit: no kit applies to deal 1001 "Acme Corp - Enterprise" (hubspot): '
+        'new-customer only when deal.pipeline == "default"\n'
+    )
+
+
+def test_kit_check_example_is_a_deal_file_that_kit_check_reads(tmp_path: Path) -> None:
+    example = fullkit(["kit", "check", "--example"], **RULES)
+    assert example.returncode == 0, example.stderr
+    (tmp_path / "deal.json").write_text(example.stdout)
+
+    checked = fullkit(["kit", "check", "--deal", str(tmp_path / "deal.json")], **RULES)
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "kit new-customer: complete — ops must accept" in checked.stdout
+    assert "kickoff_date (date)" in example.stderr  # the notes name each field and its type
+
+
+def test_kit_check_example_follows_the_rules_own_mapping(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "kit_rules", rules)
+    mapping = rules / "mappings" / "hubspot.yaml"
+    text = mapping.read_text().replace(
+        "  industry: industry\n", "  seats: {property: seats, type: number}\n"
+    )
+    mapping.write_text(text)
+    env = {"FULLKIT_RULES_DIR": str(rules)}
+
+    example = json.loads(fullkit(["kit", "check", "--example"], **env).stdout)
+    (tmp_path / "deal.json").write_text(json.dumps(example))
+
+    assert example["company"]["seats"] == 1 and "industry" not in example["company"]
+    assert fullkit(["kit", "check", "--deal", str(tmp_path / "deal.json")], **env).returncode == 0
+
+
+def test_kit_check_reads_a_live_hubspot_deal_and_writes_nothing(
+    running: RunningSandbox, tmp_path: Path
+) -> None:
+    box = running.sandbox
+    deal_id = box.create_deal(
+        {"dealname": "Initech", "pipeline": "default", "dealstage": "closedwon",
+         "amount": "9000", "plan_tier": "pro", "kickoff_date": "2027-01-15"},
+        company={"name": "Initech", "domain": "initech.example"},
+        contacts=[{"email": "bill@initech.example", "contact_role": "billing"}],
+        owner_email="sales-sam@example.com",
+    )  # fmt: skip
+    box.reset_calls()
+
+    result = run(["kit", "check", f"hubspot:{deal_id}"], env=live_env(running, tmp_path))
+
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0] == (
+        f'deal {deal_id} "Initech" (hubspot, stage closedwon): kit new-customer '
+        '"New customer onboarding"'
+    )
+    assert "  - line-items: Add the purchased products as line items" in lines
+    assert '  - sso-provider: only when deal.plan == "enterprise"' in lines
+    assert lines[-1] == "kit new-customer: 1 missing — ops cannot accept"
+    writes = [c for c in box.calls() if c.method != "GET" and not c.path.endswith("/batch/read")]
+    assert writes == []
+
+
+@pytest.mark.parametrize(
+    ("token", "deal", "message"),
+    [
+        (None, "hubspot:1", "fullkit: cannot read hubspot:1: HubSpot connector disabled: "
+         "HUBSPOT_ACCESS_TOKEN is not set"),
+        ("sandbox-token", "hubspot:424242", "fullkit: hubspot:424242: the CRM has no such deal"),
+        ("wrong-token", "hubspot:1", "fullkit: cannot read hubspot:1: HubSpot read deal: "
+         "the access token was refused (HTTP 401)"),
+        ("sandbox-token", "salesforce:006000000000001", "fullkit: no field mapping for crm "
+         "salesforce (mappings/salesforce.yaml)"),
+    ],
+)  # fmt: skip
+def test_kit_check_of_a_live_deal_it_cannot_read_is_one_line_exit_1(
+    running: RunningSandbox, tmp_path: Path, token: str | None, deal: str, message: str
+) -> None:
+    env = live_env(running, tmp_path)
+    if token is None:
+        del env["HUBSPOT_ACCESS_TOKEN"]
+    else:
+        env["HUBSPOT_ACCESS_TOKEN"] = token
+
+    done = fullkit(["kit", "check", deal], **env)
+
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(message), done.stderr
+    assert "wrong-token" not in done.stderr
+
+
+def live_env(running: RunningSandbox, tmp_path: Path) -> dict[str, str]:
+    return {**RULES, "FULLKIT_HOME": str(tmp_path / "home"), "HUBSPOT_API_BASE": running.url,
+            "HUBSPOT_ACCESS_TOKEN": running.access_token}  # fmt: skip
 
 
 def test_kit_check_refuses_a_malformed_deal_file(tmp_path: Path) -> None:
@@ -79,7 +209,14 @@ def test_malformed_setting_is_one_line_exit_1(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["status", "not-a-deal"], ["kit", "check"], ["no-such-command"], ["serve", "--port", "0"]],
+    [
+        ["status", "not-a-deal"],
+        ["kit", "check"],
+        ["kit", "check", "--example", "hubspot:1"],
+        ["kit", "check", "1234"],
+        ["no-such-command"],
+        ["serve", "--port", "0"],
+    ],
 )
 def test_usage_errors_are_one_line_exit_2(args: list[str]) -> None:
     done = fullkit(args)

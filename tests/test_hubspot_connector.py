@@ -467,11 +467,13 @@ def test_fetch_many_deals_in_seven_calls(mocked: responses.RequestsMock) -> None
     assert packets["101"].contacts == [{"email": "a@acme.test"}]
 
 
-def test_fetch_many_chunks_at_one_hundred(mocked: responses.RequestsMock) -> None:
+def test_fetch_many_chunks_at_fifty_because_it_reads_stage_history(
+    mocked: responses.RequestsMock,
+) -> None:
     mocked.post(f"{BASE}/crm/v3/objects/deals/batch/read", json={"results": []})
     assert connector().fetch_packets([str(n) for n in range(1, 151)]) == {}
     sizes = [len(sent(call)["inputs"]) for call in mocked.calls]
-    assert sizes == [100, 50]
+    assert sizes == [50, 50, 50]
 
 
 # --- push-back -----------------------------------------------------------------------

@@ -41,6 +41,12 @@ requirements:
 """
 
 
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Problems name files relative to the current directory; tests work where they write."""
+    monkeypatch.chdir(tmp_path)
+
+
 def write_rules(root: Path, kits: dict[str, str], mappings: dict[str, str] | None = None) -> Path:
     folder = root / "rules"
     for sub, files in (("kits", kits), ("mappings", mappings or {"hubspot": HUBSPOT_MAPPING})):
@@ -115,7 +121,8 @@ def test_kit_defaults(tmp_path: Path) -> None:
 # --- every problem at once -------------------------------------------------------------
 
 
-def test_every_problem_in_the_folder_is_reported_at_once() -> None:
+def test_every_problem_in_the_folder_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(FIXTURES / "rules")
     problems = problems_of(FIXTURES / "rules" / "many_problems")
 
     assert problems == [
@@ -157,11 +164,66 @@ def test_problem_str_is_file_line_path_message() -> None:
 # --- YAML and structure ----------------------------------------------------------------
 
 
-def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
-    problems = kit_problems(tmp_path, "kit: starter\ntitle: [unclosed\ncrm: hubspot\n")
+# Each mistake is in the kit's line 5 (`ops:` is line 5 of GOOD_KIT): the line a person
+# has to fix, wherever PyYAML noticed it.
+YAML_MISTAKES = {
+    "unclosed quote": ("ops: 'hubspot_ticket", "runs on to line 9: is its closing quote missing?"),
+    "unclosed quote at the end": ("ops: 'hubspot_ticket", "this quoted value is never closed"),
+    "unclosed list": ("ops: [hubspot_ticket", "this '[' list is never closed with ']'"),
+    "missing colon": ("ops", "a ':' is missing after the key"),
+    "tab": ("\tops:", "a tab character; indent with spaces"),
+    "indented too deep": ("   pipeline: '0'", "indented deeper than the key above it"),
+}
+
+
+@pytest.mark.parametrize("mistake", YAML_MISTAKES, ids=list(YAML_MISTAKES))
+def test_yaml_syntax_error_points_at_the_line_to_fix(tmp_path: Path, mistake: str) -> None:
+    broken_line, message = YAML_MISTAKES[mistake]
+    lines = GOOD_KIT.splitlines()
+    if mistake == "unclosed quote at the end":  # no later quote to close it by accident
+        lines = [line.replace("'", "") for line in lines]
+    if mistake == "indented too deep":  # a key of `ops` indented past its siblings
+        lines.insert(6, broken_line)
+        expected_line = 7
+    else:
+        lines[4] = broken_line
+        expected_line = 5
+    problems = kit_problems(tmp_path, "\n".join(lines) + "\n")
 
     assert len(problems) == 1
-    assert problems[0].startswith("rules/kits/10-kit.yaml:3: yaml: YAML syntax error")
+    assert problems[0].startswith(f"rules/kits/10-kit.yaml:{expected_line}: yaml: YAML syntax")
+    assert message in problems[0]
+
+
+def test_missing_colon_in_a_nested_mapping_points_at_that_line(tmp_path: Path) -> None:
+    kit = GOOD_KIT.replace("  target: hubspot_ticket", "  target hubspot_ticket\n  stage: '1'")
+
+    problems = kit_problems(tmp_path, kit)
+
+    assert problems == [
+        "rules/kits/10-kit.yaml:6: yaml: YAML syntax error: a ':' is missing after the key "
+        "(write 'key: value')"
+    ]
+
+
+def test_misaligned_requirement_key_points_at_that_line(tmp_path: Path) -> None:
+    kit = GOOD_KIT.replace("    message: Amount", "   message: Amount")
+
+    problems = kit_problems(tmp_path, kit)
+
+    assert problems == [
+        "rules/kits/10-kit.yaml:10: yaml: YAML syntax error: this line's indentation does not "
+        "match the lines above it"
+    ]
+
+
+def test_colon_inside_an_unquoted_message_says_to_quote_it(tmp_path: Path) -> None:
+    kit = GOOD_KIT.replace("message: Amount above zero", "message: Note: amount above zero")
+
+    assert kit_problems(tmp_path, kit) == [
+        "rules/kits/10-kit.yaml:10: yaml: YAML syntax error: a ':' inside an unquoted value; "
+        "put the value in quotes"
+    ]
 
 
 def test_empty_file_and_non_mapping_file(tmp_path: Path) -> None:
@@ -444,7 +506,10 @@ def test_well_typed_expressions_pass(tmp_path: Path) -> None:
             "line_items.all(li, li.qty > 0)",
             "unknown line_item field 'qty' (known: name, price, quantity)",
         ),
-        ("attachments.exists(a, a.size > 0)", "unknown attachment field 'size' (known: name)"),
+        (
+            "attachments.exists(a, a.pages > 0)",
+            "unknown attachment field 'pages' (known: extension, name, size, source, type, url)",
+        ),
         (
             "contacts[0].phone != ''",
             "unknown contact field 'phone' (known: buying_roles, email, firstname, lastname, role)",
@@ -538,14 +603,73 @@ def test_mapping_crm_must_match_its_file_name(tmp_path: Path) -> None:
 
 
 def test_missing_folder_and_empty_folders(tmp_path: Path) -> None:
-    assert problems_of(tmp_path / "nowhere") == [
-        f"{tmp_path / 'nowhere'}:0: (top level): rules folder not found"
-    ]
+    assert problems_of(tmp_path / "nowhere") == ["nowhere:0: (top level): rules folder not found"]
     (tmp_path / "rules").mkdir()
     assert problems_of(tmp_path / "rules") == [
-        "rules/kits:0: (top level): no kits found (kits/*.yaml)",
-        "rules/mappings:0: (top level): no mappings found (mappings/*.yaml)",
+        "rules/kits:0: (top level): no kits found (kits/*.yaml or *.yml)",
+        "rules/mappings:0: (top level): no mappings found (mappings/*.yaml or *.yml)",
     ]
+
+
+# --- which files are read, and how problems name them ---------------------------------
+
+
+def test_yml_kits_and_mappings_are_read_in_name_order_with_yaml_ones(tmp_path: Path) -> None:
+    folder = write_rules(tmp_path, {"20-second": GOOD_KIT.replace("starter", "second")})
+    (folder / "kits" / "10-first.yml").write_text(GOOD_KIT.replace("starter", "first"))
+    (folder / "mappings" / "hubspot.yaml").rename(folder / "mappings" / "hubspot.yml")
+
+    rules = load_rules(folder)
+
+    assert [kit.id for kit in rules.kits] == ["first", "second"]
+    assert set(rules.mappings) == {"hubspot"}
+
+
+@pytest.mark.parametrize("name", ["30-extra.json", "30-extra.txt", "10-kit.yaml.bak", "old"])
+def test_other_files_in_kits_are_refused_by_name(tmp_path: Path, name: str) -> None:
+    folder = write_rules(tmp_path, {"10-kit": GOOD_KIT})
+    stray = folder / "kits" / name
+    stray.mkdir() if name == "old" else stray.write_text(GOOD_KIT)
+
+    problems = problems_of(folder)
+
+    assert len(problems) == 1
+    assert problems[0].startswith(f"rules/kits/{name}:1: (top level): ")
+    assert "not read: rename it to .yaml or move it out of kits/" in problems[0]
+
+
+def test_hidden_files_in_kits_are_not_rules(tmp_path: Path) -> None:
+    folder = write_rules(tmp_path, {"10-kit": GOOD_KIT})
+    (folder / "kits" / ".gitkeep").write_text("")
+    (folder / "kits" / ".10-kit.yaml.swp").write_bytes(b"\x00vim swap")
+
+    assert [kit.id for kit in load_rules(folder).kits] == ["starter"]
+
+
+def test_two_mappings_for_one_crm_are_refused(tmp_path: Path) -> None:
+    folder = write_rules(tmp_path, {"10-kit": GOOD_KIT})
+    (folder / "mappings" / "hubspot.yml").write_text(HUBSPOT_MAPPING)
+
+    assert problems_of(folder) == [
+        "rules/mappings/hubspot.yml:2: crm: a second mapping for crm 'hubspot' "
+        "(the first is rules/mappings/hubspot.yaml)"
+    ]
+
+
+def test_problem_paths_open_from_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write_rules(tmp_path / "project", {"10-kit": "kit: x\n"})
+    monkeypatch.chdir(tmp_path / "project")
+
+    inside = problems_of(Path("rules"))
+    monkeypatch.chdir(tmp_path / "project" / "rules" / "mappings")
+    outside = problems_of(folder)
+
+    assert inside[0].startswith("rules/kits/10-kit.yaml:1: ")
+    assert outside[0].startswith(f"{folder.resolve()}/kits/10-kit.yaml:1: ")
+    for problem, cwd in ((inside[0], tmp_path / "project"), (outside[0], Path.cwd())):
+        assert (cwd / problem.split(":")[0]).is_file()
 
 
 # --- deal files ------------------------------------------------------------------------
