@@ -257,6 +257,41 @@ def hubspot_setup() -> None:
         click.echo(line)
 
 
+@hubspot.command("app")
+@click.option(
+    "--url",
+    metavar="https://HOST",
+    help="Public URL of this Fullkit; writes HOST/webhooks/hubspot as the webhook target.",
+)
+@click.option(
+    "--project",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The HubSpot project folder (default: hubspot-app/ next to Fullkit's code).",
+)
+def hubspot_app(url: str | None, project: Path | None) -> None:
+    """Show the HubSpot project (scopes, webhook target); --url fills in the target."""
+    from connectors.hubspot_app import AppConfigError, load_app, set_target_url
+
+    try:
+        if url is not None:
+            try:
+                set_target_url(url, project)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--url") from None
+        app = load_app(project)
+    except AppConfigError as exc:
+        raise Problem(str(exc)) from None
+    click.echo(f"project: {app.project_dir}")
+    click.echo(f"app: {app.name} (static token, private distribution)")
+    click.echo(f"scopes: {' '.join(app.required_scopes)}")
+    click.echo(f"webhook target: {app.target_url}")
+    if app.target_url_is_placeholder:
+        raise Problem(
+            "the webhook target is still a placeholder: fullkit hubspot app --url https://HOST"
+        )
+    click.echo(f"next: cd {app.project_dir} && hs project upload")
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:300]
 
