@@ -61,6 +61,11 @@ Facts a connector author can rely on (all mirrored from HubSpot)
   400 `VALIDATION_ERROR`, message "Cannot set PropertyValueCoordinates{...} on ...
   <existing id> already has that value." (context.id = [existing id]). A duplicate
   contact email is a 409 `CONFLICT` "Contact already exists. Existing ID: <id>".
+* Tokens have scopes: by default exactly the `requiredScopes` of `hubspot-app/`'s app
+  config (`add_token(..., scopes=...)`, `set_scopes` for others). Each route requires the
+  scopes HubSpot requires (`sandbox/hubspot_scopes.py`, one line per route family); a
+  missing one answers 403 `MISSING_SCOPES` naming it in `requiredGranularScopes`.
+  `POST /oauth/v2/private-apps/get/access-token-info` tells a token its scopes.
 * Search is eventually consistent when `search_lag_seconds` > 0.
 * Webhook events are `deal.propertyChange` with `changeSource` `INTEGRATION` and
   `sourceId` = the app id for writes made with an app's token, `CRM_UI` for

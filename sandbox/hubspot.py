@@ -204,6 +204,7 @@ class HubSpotSandbox:
         search_rate_limit: tuple[int, float] | None = (5, 1.0),
         search_lag_seconds: float = 0.0,
         time_zone: str = "UTC",
+        scopes: Iterable[str] | None = None,
     ) -> None:
         self.portal_id = portal_id
         self.app_id = app_id
@@ -214,6 +215,11 @@ class HubSpotSandbox:
         self.base_url = ""  # set by the server; used for UI links
         self.lock = threading.RLock()
         self.tokens: dict[str, int | None] = {access_token: app_id}
+        # What HubSpot granted each token at install: by default the app config's
+        # requiredScopes, as for the app Fullkit ships.
+        self.token_scopes: dict[str, frozenset[str]] = {
+            access_token: frozenset(_app_scopes() if scopes is None else scopes)
+        }
         self.access_token = access_token
         self._ids = itertools.count(10_001)
         self._owner_ids = itertools.count(70_000_001)
@@ -271,10 +277,21 @@ class HubSpotSandbox:
 
     # ------------------------------------------------------------------ set-up
 
-    def add_token(self, token: str, app_id: int | None = None) -> None:
-        """Accept another bearer token (e.g. a second app) for API calls."""
+    def add_token(
+        self, token: str, app_id: int | None = None, scopes: Iterable[str] | None = None
+    ) -> None:
+        """Accept another bearer token (e.g. a second app), granted `scopes` (default:
+        the app config's requiredScopes)."""
         with self.lock:
             self.tokens[token] = app_id
+            self.token_scopes[token] = frozenset(_app_scopes() if scopes is None else scopes)
+
+    def set_scopes(self, token: str, scopes: Iterable[str]) -> None:
+        """Re-install the app with other scopes: the token now has exactly `scopes`."""
+        with self.lock:
+            if token not in self.tokens:
+                raise KeyError("unknown token")
+            self.token_scopes[token] = frozenset(scopes)
 
     def define_property(
         self,
@@ -1040,6 +1057,13 @@ class HubSpotSandbox:
         if otype is None:
             raise ApiError(400, "VALIDATION_ERROR", f"Unable to infer object type from: {raw}")
         return otype
+
+
+def _app_scopes() -> tuple[str, ...]:
+    # The portal installed the app Fullkit ships: its token has that app's scopes.
+    from connectors.hubspot_app import required_scopes
+
+    return required_scopes()
 
 
 def _same(prop: PropertyDef, stored: str, wanted: str) -> bool:
