@@ -244,17 +244,22 @@ def hubspot() -> None:
 
 @hubspot.command("setup")
 def hubspot_setup() -> None:
-    """Create the fullkit_* deal properties and the ticket hand-off id (idempotent)."""
+    """Create the fullkit_* properties (idempotent); check scopes, ticket stages and owners."""
     from connectors.errors import ConnectorError
-    from connectors.hubspot_setup import setup_properties
+    from connectors.hubspot_checks import setup_portal
 
     settings = _settings()
+    rules = _check_rules(settings)
     try:
-        lines = setup_properties(settings)
+        result = setup_portal(settings, rules.kits)
     except ConnectorError as exc:
         raise Problem(f"HubSpot setup failed: {exc}") from None
-    for line in lines:
+    for line in result.lines:
         click.echo(line)
+    for problem in result.problems:
+        click.echo(f"problem: {problem}", err=True)
+    if result.problems:
+        raise Problem(f"HubSpot setup found {len(result.problems)} problem(s)")
 
 
 @hubspot.command("app")
