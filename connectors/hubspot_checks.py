@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from bridge.settings import Settings
 from connectors.errors import AuthError, PermanentError
 from connectors.hubspot_app import AppConfig, load_app
-from connectors.hubspot_client import HubSpotApi, TokenRefusedError
+from connectors.hubspot_client import HubSpotApi
 from connectors.hubspot_setup import SetupResult, run_setup
 from connectors.hubspot_ticket import DEFAULT_OPTIONS, HubSpotTicketTarget
 
@@ -66,10 +66,9 @@ def token_scopes(api: HubSpotApi) -> frozenset[str] | None:
         info = api.request(
             "read the token's scopes", "POST", TOKEN_INFO_PATH, body={"tokenKey": token}
         )
-    except TokenRefusedError:
-        raise
-    except (AuthError, PermanentError):
-        # The endpoint serves private-app style tokens; HubSpot may not serve every kind.
+    except PermanentError:
+        # Documented for private-app tokens; a kind of token it does not know is no
+        # reason to stop. A refused token (AuthError) is: nothing after it would work.
         return None
     scopes = info.get("scopes") if isinstance(info, dict) else None
     return frozenset(str(s) for s in scopes) if isinstance(scopes, list) else None
@@ -151,11 +150,10 @@ def check_owners(api: HubSpotApi, kits: Sequence[KitLike], result: SetupResult) 
 
 
 def _guarded(what: str, result: SetupResult, step: Callable[[], object]) -> None:
-    # A missing scope is named on its own line; it must not hide the checks that follow.
+    # The token was accepted by the scope check, so an AuthError here is a missing scope:
+    # named on its own line, it must not hide the checks that follow.
     try:
         step()
-    except TokenRefusedError:
-        raise
     except AuthError as exc:
         result.problems.append(f"{what} not checked: {exc}")
 

@@ -49,10 +49,6 @@ class NotFoundError(PermanentError):
     """404: the object (or the object named by idProperty) does not exist."""
 
 
-class TokenRefusedError(AuthError):
-    """401: HubSpot does not accept the token at all (revoked, mistyped, another portal's)."""
-
-
 class ConflictError(PermanentError):
     """409: the write collides with an existing object (e.g. a unique property value)."""
 
@@ -308,7 +304,7 @@ def from_status(
     if status >= 500 or status == 408:
         return RetryableError(where, retry_after=_retry_after(headers))
     if status == 401:
-        return TokenRefusedError(f"HubSpot {operation}: the access token was refused (HTTP 401)")
+        return AuthError(f"HubSpot {operation}: the access token was refused (HTTP 401)")
     if status == 403:
         scopes = _required_scopes(body)
         if scopes:
