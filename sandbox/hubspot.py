@@ -365,8 +365,11 @@ class HubSpotSandbox:
         object_type: str = "deals",
         property_name: str = "dealstage",
         signature_version: str = "v1",
+        generic: bool = False,
     ) -> int:
-        """Send `<object>.propertyChange` events for one property to target_url."""
+        """Send `<object>.propertyChange` events for one property to target_url
+        (`object.propertyChange` with the objectTypeId when `generic`, as the
+        `crmObjects` subscription of `hubspot-app/` makes HubSpot send)."""
         with self.lock:
             sub = Subscription(
                 id=next(self._subscription_ids),
@@ -376,6 +379,7 @@ class HubSpotSandbox:
                 object_type=self._object_type(object_type),
                 property_name=property_name,
                 signature_version=signature_version,
+                generic=generic,
             )
             self.subscriptions.append(sub)
             return sub.id
@@ -703,6 +707,9 @@ class HubSpotSandbox:
                 "changeSource": source.change_source,
                 "sourceId": source.source_id,
             }
+            if sub.generic:
+                event["subscriptionType"] = "object.propertyChange"
+                event["objectTypeId"] = OBJECT_TYPE_IDS[rec.object_type]
             self.webhooks.enqueue(sub, event)
 
     # -------------------------------------------------------------- validation
