@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 from connectors.errors import AuthError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent / "hubspot-app"
-APP_FILE = Path("src/app/app-hsmeta.json")
+PROJECT_FILE = Path("hsproject.json")
+APP_FILE = Path("src/app/app-hsmeta.json")  # under the project's srcDir, which is src
 WEBHOOKS_FILE = Path("src/app/webhooks/webhooks-hsmeta.json")
 RECEIVER_PATH = "/webhooks/hubspot"
 PLACEHOLDER_HOST = "fullkit.example.com"  # shipped in the webhooks file until set-up
@@ -43,6 +44,9 @@ class AppConfig:
 def load_app(project_dir: Path | None = None) -> AppConfig:
     """Read and check the project; AppConfigError names the file and what is wrong."""
     root = project_dir or PROJECT_DIR
+    project = _read(root / PROJECT_FILE)
+    if project.get("srcDir") != APP_FILE.parts[0] or not project.get("platformVersion"):
+        raise AppConfigError(f"{root / PROJECT_FILE}: expected srcDir src and a platformVersion")
     app = _read(root / APP_FILE)
     config = _object(app, "config", root / APP_FILE)
     auth = _object(config, "auth", root / APP_FILE)

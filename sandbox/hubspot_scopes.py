@@ -8,8 +8,8 @@ covers, because an unlisted route would let a missing scope go unnoticed until a
 portal refuses it.
 
 HubSpot's 403 says "One or more of the following scopes are required" and lists them. The
-sandbox reads that strictly: the token needs every scope on the line (for the engagement
-and file reads Fullkit makes, HubSpot's docs and field reports name both as needed).
+sandbox reads that strictly: the token needs every scope on the line, so an app config
+that passes here is not refused by HubSpot for want of one of them.
 """
 
 from __future__ import annotations

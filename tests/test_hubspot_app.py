@@ -134,3 +134,9 @@ def test_a_broken_project_is_named(project: Path) -> None:
     result = CliRunner().invoke(cli, ["hubspot", "app", "--project", str(project)])
     assert result.exit_code == 1
     assert "app-hsmeta.json" in result.output
+
+
+def test_a_project_whose_sources_live_elsewhere_is_named(project: Path) -> None:
+    (project / "hsproject.json").write_text('{"name": "fullkit", "srcDir": "source"}')
+    with pytest.raises(AppConfigError, match="hsproject.json: expected srcDir src"):
+        load_app(project)
