@@ -17,7 +17,10 @@ from urllib.parse import urlsplit
 
 from connectors.errors import AuthError
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent / "hubspot-app"
+# Next to the code in a checkout; in the working directory when Fullkit was installed as
+# a package and runs from the repository (as on a Procfile platform).
+_BESIDE_CODE = Path(__file__).resolve().parent.parent / "hubspot-app"
+PROJECT_DIR = _BESIDE_CODE if _BESIDE_CODE.is_dir() else Path.cwd() / "hubspot-app"
 PROJECT_FILE = Path("hsproject.json")
 APP_FILE = Path("src/app/app-hsmeta.json")  # under the project's srcDir, which is src
 WEBHOOKS_FILE = Path("src/app/webhooks/webhooks-hsmeta.json")
