@@ -138,3 +138,13 @@ def test_a_refused_token_is_one_line(served: RunningSandbox, rules: Path, tmp_pa
         "the access token was refused (HTTP 401)"
     ]
     assert "pat-na1-revoked" not in result.output
+
+
+def test_a_token_hubspot_will_not_describe_still_gets_the_other_checks(
+    served: RunningSandbox, rules: Path, tmp_path: Path
+) -> None:
+    served.sandbox.fail_next(1, status=404, path_prefix="/oauth/v2/private-apps/")
+    result = setup(served, rules, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "token scopes: HubSpot does not reveal them for this token" in result.stdout
+    assert "kit new-customer: ops owners are HubSpot owners" in result.stdout
