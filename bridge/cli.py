@@ -307,17 +307,57 @@ def hubspot() -> None:
 
 @hubspot.command("setup")
 def hubspot_setup() -> None:
-    """Create the fullkit_* deal properties and the ticket hand-off id (idempotent)."""
+    """Create the fullkit_* properties (idempotent); check scopes, ticket stages and owners."""
     from connectors.errors import ConnectorError
-    from connectors.hubspot_setup import setup_properties
+    from connectors.hubspot_checks import setup_portal
 
     settings = _settings()
+    rules = _check_rules(settings)
     try:
-        lines = setup_properties(settings)
+        result = setup_portal(settings, rules.kits)
     except ConnectorError as exc:
         raise Problem(f"HubSpot setup failed: {exc}") from None
-    for line in lines:
+    for line in result.lines:
         click.echo(line)
+    for problem in result.problems:
+        click.echo(f"problem: {problem}", err=True)
+    if result.problems:
+        raise Problem(f"HubSpot setup found {len(result.problems)} problem(s)")
+
+
+@hubspot.command("app")
+@click.option(
+    "--url",
+    metavar="https://HOST",
+    help="Public URL of this Fullkit; writes HOST/webhooks/hubspot as the webhook target.",
+)
+@click.option(
+    "--project",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The HubSpot project folder (default: hubspot-app/ next to Fullkit's code).",
+)
+def hubspot_app(url: str | None, project: Path | None) -> None:
+    """Show the HubSpot project (scopes, webhook target); --url fills in the target."""
+    from connectors.hubspot_app import AppConfigError, load_app, set_target_url
+
+    try:
+        if url is not None:
+            try:
+                set_target_url(url, project)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--url") from None
+        app = load_app(project)
+    except AppConfigError as exc:
+        raise Problem(str(exc)) from None
+    click.echo(f"project: {app.project_dir}")
+    click.echo(f"app: {app.name} (static token, private distribution)")
+    click.echo(f"scopes: {' '.join(app.required_scopes)}")
+    click.echo(f"webhook target: {app.target_url}")
+    if app.target_url_is_placeholder:
+        raise Problem(
+            "the webhook target is still a placeholder: fullkit hubspot app --url https://HOST"
+        )
+    click.echo(f"next: cd {app.project_dir} && hs project upload")
 
 
 def _first_line(exc: BaseException) -> str:

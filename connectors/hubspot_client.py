@@ -394,7 +394,7 @@ def from_status(
         scopes = _required_scopes(body)
         if scopes:
             return AuthError(
-                f"HubSpot {operation}: the private app lacks a required scope; "
+                f"HubSpot {operation}: the app lacks a required scope; "
                 f"grant one of: {', '.join(scopes)}"
             )
         return AuthError(where)

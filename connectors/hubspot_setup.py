@@ -118,14 +118,19 @@ class SetupError(PermanentError):
         self.result = result
 
 
-def run_setup(settings: Settings, api: HubSpotApi | None = None) -> SetupResult:
-    """Create what is missing; report what exists and every problem found."""
+def run_setup(
+    settings: Settings, api: HubSpotApi | None = None, result: SetupResult | None = None
+) -> SetupResult:
+    """Create what is missing; report what exists and every problem found (into `result`,
+    so what was done before a failure is still reported)."""
     api = api or HubSpotApi(settings)
-    result = SetupResult()
+    result = result if result is not None else SetupResult()
+    # One object type at a time: a scope missing for tickets leaves the deals done.
     for object_type in dict.fromkeys(spec.object_type for spec in PROPERTIES):
         _ensure_group(api, object_type, result)
-    for spec in PROPERTIES:
-        _ensure_property(api, spec, result)
+        for spec in PROPERTIES:
+            if spec.object_type == object_type:
+                _ensure_property(api, spec, result)
     return result
 
 

@@ -75,6 +75,11 @@ Facts a connector author can rely on (all mirrored from HubSpot)
 * `attach_file(deal_id, name, ext, via="notes"|"emails")` stores a file and a note or
   email on the deal whose `hs_attachment_ids` names it; `GET /files/v3/files/search`
   (with `ids`) and `GET /files/v3/files/{id}` answer its metadata.
+* Tokens have scopes: by default exactly the `requiredScopes` of `hubspot-app/`'s app
+  config (`add_token(..., scopes=...)`, `set_scopes` for others). Each route requires the
+  scopes HubSpot requires (`sandbox/hubspot_scopes.py`, one line per route family); a
+  missing one answers 403 `MISSING_SCOPES` naming it in `requiredGranularScopes`.
+  `POST /oauth/v2/private-apps/get/access-token-info` tells a token its scopes.
 * Search is eventually consistent when `search_lag_seconds` > 0.
 * Webhook events are `deal.propertyChange` with `changeSource` `INTEGRATION` and
   `sourceId` = the app id for writes made with an app's token, `CRM_UI` for

@@ -239,6 +239,7 @@ class HubSpotSandbox:
         search_result_cap: int = 10_000,
         time_zone: str = "UTC",
         ui_domain: str | None = None,
+        scopes: Iterable[str] | None = None,
     ) -> None:
         self.portal_id = portal_id
         self.app_id = app_id
@@ -256,6 +257,11 @@ class HubSpotSandbox:
         self.base_url = ""  # set by the server; used for UI links
         self.lock = threading.RLock()
         self.tokens: dict[str, int | None] = {access_token: app_id}
+        # What HubSpot granted each token at install: by default the app config's
+        # requiredScopes, as for the app Fullkit ships.
+        self.token_scopes: dict[str, frozenset[str]] = {
+            access_token: frozenset(_app_scopes() if scopes is None else scopes)
+        }
         self.access_token = access_token
         self._ids = itertools.count(10_001)
         self._owner_ids = itertools.count(70_000_001)
@@ -318,10 +324,21 @@ class HubSpotSandbox:
 
     # ------------------------------------------------------------------ set-up
 
-    def add_token(self, token: str, app_id: int | None = None) -> None:
-        """Accept another bearer token (e.g. a second app) for API calls."""
+    def add_token(
+        self, token: str, app_id: int | None = None, scopes: Iterable[str] | None = None
+    ) -> None:
+        """Accept another bearer token (e.g. a second app), granted `scopes` (default:
+        the app config's requiredScopes)."""
         with self.lock:
             self.tokens[token] = app_id
+            self.token_scopes[token] = frozenset(_app_scopes() if scopes is None else scopes)
+
+    def set_scopes(self, token: str, scopes: Iterable[str]) -> None:
+        """Re-install the app with other scopes: the token now has exactly `scopes`."""
+        with self.lock:
+            if token not in self.tokens:
+                raise KeyError("unknown token")
+            self.token_scopes[token] = frozenset(scopes)
 
     def define_property(
         self,
@@ -395,8 +412,11 @@ class HubSpotSandbox:
         object_type: str = "deals",
         property_name: str = "dealstage",
         signature_version: str = "v1",
+        generic: bool = False,
     ) -> int:
-        """Send `<object>.propertyChange` events for one property to target_url."""
+        """Send `<object>.propertyChange` events for one property to target_url
+        (`object.propertyChange` with the objectTypeId when `generic`, as the
+        `crmObjects` subscription of `hubspot-app/` makes HubSpot send)."""
         with self.lock:
             sub = Subscription(
                 id=next(self._subscription_ids),
@@ -406,6 +426,7 @@ class HubSpotSandbox:
                 object_type=self._object_type(object_type),
                 property_name=property_name,
                 signature_version=signature_version,
+                generic=generic,
             )
             self.subscriptions.append(sub)
             return sub.id
@@ -787,6 +808,9 @@ class HubSpotSandbox:
                 "changeSource": source.change_source,
                 "sourceId": source.source_id,
             }
+            if sub.generic:
+                event["subscriptionType"] = "object.propertyChange"
+                event["objectTypeId"] = OBJECT_TYPE_IDS[rec.object_type]
             self.webhooks.enqueue(sub, event)
 
     # -------------------------------------------------------------- validation
@@ -1154,6 +1178,13 @@ class HubSpotSandbox:
         if otype is None:
             raise ApiError(400, "VALIDATION_ERROR", f"Unable to infer object type from: {raw}")
         return otype
+
+
+def _app_scopes() -> tuple[str, ...]:
+    # The portal installed the app Fullkit ships: its token has that app's scopes.
+    from connectors.hubspot_app import required_scopes
+
+    return required_scopes()
 
 
 def _same(prop: PropertyDef, stored: str, wanted: str) -> bool:

@@ -31,6 +31,7 @@ from sandbox.hubspot_model import (
     parse_instant,
     resolve_object_type,
 )
+from sandbox.hubspot_scopes import missing_scopes_body, required_scopes
 
 JsonBody = dict[str, Any] | list[Any]
 Answer = tuple[int, JsonBody | None]
@@ -40,6 +41,7 @@ SEARCH_LIMIT = 200
 FILES_SEARCH_LIMIT = 100
 
 _RULES = [
+    ("POST", "/oauth/v2/private-apps/get/access-token-info", "token_info"),
     ("GET", "/account-info/v3/details", "account_info"),
     ("GET", "/crm/v3/owners/", "owners"),
     ("GET", "/crm/v3/owners", "owners"),
@@ -130,6 +132,9 @@ class HubSpotApp:
                     "https://developers.hubspot.com/docs/methods/auth/oauth-overview",
                 ),
             )
+        required = required_scopes(request.method, request.path) or ()
+        if not set(required) <= self.sandbox.token_scopes.get(token, frozenset()):
+            return _json(403, missing_scopes_body(required))
         is_search = endpoint == "object_search"
         limited, headers = self._rate_limit(token, is_search)
         if limited is not None:
@@ -202,6 +207,17 @@ class HubSpotApp:
         }, headers
 
     # ------------------------------------------------------------- endpoints
+
+    def do_token_info(self, body: Any, **_: Any) -> Answer:
+        token = str(_object(body).get("tokenKey") or "")
+        if token not in self.sandbox.tokens:
+            raise ApiError(404, "OBJECT_NOT_FOUND", "No access token found for this tokenKey")
+        return 200, {
+            "userId": 1,
+            "hubId": self.sandbox.portal_id,
+            "appId": self.sandbox.tokens[token],
+            "scopes": sorted(self.sandbox.token_scopes.get(token, frozenset())),
+        }
 
     def do_account_info(self, **_: Any) -> Answer:
         box = self.sandbox

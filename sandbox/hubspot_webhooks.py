@@ -29,6 +29,9 @@ class Subscription:
     object_type: str  # "deals"
     property_name: str  # "dealstage"
     signature_version: str = "v1"  # what X-HubSpot-Signature carries besides v3
+    # A developer-platform `crmObjects` subscription sends `object.propertyChange` with
+    # the objectTypeId; a legacy one sends `deal.propertyChange`.
+    generic: bool = False
 
 
 @dataclass

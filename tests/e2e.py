@@ -109,7 +109,10 @@ def start_stack(settings_factory: Any, **sandbox_options: Any) -> Iterator[Stack
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_port}"
-    box.subscribe(f"{url}/webhooks/hubspot", SECRET, app_id=box.app_id, signature_version="v3")
+    # As hubspot-app/ subscribes: object.propertyChange events, v3 signatures.
+    box.subscribe(
+        f"{url}/webhooks/hubspot", SECRET, app_id=box.app_id, signature_version="v3", generic=True
+    )
     try:
         yield Stack(settings, box, running, runtime, app, url)
     finally:

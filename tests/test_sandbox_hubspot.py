@@ -33,6 +33,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from sandbox import HubSpotSandbox, RunningSandbox, start_sandbox
+from sandbox.hubspot_scopes import ALL_SCOPES
 
 SECRET = "client-secret-for-tests"
 # Each generated API package of the client has its own ApiException class.
@@ -41,7 +42,7 @@ ApiException = (DealsApiException, ObjectsApiException, OwnersApiException, Prop
 
 @pytest.fixture
 def running() -> Iterator[RunningSandbox]:
-    box = HubSpotSandbox()
+    box = HubSpotSandbox(scopes=ALL_SCOPES)  # a super admin's token: the wire format is tested
     box.seed_default_portal()
     with start_sandbox(sandbox=box) as served:
         yield served
