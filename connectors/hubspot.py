@@ -285,7 +285,7 @@ class HubSpotConnector(CrmConnector):
         taken = 0
         while True:
             answer = self._search(_stage_query(stage, entered, window, floor, after))
-            results = _results(answer)
+            results = results_of(answer)
             for result in results:
                 props = result.get("properties") or {}
                 at = _instant(props.get(entered))
