@@ -343,3 +343,29 @@ def test_replay_finishes_a_failed_handoff_once_the_cause_is_fixed(stack: Stack) 
     ]  # fmt: skip
     assert len(stack.sandbox.tickets()) == 1
     assert jobs.replay_failed(stack.runtime) == []  # nothing failed any more
+
+
+def crowd_deal(stack: Stack, name: str, contacts: list[dict[str, str]]) -> str:
+    domain = f"{name.lower()}.example"
+    return stack.sandbox.create_deal(
+        {"dealname": name, "pipeline": "default", "dealstage": "contractsent",
+         "amount": "5000", "plan_tier": "pro", "kickoff_date": KICKOFF},
+        company={"name": name, "domain": domain},
+        contacts=[{"email": f"person{i}@{domain}"} for i in range(60)] + contacts,
+        line_items=[{"name": "Seat", "quantity": "5", "price": "1000"}],
+    )  # fmt: skip
+
+
+def test_a_deal_with_many_contacts_without_a_role_settles(stack: Stack) -> None:
+    # Most real contacts have no role; a few dozen once made evaluation blow up.
+    with_billing = crowd_deal(
+        stack, "Crowd", [{"email": "ap@crowd.example", "contact_role": "billing"}]
+    )
+    without = crowd_deal(stack, "Throng", [])
+    stack.sandbox.move_deal(with_billing, "closedwon")
+    hand_off(stack, without)
+
+    assert stack.deal(with_billing)["fullkit_status"] == "accepted"
+    returned = stack.deal(without)
+    assert returned["fullkit_status"] == "returned"
+    assert "Add a billing contact with an email address" in returned["fullkit_missing"]

@@ -335,3 +335,61 @@ def test_findings_are_exactly_the_requirements_whose_fields_are_missing(
         *(f"{name}-field" for name in missing),
         *(f"{name}-has" for name in missing),
     ]
+
+
+# --- many contacts: linear time, and a budget that fails a check instead of a worker ----
+
+BILLING = 'contacts.exists(c, c.role == "billing" && has(c.email))'
+
+
+def roleless(count: int) -> list[dict[str, Any]]:
+    return [{"email": f"person{i}@acme.example"} for i in range(count)]
+
+
+def test_hundreds_of_contacts_without_role_and_one_billing_contact_at_the_end() -> None:
+    check_billing = compile_expression(BILLING)
+    billing = kit(Requirement("billing", "Add a billing contact", check=check_billing))
+    last = {"role": "billing", "email": "ap@acme.example"}
+
+    assert evaluate(billing, packet(contacts=[*roleless(500), last]), TODAY) == []
+    assert evaluate(billing, packet(contacts=roleless(500)), TODAY) == [
+        Finding("billing", "check", "Add a billing contact")
+    ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(["none", "billing", "billing-no-email", "champion"]), max_size=60))
+def test_exists_agrees_with_python_whatever_the_mix_of_contacts(kinds: list[str]) -> None:
+    shapes: dict[str, dict[str, Any]] = {
+        "none": {"email": "a@x.example"},
+        "billing": {"role": "billing", "email": "b@x.example"},
+        "billing-no-email": {"role": "billing"},
+        "champion": {"role": "champion", "email": "c@x.example"},
+    }
+
+    assert passes(BILLING, packet(contacts=[shapes[k] for k in kinds])) == ("billing" in kinds)
+
+
+def test_the_shipped_kit_over_a_thousand_contacts_and_line_items() -> None:
+    chosen, p = shipped("complete.json")
+    billing = next(c for c in p.contacts if c.get("role") == "billing")
+    line_item = p.line_items[0]
+    p.contacts = [*roleless(1000), billing]
+    p.line_items = [dict(line_item) for _ in range(1000)]
+
+    assert evaluate(chosen, p, TODAY) == []
+
+    p.contacts = roleless(1000)
+    assert [f.requirement_id for f in evaluate(chosen, p, TODAY)] == ["billing-contact"]
+
+
+def test_an_expression_over_its_iteration_budget_fails_its_check_and_is_a_false_when() -> None:
+    # Every pair of contacts: far more iterations than CEL's runtime allows one expression.
+    pairs = "contacts.all(a, contacts.all(b, true))"
+    k = kit(check("pairs", pairs), needs("sso", "deal.sso_provider", when=pairs))
+    many = packet(contacts=roleless(1000))
+
+    assert evaluate(k, many, TODAY) == [Finding("pairs", "check", "pairs is missing")]
+    assert evaluate(k, packet(contacts=roleless(3)), TODAY) == [
+        Finding("sso", "deal.sso_provider", "sso is missing")
+    ]

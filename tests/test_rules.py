@@ -450,8 +450,11 @@ def test_cel_syntax_errors(tmp_path: Path, check: str, message: str) -> None:
         ("false && deal.plan > 3", "no operator > for (string, int)"),
         ("true || contacts.exists(c, c.email > 1)", "no operator > for (string, int)"),
         ("deal.amount", "must be a bool, got double"),
-        ("size(deal.amount) > 0", "a function is applied to arguments of the wrong type"),
+        ("size(deal.amount) > 0", "no overload of size() for (double)"),
         ("deal.amount.cents > 0", "a double has no fields"),
+        # Comparing a number with an int literal is fine; what surrounds it is still checked.
+        ("deal.amount == 1 ? 1 : 2", "must be a bool, got int"),
+        ("deal.amount > 0 && deal.plan", "no operator && for (bool, string)"),
     ],
 )
 def test_cel_type_errors(tmp_path: Path, check: str, message: str) -> None:
