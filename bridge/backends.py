@@ -76,7 +76,12 @@ def ping_queue(settings: Settings, connection: Callable[[], redis.Redis] | None 
     from bridge.queue import QueueUnavailable, connect
 
     try:
-        (connection() if connection else connect(settings, timeout=2)).ping()
+        client = connection() if connection else connect(settings, timeout=2)
+        try:
+            client.ping()
+        finally:
+            if connection is None:
+                client.close()  # an idle connection would keep the embedded server "in use"
     except (redis.RedisError, QueueUnavailable, OSError) as exc:
         raise queue_unreachable(settings, exc) from None
 

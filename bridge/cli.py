@@ -215,6 +215,8 @@ def replay(handoffs: tuple[str, ...]) -> None:
         intake = 0 if deals else jobs.requeue_failed_jobs(rt)
     except Exception as exc:
         raise Problem(f"replay failed: {type(exc).__name__}: {_first_line(exc)}") from None
+    finally:
+        _leave_queue(settings, rt.redis)
     for handoff_id in attempts:
         click.echo(f"queued {handoff_id}")
     click.echo(f"replayed {len(attempts)} failed hand-off(s) and {intake} failed intake job(s)")
@@ -222,6 +224,15 @@ def replay(handoffs: tuple[str, ...]) -> None:
     missing = [f"{crm}:{deal_id}" for crm, deal_id in deals if f"{crm}:{deal_id}" not in replayed]
     if missing:
         raise Problem(f"no failed hand-off for {', '.join(missing)}")
+
+
+def _leave_queue(settings: Settings, connection: Any) -> None:
+    """Close this command's connection; an embedded server nobody else uses stops."""
+    from bridge.valkey import EmbeddedValkey
+
+    connection.close()
+    if not settings.redis_url:
+        EmbeddedValkey(settings.home).stop_if_unused()
 
 
 def _prepare_ledger(settings: Settings, engine: Any) -> None:

@@ -12,6 +12,7 @@ from gunicorn.app.base import BaseApplication
 from bridge import backends, db
 from bridge.logging import configure_logging
 from bridge.settings import Settings
+from bridge.valkey import EmbeddedValkey
 
 log = structlog.get_logger("fullkit.serve")
 
@@ -53,6 +54,10 @@ def serve_forever(settings: Settings, host: str, port: int, workers: int) -> Non
     def when_ready(_server: Any) -> None:
         log.info(f"listening on {url}", workers=workers)
 
+    def on_exit(_server: Any) -> None:
+        if not settings.redis_url:
+            EmbeddedValkey(settings.home).stop_if_unused()
+
     _Gunicorn(
         {
             "bind": f"{host}:{port}",
@@ -64,6 +69,7 @@ def serve_forever(settings: Settings, host: str, port: int, workers: int) -> Non
             "accesslog": "-",
             "loglevel": "warning",
             "when_ready": when_ready,
+            "on_exit": on_exit,
         }
     ).run()
 

@@ -86,22 +86,39 @@ class EmbeddedValkey:
         """Stop the server if it runs, its append-only file synced first."""
         with self._locked():
             state = self._read_state()
-            if not state:
-                return
-            try:
-                # No client-side retries: SHUTDOWN drops the connection by design.
-                redis.Redis(
-                    host="127.0.0.1",
-                    port=state["port"],
-                    socket_timeout=2,
-                    retry=Retry(NoBackoff(), 0),
-                ).shutdown(nosave=False)
-            except redis.ConnectionError:
-                pass  # shutdown closes the connection under us: that is success
-            except redis.RedisError:
-                _kill(state.get("pid"))
-            _wait_until_closed(state["port"])
-            self.state_path.unlink(missing_ok=True)
+            if state:
+                self._shutdown(state)
+
+    def stop_if_unused(self) -> bool:
+        """Stop the server when no other process is connected to it; True if it stopped.
+
+        Called as serve, worker and replay exit, so the server does not outlive every
+        process of its home. A process that connects a moment later loses nothing: the
+        queue is on disk, and the next `url()` starts the server again on its old port.
+        """
+        with self._locked():
+            state = self._read_state()
+            server = self.running()
+            if state is None or server is None or server.clients:
+                return False
+            self._shutdown(state)
+            return True
+
+    def _shutdown(self, state: dict[str, int]) -> None:
+        try:
+            # No client-side retries: SHUTDOWN drops the connection by design.
+            redis.Redis(
+                host="127.0.0.1",
+                port=state["port"],
+                socket_timeout=2,
+                retry=Retry(NoBackoff(), 0),
+            ).shutdown(nosave=False)
+        except redis.ConnectionError:
+            pass  # shutdown closes the connection under us: that is success
+        except redis.RedisError:
+            _kill(state.get("pid"))
+        _wait_until_closed(state["port"])
+        self.state_path.unlink(missing_ok=True)
 
     def _running_url(self) -> str | None:
         state = self._read_state()

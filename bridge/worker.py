@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import redis
 import structlog
 from rq import Queue, SimpleWorker
 
@@ -35,6 +36,9 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
         worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
     finally:
         stop.set()
+        rt.redis.close()
+        if not settings.redis_url:
+            EmbeddedValkey(settings.home).stop_if_unused()
 
 
 def _await_backends(rt: Runtime, *, burst: bool, stop: threading.Event) -> None:
@@ -47,7 +51,7 @@ def _await_backends(rt: Runtime, *, burst: bool, stop: threading.Event) -> None:
     while True:
         try:
             _prepare_ledger(rt)
-            backends.ping_queue(rt.settings, lambda: rt.redis)
+            backends.ping_queue(rt.settings, lambda: _queue_connection(rt))
             return
         except backends.Unreachable as exc:
             if burst:
@@ -57,6 +61,13 @@ def _await_backends(rt: Runtime, *, burst: bool, stop: threading.Event) -> None:
                 last = str(exc)
         stop.wait(delay)
         delay = min(delay * 2, MAX_WAIT_SECONDS)
+
+
+def _queue_connection(rt: Runtime) -> redis.Redis:
+    if not rt.settings.redis_url:
+        # The embedded server may have stopped meanwhile: start it again on its old port.
+        EmbeddedValkey(rt.settings.home).url()
+    return rt.redis
 
 
 def _prepare_ledger(rt: Runtime) -> None:

@@ -95,7 +95,7 @@ def processes(tmp_path: Path) -> Iterator[Any]:
         for args, log in ((["serve", "--port", str(port)], logs[0]), (["worker"], logs[1]))
     ]
     try:
-        yield box, settings, f"http://127.0.0.1:{port}", tmp_path
+        yield box, settings, f"http://127.0.0.1:{port}", tmp_path, children
     finally:
         for child in children:
             child.terminate()
@@ -108,7 +108,7 @@ def processes(tmp_path: Path) -> Iterator[Any]:
 
 
 def test_serve_and_worker_processes_hand_off_a_deal(processes: Any) -> None:
-    box, settings, url, logs = processes
+    box, settings, url, logs, _children = processes
 
     def healthy() -> bool:
         try:
@@ -143,6 +143,23 @@ def test_serve_and_worker_processes_hand_off_a_deal(processes: Any) -> None:
     # The deal settled, so what serve queued reached the worker: both processes found the
     # one embedded server through FULLKIT_HOME, and it is the only one recorded there.
     assert json.loads((settings.home / "valkey.json").read_text())["port"] > 0
+
+
+def test_the_embedded_valkey_stops_with_the_last_process_using_it(processes: Any) -> None:
+    box, settings, url, logs, (serve, worker) = processes
+    _wait_for(lambda: _answers(url) and "worker ready" in (logs / "worker.log").read_text())
+    box.subscribe(f"{url}/webhooks/hubspot", "process-secret", app_id=box.app_id,
+                  signature_version="v3")  # fmt: skip
+    box.move_deal(box.create_deal({"dealname": "Last Co", "dealstage": "contractsent"}),
+                  "closedwon")  # fmt: skip
+    assert box.flush_webhooks(timeout=10)  # serve has used the queue too
+    embedded = EmbeddedValkey(settings.home)
+    worker.terminate()
+    worker.wait(timeout=15)
+    assert embedded.running() is not None  # serve still uses it
+    serve.terminate()
+    serve.wait(timeout=15)
+    assert embedded.running() is None
 
 
 def _serve(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -244,7 +261,7 @@ def test_the_demo_banner_webhook_command_is_accepted(processes: Any) -> None:
     """The curl + openssl lines the demo prints sign a webhook that Fullkit accepts."""
     from bridge.demo import Stack, webhook_snippet
 
-    box, settings, url, _logs = processes
+    box, settings, url, _logs, _children = processes
     stack = Stack(settings, {"HUBSPOT_CLIENT_SECRET": "process-secret"}, url=url)
     _wait_for(lambda: _answers(url))
     deal_id = box.create_deal({"dealname": "Curl Co", "dealstage": "contractsent"})

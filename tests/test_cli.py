@@ -274,3 +274,10 @@ def test_serve_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
         "or choose another with --port or PORT\n"
     )
     assert "Traceback" not in done.stderr and "Retrying" not in done.stderr
+
+
+def test_replay_on_the_embedded_default_leaves_no_server_running(tmp_path: Path) -> None:
+    done = fullkit(["replay"], FULLKIT_HOME=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "replayed 0 failed hand-off(s) and 0 failed intake job(s)\n"
+    assert EmbeddedValkey(tmp_path).running() is None
