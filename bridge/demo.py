@@ -244,8 +244,11 @@ def start_stack(home: Path, sandbox_url: str, box: HubSpotSandbox, verbose: bool
             stack.processes[name] = subprocess.Popen(
                 cli + args, env=env, stdout=log, stderr=subprocess.STDOUT
             )
-    ready = _ready(stack)
-    wait_for(ready, 30, "serve and worker to start", stack.check_alive)
+    try:
+        wait_for(_ready(stack), 30, "serve and worker to start", stack.check_alive)
+    except BaseException:
+        stack.stop()  # the caller never gets the stack, so nothing else would stop them
+        raise
     return stack
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -100,6 +101,14 @@ def test_a_serve_that_cannot_start_is_reported_at_once_with_its_own_words(
 ) -> None:
     monkeypatch.setenv("FULLKIT_HOME", str(tmp_path))
     monkeypatch.chdir(ROOT)
+    started: list[subprocess.Popen[bytes]] = []
+
+    class Recorded(subprocess.Popen[bytes]):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(subprocess, "Popen", Recorded)
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
@@ -110,4 +119,5 @@ def test_a_serve_that_cannot_start_is_reported_at_once_with_its_own_words(
     assert str(failure.value).startswith(
         f"`fullkit serve` exited with status 1:\n  fullkit: port {port} on 127.0.0.1 is in use"
     )
+    assert started and all(process.poll() is not None for process in started)
     assert EmbeddedValkey(tmp_path / "demo").running() is None
