@@ -385,6 +385,7 @@ def banner(stack: Stack, box: HubSpotSandbox, sandbox_url: str, plays: list[Scen
     pids = ", ".join(f"{name} pid {p.pid}" for name, p in stack.processes.items())
     valkey = EmbeddedValkey(home).running()
     token = stack.env["FULLKIT_ADMIN_TOKEN"]
+    cli = _cli_name()
     return f"""
 Still running; Ctrl-C (or kill {os.getpid()}) stops all of it:
   Fullkit          {stack.url}  (/healthz, /metrics, /webhooks/hubspot)
@@ -394,8 +395,8 @@ Still running; Ctrl-C (or kill {os.getpid()}) stops all of it:
 
 Point the CLI at this demo (in another terminal):
   export FULLKIT_HOME={home}
-  fullkit status hubspot:{returned.deal_id}
-  fullkit valkey status
+  {cli} status hubspot:{returned.deal_id}
+  {cli} valkey status
 
 Ask the hand-off API (the admin token is this demo's own):
   curl -H 'Authorization: Bearer {token}' {stack.url}/api/handoffs/hubspot/{returned.deal_id}
@@ -404,6 +405,17 @@ Send your own signed webhook, as HubSpot would (v3 signature; the client secret 
 sandbox app's, made up for this demo). Deal {returned.deal_id} was returned, so moving it
 to closedwon again starts attempt 2:
 {webhook_snippet(stack, box, returned.deal_id)}"""
+
+
+def _cli_name() -> str:
+    """How to call `fullkit` from another terminal: `make demo` does not put it on PATH."""
+    launched = Path(sys.argv[0])
+    if launched.name != "fullkit":
+        return f"{sys.executable} -m bridge"
+    on_path = shutil.which("fullkit")
+    if on_path and Path(on_path).resolve() == launched.resolve():
+        return "fullkit"
+    return str(launched.resolve())
 
 
 def webhook_snippet(stack: Stack, box: HubSpotSandbox, deal_id: str) -> str:
