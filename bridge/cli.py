@@ -45,12 +45,15 @@ def cli() -> None:
 )
 def serve(host: str, port: int | None, workers: int) -> None:
     """Serve the webhook receivers, /healthz, /metrics and the API (gunicorn)."""
-    from bridge.server import serve_forever
+    from bridge.server import PortUnavailable, serve_forever
 
     settings = _settings()
     _check_rules(settings)
     _check_schema(settings)
-    serve_forever(host, port or settings.port, workers)
+    try:
+        serve_forever(settings, host, port or settings.port, workers)
+    except PortUnavailable as exc:
+        raise Problem(str(exc)) from None
 
 
 def _check_schema(settings: Settings) -> None:
@@ -63,7 +66,7 @@ def _check_schema(settings: Settings) -> None:
     try:
         current = db.current_revision(engine)
     except Exception:
-        return  # unreachable now: serve starts anyway and /healthz says so until it is back
+        return  # unreachable now: serve starts anyway, logs it, and /healthz says so
     finally:
         engine.dispose()
     if current != db.head_revision():
@@ -74,6 +77,7 @@ def _check_schema(settings: Settings) -> None:
 @click.option("--burst", is_flag=True, help="Work until the queue is empty, then exit.")
 def worker(burst: bool) -> None:
     """Run an RQ worker for hand-off jobs (with the retry scheduler and the resumer)."""
+    from bridge.backends import Unreachable
     from bridge.db import SchemaOutdated
     from bridge.worker import run_worker
 
@@ -81,7 +85,7 @@ def worker(burst: bool) -> None:
     _check_rules(settings)
     try:
         run_worker(settings, burst=burst)
-    except SchemaOutdated as exc:
+    except (SchemaOutdated, Unreachable) as exc:
         raise Problem(str(exc)) from None
 
 
@@ -90,9 +94,12 @@ def worker(burst: bool) -> None:
 @click.option("--deals", default=10, show_default=True, type=click.IntRange(5, 100))
 def demo(keep: bool, deals: int) -> None:
     """Run the whole hand-off story against the loopback sandbox."""
-    from bridge.demo import run_demo
+    from bridge.demo import DemoError, run_demo
 
-    code = run_demo(keep=keep, deal_count=deals)
+    try:
+        code = run_demo(keep=keep, deal_count=deals)
+    except DemoError as exc:
+        raise Problem(f"demo: {exc}") from None
     sys.exit(code)
 
 
@@ -186,18 +193,19 @@ def status(handoff: str) -> None:
     crm, deal_id = _handoff_ref(handoff)
     settings = _settings()
     engine = db.make_engine(settings)
+    _prepare_ledger(settings, engine)
     try:
-        if settings.uses_default_database:
-            db.upgrade(engine)
         with db.session_factory(engine)() as session:
             history = ledger.deal_history(session, crm, deal_id)
     except Exception as exc:
-        raise Problem(f"ledger unavailable: {type(exc).__name__}") from None
+        raise Problem(str(_ledger_unreachable(settings, exc))) from None
     if history is None:
         raise Problem(f"no hand-off recorded for {crm}:{deal_id}")
     click.echo(f"{crm}:{deal_id} — owner {history['owner']} since {history['owner_since']}")
     for attempt in history["attempts"]:
-        click.echo(f"  attempt {attempt['attempt']} ({attempt['kit']}): {attempt['state']}")
+        # An attempt that failed before a kit was chosen has none: say so, not "None".
+        kit_id = attempt["kit"] or "-"
+        click.echo(f"  attempt {attempt['attempt']} ({kit_id}): {attempt['state']}")
         for finding in attempt["findings"]:
             click.echo(f"    missing: {finding['message']}")
         if attempt["ops_link"]:
@@ -213,25 +221,60 @@ def status(handoff: str) -> None:
 @click.argument("handoffs", nargs=-1, metavar="[CRM:DEAL_ID]...")
 def replay(handoffs: tuple[str, ...]) -> None:
     """Re-queue failed hand-offs (all, or the given deals) and failed intake jobs."""
-    from bridge import jobs
+    from bridge import backends, jobs
     from bridge.runtime import Runtime
 
     deals = [_handoff_ref(ref) for ref in handoffs]
     settings = _settings()
     _check_rules(settings)
     rt = Runtime.build(settings)
+    _prepare_ledger(settings, rt.engine)
     try:
-        if settings.uses_default_database:
-            from bridge import db
-
-            db.upgrade(rt.engine)
+        # Before the ledger is touched: an attempt moved back to work needs its job queued.
+        backends.ping_queue(settings, lambda: rt.redis)
+    except backends.Unreachable as exc:
+        raise Problem(str(exc)) from None
+    try:
         attempts = jobs.replay_failed(rt, deals or None)
         intake = 0 if deals else jobs.requeue_failed_jobs(rt)
     except Exception as exc:
         raise Problem(f"replay failed: {type(exc).__name__}: {_first_line(exc)}") from None
+    finally:
+        _leave_queue(settings, rt.redis)
     for handoff_id in attempts:
         click.echo(f"queued {handoff_id}")
     click.echo(f"replayed {len(attempts)} failed hand-off(s) and {intake} failed intake job(s)")
+    replayed = {handoff_id.rpartition(":")[0] for handoff_id in attempts}
+    missing = [f"{crm}:{deal_id}" for crm, deal_id in deals if f"{crm}:{deal_id}" not in replayed]
+    if missing:
+        raise Problem(f"no failed hand-off for {', '.join(missing)}")
+
+
+def _leave_queue(settings: Settings, connection: Any) -> None:
+    """Close this command's connection; an embedded server nobody else uses stops."""
+    from bridge.valkey import EmbeddedValkey
+
+    connection.close()
+    if not settings.redis_url:
+        EmbeddedValkey(settings.home).stop_if_unused()
+
+
+def _prepare_ledger(settings: Settings, engine: Any) -> None:
+    """Check the ledger's schema (the SQLite default is brought up to date)."""
+    from bridge import db
+
+    try:
+        db.prepare(engine, settings)
+    except db.SchemaOutdated as exc:
+        raise Problem(str(exc)) from None
+    except Exception as exc:
+        raise Problem(str(_ledger_unreachable(settings, exc))) from None
+
+
+def _ledger_unreachable(settings: Settings, exc: Exception) -> Exception:
+    from bridge.backends import ledger_unreachable
+
+    return ledger_unreachable(settings, exc)
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> Any:
@@ -288,16 +331,81 @@ def db_group() -> None:
 @db_group.command("upgrade")
 def db_upgrade() -> None:
     """Bring the ledger schema up to date (Alembic)."""
-    from bridge import db
+    from bridge import backends, db
 
     settings = _settings()
+    engine = db.make_engine(settings)
+    where = backends.ledger_name(settings)
     try:
-        db.upgrade(db.make_engine(settings))
+        before = db.current_revision(engine)
     except Exception as exc:
+        raise Problem(str(backends.ledger_unreachable(settings, exc))) from None
+    try:
+        db.upgrade(engine)
+    except Exception as exc:
+        reason = backends.reason(exc, settings)
+        raise Problem(f"upgrade of {where} failed: {type(exc).__name__}: {reason}") from None
+    finally:
+        engine.dispose()
+    after = db.head_revision()
+    if before == after:
+        click.echo(f"{where} is already at revision {after}")
+    else:
+        click.echo(f"upgraded {where} to revision {after} (was {before or 'empty'})")
+
+
+@cli.group()
+def valkey() -> None:
+    """The embedded Valkey that serve and worker share when REDIS_URL is unset."""
+
+
+def _embedded(settings: Settings) -> Any:
+    from bridge.backends import masked
+    from bridge.valkey import EmbeddedValkey
+
+    if settings.redis_url:
         raise Problem(
-            f"database upgrade failed: {type(exc).__name__}: {_first_line(exc)}"
-        ) from None
-    click.echo(f"ledger schema at revision {db.head_revision()}")
+            f"REDIS_URL is set ({masked(settings.redis_url)}): "
+            "the embedded Valkey is not used, and that server is not Fullkit's to manage"
+        )
+    return EmbeddedValkey(settings.home)
+
+
+@valkey.command("status")
+def valkey_status() -> None:
+    """Say whether the embedded Valkey of FULLKIT_HOME runs, and for how many clients."""
+    settings = _settings()
+    server = _embedded(settings).running()
+    home = settings.home.resolve()
+    if server is None:
+        click.echo(f"embedded Valkey of {home}: not running")
+        return
+    click.echo(
+        f"embedded Valkey of {home}: running, pid {server.pid}, "
+        f"redis://127.0.0.1:{server.port}/0, {server.clients} client connection(s)"
+    )
+
+
+@valkey.command("stop")
+@click.option("--force", is_flag=True, help="Stop it even while other processes use it.")
+def valkey_stop(force: bool) -> None:
+    """Stop the embedded Valkey of FULLKIT_HOME (its append-only file is synced first)."""
+    settings = _settings()
+    embedded = _embedded(settings)
+    server = embedded.running()
+    home = settings.home.resolve()
+    if server is None:
+        embedded.stop()  # clears a stale record of a server that no longer answers
+        click.echo(f"embedded Valkey of {home}: not running")
+        return
+    if server.clients and not force:
+        # A running serve or worker would only start it again on its next request.
+        raise Problem(
+            f"embedded Valkey of {home} still serves {server.clients} client connection(s) "
+            "(a serve or worker on this FULLKIT_HOME?): stop them first, or use --force"
+        )
+    embedded.stop()
+    click.echo(f"embedded Valkey of {home}: stopped (pid {server.pid})")
 
 
 @cli.group()
@@ -367,6 +475,10 @@ def _first_line(exc: BaseException) -> str:
 def main() -> NoReturn:
     try:
         result = cli.main(prog_name="fullkit", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # A bare `fullkit` (or `fullkit kit`) asks what there is: the help, not an error.
+        click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        sys.exit(exc.exit_code)
     except click.UsageError as exc:
         hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
         click.echo(f"fullkit: {exc.format_message()}{hint}", err=True)

@@ -6,15 +6,18 @@ SQLite, and the loopback HubSpot sandbox sending real signed webhooks.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,6 @@ from bridge.settings import Settings, load_settings
 from bridge.valkey import EmbeddedValkey, free_port
 from sandbox import HubSpotSandbox, WriteSource, start_sandbox
 
-DEMO_HOME = Path(".fullkit") / "demo"
 SETTLE_SECONDS = 60.0
 
 
@@ -99,45 +101,117 @@ def scenarios(kickoff: str) -> list[Scenario]:
     ]  # fmt: skip
 
 
+class DemoError(Exception):
+    """The demo cannot run or stopped early; the message says why, in the operator's words."""
+
+
+class Stopped(Exception):
+    """SIGTERM: unwind like Ctrl-C, so everything the demo started is stopped."""
+
+
 @dataclass
 class Stack:
     settings: Settings
     env: dict[str, str]
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     url: str = ""
 
     def stop(self) -> None:
-        for process in self.processes:
-            process.terminate()
-        for process in self.processes:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
+
+    def check_alive(self) -> None:
+        """Raise DemoError with a process's own last words as soon as one has exited."""
+        for name, process in self.processes.items():
+            code = process.poll()
+            if code is not None:
+                said = _tail(self.settings.home / "logs" / f"{name}.log")
+                raise DemoError(f"`fullkit {name}` exited with status {code}:\n{said}")
+
+
+def demo_home() -> Path:
+    """The demo's own state, inside FULLKIT_HOME so that it never mixes with real state."""
+    return (Path(os.environ.get("FULLKIT_HOME") or ".fullkit") / "demo").resolve()
+
+
+@contextmanager
+def demo_lock(home: Path) -> Iterator[None]:
+    """One demo per home: a second one would delete the running one's state under it.
+
+    The lock sits beside the home, which each demo empties first, and the kernel drops
+    it with its process, so a demo that was killed leaves nothing to clean up by hand.
+    """
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with open(home.parent / "demo.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "?"
+            raise DemoError(
+                f"another demo (pid {pid}) is running on {home}: "
+                f"stop it first (Ctrl-C in its terminal, or kill {pid})"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
 
 
 def run_demo(*, keep: bool = False, deal_count: int = 10) -> int:
     started = time.monotonic()
-    home = DEMO_HOME.resolve()
+    home = demo_home()
+    with demo_lock(home):
+        previous = signal.signal(signal.SIGTERM, _raise_stopped)
+        try:
+            return _run(home, keep, deal_count, started)
+        except (KeyboardInterrupt, Stopped):
+            print("\nStopped: serve, worker, the embedded Valkey and the sandbox are down.")
+            return 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_stopped(_signum: int, _frame: object) -> None:
+    raise Stopped
+
+
+def _run(home: Path, keep: bool, deal_count: int, started: float) -> int:
     EmbeddedValkey(home).stop() if home.exists() else None
     shutil.rmtree(home, ignore_errors=True)
     box = HubSpotSandbox(app_id=4_242_424)
     box.seed_default_portal()
     running = start_sandbox(sandbox=box)
-    stack = start_stack(home, running.url, box)
+    stack: Stack | None = None
     try:
+        stack = start_stack(home, running.url, box)
         print(f"Sandbox HubSpot at {running.url}; Fullkit at {stack.url}", flush=True)
         box.subscribe(f"{stack.url}/webhooks/hubspot", stack.env["HUBSPOT_CLIENT_SECRET"],
                       app_id=box.app_id, signature_version="v3", generic=True)  # fmt: skip
         plays = _play(box, stack, deal_count)
         code = _report(box, stack, plays, time.monotonic() - started)
         if keep:
-            _keep_running(stack, running.url)
+            _keep_running(stack, box, running.url, plays)
         return code
     finally:
-        stack.stop()
-        running.stop()
-        EmbeddedValkey(home).stop()
+        # A second signal must not cut the clean-up short and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            if stack is not None:
+                stack.stop()
+            running.stop()
+            EmbeddedValkey(home).stop()
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def start_stack(home: Path, sandbox_url: str, box: HubSpotSandbox, verbose: bool = True) -> Stack:
@@ -166,19 +240,35 @@ def start_stack(home: Path, sandbox_url: str, box: HubSpotSandbox, verbose: bool
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     for name, args in (("serve", ["serve", "--port", str(port)]), ("worker", ["worker"])):
-        log = open(logs / f"{name}.log", "wb")  # noqa: SIM115 — lives as long as the process
-        stack.processes.append(
-            subprocess.Popen(cli + args, env=env, stdout=log, stderr=subprocess.STDOUT)
-        )
-    wait_for(lambda: _healthy(stack.url), 30, "the web app to answer /healthz")
-    wait_for(lambda: b"worker ready" in (logs / "worker.log").read_bytes(), 30, "the worker")
+        with open(logs / f"{name}.log", "wb") as log:  # the child keeps its own copy
+            stack.processes[name] = subprocess.Popen(
+                cli + args, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+    try:
+        wait_for(_ready(stack), 30, "serve and worker to start", stack.check_alive)
+    except BaseException:
+        stack.stop()  # the caller never gets the stack, so nothing else would stop them
+        raise
     return stack
+
+
+def _ready(stack: Stack) -> Callable[[], bool]:
+    worker_log = stack.settings.home / "logs" / "worker.log"
+    return lambda: _healthy(stack.url) and b"worker ready" in worker_log.read_bytes()
+
+
+def _tail(log: Path, lines: int = 5) -> str:
+    try:
+        said = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        said = []
+    return "\n".join(f"  {line}" for line in said[-lines:]) or "  (nothing logged)"
 
 
 def _play(box: HubSpotSandbox, stack: Stack, deal_count: int) -> list[Scenario]:
     kickoff = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 21 * 86400))
     base = scenarios(kickoff)
-    plays = [base[n % len(base)] for n in range(deal_count)]
+    plays = [_nth(base, n) for n in range(deal_count)]
     for n, play in enumerate(plays):
         slug = play.deal["dealname"].split()[0].lower()
         contacts = [{**c, "email": f"{c['email'].split('@')[0]}.{n}@{slug}.example"}
@@ -192,7 +282,8 @@ def _play(box: HubSpotSandbox, stack: Stack, deal_count: int) -> list[Scenario]:
         box.move_deal(play.deal_id, "closedwon")
     sessions = db.session_factory(db.make_engine(stack.settings))
     ids = [p.deal_id for p in plays]
-    wait_for(lambda: _settled(sessions, ids, 1), SETTLE_SECONDS, "every deal to settle")
+    wait_for(lambda: _settled(sessions, ids, 1), SETTLE_SECONDS, "every deal to settle",
+             stack.check_alive)  # fmt: skip
     resubmitted = [p for p in plays if p.fix]
     for play in resubmitted:
         print(f"Sales fixes deal {play.deal_id} ({play.deal['dealname']}) and resubmits it…")
@@ -200,8 +291,16 @@ def _play(box: HubSpotSandbox, stack: Stack, deal_count: int) -> list[Scenario]:
         play.moved_at = time.time()
         box.move_deal(play.deal_id, "closedwon")
     wait_for(lambda: _settled(sessions, [p.deal_id for p in resubmitted], 2), SETTLE_SECONDS,
-          "the resubmitted deals to settle")  # fmt: skip
+             "the resubmitted deals to settle", stack.check_alive)  # fmt: skip
     return plays
+
+
+def _nth(base: list[Scenario], n: int) -> Scenario:
+    """The n-th deal: its own copy of a scenario (a shared one would carry one deal id)."""
+    play = base[n % len(base)]
+    rounds = n // len(base)
+    name = play.deal["dealname"] + (f" #{rounds + 1}" if rounds else "")
+    return replace(play, deal={**play.deal, "dealname": name})
 
 
 def _settled(sessions: Any, deal_ids: list[str], attempts: int) -> bool:
@@ -272,21 +371,73 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
         print(line.format(*row[:3], detail, *row[4:]))
 
 
-def _keep_running(stack: Stack, sandbox_url: str) -> None:
+def _keep_running(stack: Stack, box: HubSpotSandbox, sandbox_url: str,
+                  plays: list[Scenario]) -> None:  # fmt: skip
+    print(banner(stack, box, sandbox_url, plays), flush=True)
+    while True:
+        stack.check_alive()
+        time.sleep(0.5)
+
+
+def banner(stack: Stack, box: HubSpotSandbox, sandbox_url: str, plays: list[Scenario]) -> str:
+    returned = next((p for p in plays if p.expect == "returned"), plays[0])
+    home = stack.settings.home
+    pids = ", ".join(f"{name} pid {p.pid}" for name, p in stack.processes.items())
+    valkey = EmbeddedValkey(home).running()
     token = stack.env["FULLKIT_ADMIN_TOKEN"]
-    print(
-        f"\nStill running (Ctrl-C to stop):\n"
-        f"  Fullkit        {stack.url}  (/healthz, /metrics, /webhooks/hubspot)\n"
-        f"  HubSpot sandbox {sandbox_url}\n"
-        f"  History API    curl -H 'Authorization: Bearer {token}' "
-        f"{stack.url}/api/handoffs/hubspot/<deal id>\n"
-        f"  Home           {stack.settings.home}"
+    cli = _cli_name()
+    return f"""
+Still running; Ctrl-C (or kill {os.getpid()}) stops all of it:
+  Fullkit          {stack.url}  (/healthz, /metrics, /webhooks/hubspot)
+  HubSpot sandbox  {sandbox_url}
+  Processes        {pids}, embedded Valkey pid {valkey.pid if valkey else "?"}
+  Logs             {home / "logs"}
+
+Point the CLI at this demo (in another terminal):
+  export FULLKIT_HOME={home}
+  {cli} status hubspot:{returned.deal_id}
+  {cli} valkey status
+
+Ask the hand-off API (the admin token is this demo's own):
+  curl -H 'Authorization: Bearer {token}' {stack.url}/api/handoffs/hubspot/{returned.deal_id}
+
+Send your own signed webhook, as HubSpot would (v3 signature; the client secret is the
+sandbox app's, made up for this demo). Deal {returned.deal_id} was returned, so moving it
+to closedwon again starts attempt 2:
+{webhook_snippet(stack, box, returned.deal_id)}"""
+
+
+def _cli_name() -> str:
+    """How to call `fullkit` from another terminal: `make demo` does not put it on PATH."""
+    launched = Path(sys.argv[0])
+    if launched.name != "fullkit":
+        return f"{sys.executable} -m bridge"
+    on_path = shutil.which("fullkit")
+    if on_path and Path(on_path).resolve() == launched.resolve():
+        return "fullkit"
+    return str(launched.resolve())
+
+
+def webhook_snippet(stack: Stack, box: HubSpotSandbox, deal_id: str) -> str:
+    """Shell lines that sign and send one dealstage change with curl and openssl."""
+    event = (
+        '[{"eventId":\'$TS\',"subscriptionType":"deal.propertyChange",'
+        '"objectId":\'$DEAL\',"propertyName":"dealstage","propertyValue":"closedwon",'
+        f'"changeSource":"CRM_UI","occurredAt":\'$TS\',"portalId":{box.portal_id},'
+        f'"appId":{box.app_id},"attemptNumber":0,"subscriptionId":1}}]'
     )
-    try:
-        while all(p.poll() is None for p in stack.processes):
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
+    return "\n".join(
+        [
+            f"  SECRET={stack.env['HUBSPOT_CLIENT_SECRET']} DEAL={deal_id}",
+            f"  URL={stack.url}/webhooks/hubspot TS=$(date +%s000)",
+            f"  BODY='{event}'",
+            "  SIG=$(printf '%s' \"POST$URL$BODY$TS\" "
+            '| openssl dgst -sha256 -hmac "$SECRET" -binary | base64)',
+            "  curl -sS -i \"$URL\" -H 'Content-Type: application/json' "
+            '-H "X-HubSpot-Request-Timestamp: $TS" -H "X-HubSpot-Signature-v3: $SIG" '
+            '--data "$BODY"',
+        ]
+    )
 
 
 def _healthy(url: str) -> bool:
@@ -296,9 +447,16 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_for(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    alive: Callable[[], None] = lambda: None,
+) -> None:
+    """Poll check; alive raises at once when a process it depends on has died."""
     deadline = time.monotonic() + timeout
     while not check():
+        alive()
         if time.monotonic() > deadline:
-            raise SystemExit(f"fullkit demo: timed out after {timeout:.0f}s waiting for {what}")
+            raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.1)

@@ -195,9 +195,14 @@ def next_ops_owner(session: Session, kit_id: str, owners: tuple[str, ...]) -> st
 
 
 def iso(moment: dt.datetime | None) -> str | None:
+    """UTC with milliseconds and a trailing Z, as HubSpot writes its own timestamps.
+
+    Whole seconds would hide how long each step took and make steps of one second
+    look simultaneous; a fixed width keeps the strings sortable as text.
+    """
     if moment is None:
         return None
-    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def attempt_json(attempt: Attempt) -> dict[str, Any]:

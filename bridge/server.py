@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Any
 
+import structlog
 from gunicorn.app.base import BaseApplication
+
+from bridge import backends, db
+from bridge.logging import configure_logging
+from bridge.settings import Settings
+from bridge.valkey import EmbeddedValkey
+
+log = structlog.get_logger("fullkit.serve")
+
+# What each unset secret switches off, so an operator learns it from the first lines.
+UNSET_SECRETS = (
+    ("hubspot_client_secret", "HUBSPOT_CLIENT_SECRET", "POST /webhooks/hubspot answers 503"),
+    ("admin_token", "FULLKIT_ADMIN_TOKEN", "the hand-off API refuses every request"),
+    ("hubspot_access_token", "HUBSPOT_ACCESS_TOKEN", "the HubSpot connector is disabled"),
+)
+
+
+class PortUnavailable(Exception):
+    """serve cannot listen where it was asked to; the message is the one line to show."""
 
 
 class _Gunicorn(BaseApplication):
@@ -22,7 +43,21 @@ class _Gunicorn(BaseApplication):
         return create_app()
 
 
-def serve_forever(host: str, port: int, workers: int) -> None:
+def serve_forever(settings: Settings, host: str, port: int, workers: int) -> None:
+    configure_logging()
+    check_port(host, port)
+    for line in unset_secrets(settings):
+        log.warning(line)
+    _report_backends(settings)
+    url = f"http://{host}:{port}"
+
+    def when_ready(_server: Any) -> None:
+        log.info(f"listening on {url}", workers=workers)
+
+    def on_exit(_server: Any) -> None:
+        if not settings.redis_url:
+            EmbeddedValkey(settings.home).stop_if_unused()
+
     _Gunicorn(
         {
             "bind": f"{host}:{port}",
@@ -33,5 +68,52 @@ def serve_forever(host: str, port: int, workers: int) -> None:
             "graceful_timeout": 10,
             "accesslog": "-",
             "loglevel": "warning",
+            "when_ready": when_ready,
+            "on_exit": on_exit,
         }
     ).run()
+
+
+def unset_secrets(settings: Settings) -> list[str]:
+    return [
+        f"{name} is not set: {effect}"
+        for attribute, name, effect in UNSET_SECRETS
+        if getattr(settings, attribute) is None
+    ]
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse at once, in one line, where gunicorn would retry for seconds and then log five."""
+    try:
+        family, kind, _proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        )[0]
+    except socket.gaierror as exc:
+        raise PortUnavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    with socket.socket(family, kind) as sock:
+        # As gunicorn binds: connections of an earlier server in TIME_WAIT do not block it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortUnavailable(
+                    f"port {port} on {host} is in use: stop what listens there "
+                    "or choose another with --port or PORT"
+                ) from None
+            raise PortUnavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _report_backends(settings: Settings) -> None:
+    """serve starts anyway (the SPEC): the log says what /healthz will answer 503 for."""
+    try:
+        backends.ping_queue(settings)
+    except backends.Unreachable as exc:
+        log.warning(f"{exc}; receivers answer 503 until it is back")
+    engine = db.make_engine(settings)
+    try:
+        backends.ping_ledger(settings, engine)
+    except backends.Unreachable as exc:
+        log.warning(f"{exc}; /healthz answers 503 until it is back")
+    finally:
+        engine.dispose()

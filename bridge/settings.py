@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -80,7 +81,7 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value and urlsplit(value).scheme not in {"redis", "rediss", "unix", "valkey", "valkeys"}:
-            raise ValueError("must be a redis:// , rediss:// or unix:// URL")
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value or None
 
     @field_validator("database_url")
@@ -88,9 +89,18 @@ class Settings(BaseSettings):
     def _database_scheme(cls, value: str | None) -> str | None:
         if not value:
             return None
-        scheme = urlsplit(value).scheme
-        if not scheme or scheme.split("+")[0] not in {"postgresql", "postgres", "sqlite"}:
+        parts = urlsplit(value)
+        kind = parts.scheme.split("+")[0]
+        if kind not in {"postgresql", "postgres", "sqlite"}:
             raise ValueError("must be a postgresql:// or sqlite:// URL")
+        # An empty URL would silently mean "the local socket, a database named after
+        # the user" (PostgreSQL) or an in-memory ledger lost on exit (SQLite).
+        if kind == "sqlite" and parts.path in {"", "/", "/:memory:"}:
+            raise ValueError("names no file, e.g. sqlite:////var/lib/fullkit/ledger.sqlite3")
+        if kind != "sqlite" and not parts.hostname and parts.path in {"", "/"}:
+            raise ValueError(
+                "names no server or database, e.g. postgresql://user@host:5432/fullkit"
+            )
         return value
 
     @field_validator(
@@ -137,10 +147,35 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ())) or "settings"
-        name = _env_name(where)
-        raise SettingsError(f"invalid setting {name}: {first.get('msg')}") from None
+        problems = [_plain(error) for error in exc.errors(include_url=False)]
+        raise SettingsError("; ".join(problems)) from None
+
+
+# What a value must look like, in the operator's words rather than the validator's.
+_MUST_BE = {
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+    "greater_than": "must be above {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be below {lt}",
+    "less_than_equal": "must be at most {le}",
+}
+# Only values that cannot be secrets are echoed back.
+_ECHOED = {"int_parsing", "int_from_float", "float_parsing", "bool_parsing"}
+
+
+def _plain(error: ErrorDetails) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ())) or "settings"
+    kind, context = error["type"], error.get("ctx", {})
+    if kind == "value_error" and "error" in context:
+        problem = str(context["error"])
+    else:
+        problem = _MUST_BE.get(kind, "is not valid").format(**context)
+    if kind in _ECHOED:
+        problem += f" (got {error.get('input')!r})"
+    return f"invalid setting {_env_name(where)}: {problem}"
 
 
 def _env_name(field_name: str) -> str:

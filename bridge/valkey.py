@@ -34,6 +34,13 @@ class EmbeddedValkeyError(Exception):
 
 
 @dataclass(frozen=True)
+class ServerInfo:
+    pid: int | None
+    port: int
+    clients: int  # connections of other processes, not counting the one that asked
+
+
+@dataclass(frozen=True)
 class EmbeddedValkey:
     home: Path
 
@@ -59,36 +66,71 @@ class EmbeddedValkey:
             # pool) reconnect to the new server by themselves.
             return self._start(state["port"] if state and _port_free(state["port"]) else None)
 
+    def running(self) -> ServerInfo | None:
+        """The server on this home if it answers, with how many connections it serves."""
+        state = self._read_state()
+        if not state:
+            return None
+        client = redis.Redis(
+            host="127.0.0.1", port=state["port"], socket_timeout=1, socket_connect_timeout=1
+        )
+        try:
+            connections = len(client.client_list())
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+        return ServerInfo(state.get("pid"), state["port"], max(connections - 1, 0))
+
     def stop(self) -> None:
-        """Stop the server if it runs (used by `fullkit demo` and the tests)."""
+        """Stop the server if it runs, its append-only file synced first."""
         with self._locked():
             state = self._read_state()
-            if not state:
-                return
-            try:
-                # No client-side retries: SHUTDOWN drops the connection by design.
-                redis.Redis(
-                    host="127.0.0.1",
-                    port=state["port"],
-                    socket_timeout=2,
-                    retry=Retry(NoBackoff(), 0),
-                ).shutdown(nosave=False)
-            except redis.ConnectionError:
-                pass  # shutdown closes the connection under us: that is success
-            except redis.RedisError:
-                _kill(state.get("pid"))
-            _wait_until_closed(state["port"])
-            self.state_path.unlink(missing_ok=True)
+            if state:
+                self._shutdown(state)
+
+    def stop_if_unused(self) -> bool:
+        """Stop the server when no other process is connected to it; True if it stopped.
+
+        Called as serve, worker and replay exit, so the server does not outlive every
+        process of its home. A process that connects a moment later loses nothing: the
+        queue is on disk, and the next `url()` starts the server again on its old port.
+        """
+        with self._locked():
+            state = self._read_state()
+            server = self.running()
+            if state is None or server is None or server.clients:
+                return False
+            self._shutdown(state)
+            return True
+
+    def _shutdown(self, state: dict[str, int]) -> None:
+        try:
+            # No client-side retries: SHUTDOWN drops the connection by design.
+            redis.Redis(
+                host="127.0.0.1",
+                port=state["port"],
+                socket_timeout=2,
+                retry=Retry(NoBackoff(), 0),
+            ).shutdown(nosave=False)
+        except redis.ConnectionError:
+            pass  # shutdown closes the connection under us: that is success
+        except redis.RedisError:
+            _kill(state.get("pid"))
+        _wait_until_closed(state["port"])
+        self.state_path.unlink(missing_ok=True)
 
     def _running_url(self) -> str | None:
         state = self._read_state()
         if not state:
             return None
         url = f"redis://127.0.0.1:{state['port']}/0"
-        try:
-            redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).ping()
-        except redis.RedisError:
-            return None
+        # Closed at once: an idle connection left behind would count as a client in use.
+        with redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1) as client:
+            try:
+                client.ping()
+            except redis.RedisError:
+                return None
         return url
 
     def _read_state(self) -> dict[str, int] | None:
@@ -112,14 +154,14 @@ class EmbeddedValkey:
 
     def _await_live(self, state: dict[str, int]) -> str:
         url = f"redis://127.0.0.1:{state['port']}/0"
-        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                client.ping()
-                return url
-            except redis.RedisError:
-                time.sleep(0.1)
+        with redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) as client:
+            while time.monotonic() < deadline:
+                try:
+                    client.ping()
+                    return url
+                except redis.RedisError:
+                    time.sleep(0.1)
         raise EmbeddedValkeyError(f"embedded Valkey (pid {state.get('pid')}) is not answering")
 
     def _start(self, port: int | None = None) -> str:
@@ -156,7 +198,13 @@ class EmbeddedValkey:
             start_new_session=True,
         )
         url = f"redis://127.0.0.1:{port}/0"
-        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        with redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1) as client:
+            self._await_start(process, client, data_dir)
+        self.state_path.write_text(json.dumps({"port": port, "pid": process.pid}))
+        return url
+
+    @staticmethod
+    def _await_start(process: subprocess.Popen[bytes], client: redis.Redis, data_dir: Path) -> None:
         deadline = time.monotonic() + 15
         while True:
             try:
@@ -173,8 +221,6 @@ class EmbeddedValkey:
                 process.kill()
                 raise EmbeddedValkeyError("embedded Valkey did not answer within 15 s")
             time.sleep(0.02)
-        self.state_path.write_text(json.dumps({"port": port, "pid": process.pid}))
-        return url
 
 
 def free_port() -> int:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 
+import redis
 import structlog
 from rq import Queue, SimpleWorker
 
-from bridge import db, jobs
+from bridge import backends, db, jobs
 from bridge.logging import configure_logging
 from bridge.queue import QUEUE_NAME
 from bridge.runtime import Runtime
@@ -16,14 +17,15 @@ from bridge.valkey import EmbeddedValkey
 
 log = structlog.get_logger("fullkit.worker")
 RESUME_EVERY_SECONDS = 10.0
+MAX_WAIT_SECONDS = 30.0
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> None:
     configure_logging()
     rt = Runtime.build(settings)
-    db.prepare(rt.engine, settings)
-    jobs.use_runtime(rt)
     stop = threading.Event()
+    _await_backends(rt, burst=burst, stop=stop)
+    jobs.use_runtime(rt)
     if not burst:
         threading.Thread(target=_resume_loop, args=(rt, stop), daemon=True).start()
     # SimpleWorker runs jobs in this process: the runtime (connections, compiled kits,
@@ -34,6 +36,47 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
         worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
     finally:
         stop.set()
+        rt.redis.close()
+        if not settings.redis_url:
+            EmbeddedValkey(settings.home).stop_if_unused()
+
+
+def _await_backends(rt: Runtime, *, burst: bool, stop: threading.Event) -> None:
+    """Wait until the ledger and the queue both answer, saying once what is missing.
+
+    A down server is an outage to ride out, like serve does, not a reason to exit; a
+    burst run is a one-off and reports it instead.
+    """
+    delay, last = 1.0, ""
+    while True:
+        try:
+            _prepare_ledger(rt)
+            backends.ping_queue(rt.settings, lambda: _queue_connection(rt))
+            return
+        except backends.Unreachable as exc:
+            if burst:
+                raise
+            if str(exc) != last:
+                log.warning(f"{exc}; retrying until it answers")
+                last = str(exc)
+        stop.wait(delay)
+        delay = min(delay * 2, MAX_WAIT_SECONDS)
+
+
+def _queue_connection(rt: Runtime) -> redis.Redis:
+    if not rt.settings.redis_url:
+        # The embedded server may have stopped meanwhile: start it again on its old port.
+        EmbeddedValkey(rt.settings.home).url()
+    return rt.redis
+
+
+def _prepare_ledger(rt: Runtime) -> None:
+    try:
+        db.prepare(rt.engine, rt.settings)
+    except db.SchemaOutdated:
+        raise
+    except Exception as exc:
+        raise backends.ledger_unreachable(rt.settings, exc) from None
 
 
 def _resume_loop(rt: Runtime, stop: threading.Event) -> None:

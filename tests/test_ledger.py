@@ -123,3 +123,19 @@ def test_a_runner_whose_lease_lapsed_cannot_overwrite_a_newer_one(sessions: Any)
         old_view.task_started = True
         with pytest.raises(StaleDataError):
             stale.commit()
+
+
+def test_history_times_keep_milliseconds(sessions: Any) -> None:
+    """Steps a fraction of a second apart read as such, not as one moment."""
+    at = T0 + dt.timedelta(milliseconds=250)
+    first = record(sessions, at)
+    with sessions() as session:
+        attempt = session.get(Attempt, first.attempt_id)
+        attempt.transitions[0].at = at
+        ledger.move(attempt, "evaluating")
+        attempt.transitions[-1].at = at + dt.timedelta(milliseconds=480)
+        session.commit()
+    with sessions() as session:
+        history = ledger.deal_history(session, "hubspot", "1")
+    times = [t["at"] for t in history["attempts"][0]["transitions"]]
+    assert times == ["2026-11-27T09:00:00.250Z", "2026-11-27T09:00:00.730Z"]

@@ -262,3 +262,39 @@ def test_non_utf8_body_is_401_unsigned_and_400_signed(client: FlaskClient) -> No
     assert unsigned.status_code == 401
     headers = v3_headers(SECRET, URI, raw.decode("latin-1"))
     assert client.post("/webhooks/hubspot", data=raw, headers=headers).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "reason"),
+    [
+        ({"X-HubSpot-Signature-v3": "Zm9yZ2Vk", "X-HubSpot-Request-Timestamp": "now"}, "[]",
+         401, "missing or malformed X-HubSpot-Request-Timestamp"),
+        (None, "[]", 400, "not a HubSpot event batch"),
+    ],
+)  # fmt: skip
+def test_a_refused_webhook_logs_why_and_no_secret(
+    client: FlaskClient,
+    caplog: pytest.LogCaptureFixture,
+    headers: dict[str, str] | None,
+    body: str,
+    status: int,
+    reason: str,
+) -> None:
+    sent = {"Content-Type": "application/json", **headers} if headers else None
+    assert post(client, body, sent).status_code == status
+    refusals = [r.getMessage() for r in caplog.records if "webhook refused" in r.getMessage()]
+    assert len(refusals) == 1
+    assert f"status={status}" in refusals[0] and reason in refusals[0]
+    assert SECRET not in caplog.text
+    signature = (sent or v3_headers(SECRET, URI, body))["X-HubSpot-Signature-v3"]
+    assert signature not in caplog.text
+
+
+def test_a_wrong_signature_logs_401_without_the_signature(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = fixture("deal_stage__closedwon.json")
+    headers = v3_headers("not-the-secret", URI, body)
+    assert post(client, body, headers).status_code == 401
+    assert "status=401 reason='v3 signature does not match'" in caplog.text
+    assert headers["X-HubSpot-Signature-v3"] not in caplog.text and SECRET not in caplog.text

@@ -6,6 +6,7 @@ import json
 import time
 from typing import Annotated, Any
 
+import structlog
 from flask import Blueprint, Response, current_app, request
 from pydantic import (
     BaseModel,
@@ -22,6 +23,7 @@ from bridge.queue import QueueUnavailable, job_id
 from bridge.receivers import hubspot_signature
 from bridge.receivers.common import Refusal, count, public_url, read_body, require_content_type
 
+log = structlog.get_logger("fullkit.receivers")
 blueprint = Blueprint("hubspot_webhooks", __name__)
 RECEIVER = "hubspot"
 DEAL_TYPE_ID = "0-3"
@@ -57,6 +59,8 @@ def receive() -> Response:
         answer = Response(status=status)
     except Refusal as refusal:
         status = refusal.status
+        # The reason only: a signature or secret in a log would be a credential leaked.
+        log.warning("webhook refused", receiver=RECEIVER, status=status, reason=refusal.reason)
         answer = Response(
             json.dumps({"error": refusal.reason}), status=status, mimetype="application/json"
         )

@@ -1,0 +1,123 @@
+"""`fullkit demo` as a newcomer runs it: every deal once, totals that add up, nothing left
+running after it stops, one demo per FULLKIT_HOME, and a broken start reported at once."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from bridge import demo
+from bridge.valkey import EmbeddedValkey, _alive
+from tests.conftest import ROOT
+
+
+def demo_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "DATABASE"))}
+    env["FULLKIT_HOME"] = str(home)
+    return env
+
+
+def _wait_for(check: object, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_each_deal_is_reported_once_and_the_totals_add_up(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "demo", "--deals", "12"],
+        env=demo_env(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split("  ") for line in done.stdout.splitlines() if re.match(r"\d+  ", line)]
+    deal_ids = [row[0] for row in rows]
+    assert len(deal_ids) == 12 and len(set(deal_ids)) == 12
+    summary = re.search(
+        r"12 deals: (\d+) accepted into tickets, (\d+) returned to sales; (\d+) tickets, "
+        r"(\d+) tasks",
+        done.stdout,
+    )
+    assert summary, done.stdout
+    accepted, returned, tickets, tasks = map(int, summary.groups())
+    assert accepted + returned == 12
+    assert tickets == accepted == sum(1 for line in done.stdout.splitlines()
+                                      if re.match(r"\d+  .*accepted  ", line))  # fmt: skip
+    # Every return leaves a task; a deal returned and then accepted left one too.
+    assert tasks == returned + done.stdout.count("returned → accepted")
+    assert EmbeddedValkey(tmp_path / "demo").running() is None
+
+
+def test_sigterm_stops_a_kept_demo_and_a_second_demo_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "demo.out"
+    with open(out, "wb") as sink:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "demo", "--deals", "5", "--keep"],
+            env=demo_env(tmp_path), cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        _wait_for(lambda: "Still running" in out.read_text() or first.poll() is not None)
+        banner = out.read_text()
+        home = tmp_path / "demo"
+        assert f"export FULLKIT_HOME={home}" in banner
+        assert "X-HubSpot-Signature-v3" in banner and "sandbox app's" in banner
+        pids = [int(p) for p in re.findall(r"pid (\d+)", banner.split("Processes", 1)[1])[:3]]
+        url = re.search(r"Fullkit +(http://\S+)", banner).group(1)  # type: ignore[union-attr]
+
+        second = subprocess.run(
+            [sys.executable, "-m", "bridge", "demo", "--deals", "5"],
+            env=demo_env(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode == 1
+        assert second.stderr == (
+            f"fullkit: demo: another demo (pid {first.pid}) is running on {home}: "
+            f"stop it first (Ctrl-C in its terminal, or kill {first.pid})\n"
+        )
+        assert requests.get(f"{url}/healthz", timeout=5).status_code == 200  # left intact
+
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) != 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert [pid for pid in pids if _alive(pid)] == []  # serve, worker, embedded Valkey
+    assert EmbeddedValkey(home).running() is None
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/healthz", timeout=5)
+
+
+def test_a_serve_that_cannot_start_is_reported_at_once_with_its_own_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FULLKIT_HOME", str(tmp_path))
+    monkeypatch.chdir(ROOT)
+    started: list[subprocess.Popen[bytes]] = []
+
+    class Recorded(subprocess.Popen[bytes]):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(subprocess, "Popen", Recorded)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        monkeypatch.setattr(demo, "free_port", lambda: port)
+        with pytest.raises(demo.DemoError) as failure:
+            demo.run_demo(deal_count=5)
+    assert str(failure.value).startswith(
+        f"`fullkit serve` exited with status 1:\n  fullkit: port {port} on 127.0.0.1 is in use"
+    )
+    assert started and all(process.poll() is not None for process in started)
+    assert EmbeddedValkey(tmp_path / "demo").running() is None
