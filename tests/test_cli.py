@@ -19,10 +19,10 @@ from click.testing import CliRunner
 
 from bridge import db, ledger
 from bridge.cli import cli
-from sandbox import RunningSandbox
 from bridge.models import Attempt
 from bridge.settings import Settings
 from bridge.valkey import EmbeddedValkey
+from sandbox import RunningSandbox
 from tests.conftest import FIXTURES, ROOT
 
 
