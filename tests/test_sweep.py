@@ -125,7 +125,7 @@ def test_default_sweep_leaves_deals_that_entered_recently_alone(stack: Stack) ->
     assert result.exit_code == 0
     assert result.stdout.strip().splitlines() == [
         f"queued hubspot:{waiting} (in closedwon since "
-        f"{twenty_minutes_ago.isoformat(timespec='seconds').replace('+00:00', 'Z')})",
+        f"{twenty_minutes_ago.isoformat(timespec='milliseconds').replace('+00:00', 'Z')})",
         "found 1 deal(s) in a hand-off stage for over 15m: 0 already handled, 1 queued",
     ]
     stack.work()
