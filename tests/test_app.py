@@ -155,10 +155,10 @@ def test_the_embedded_valkey_stops_with_the_last_process_using_it(processes: Any
     assert box.flush_webhooks(timeout=10)  # serve has used the queue too
     embedded = EmbeddedValkey(settings.home)
     worker.terminate()
-    worker.wait(timeout=15)
+    worker.wait(timeout=60)
     assert embedded.running() is not None  # serve still uses it
     serve.terminate()
-    serve.wait(timeout=15)
+    serve.wait(timeout=60)
     assert embedded.running() is None
 
 
