@@ -67,7 +67,16 @@ class Expression:
     def is_true(self, variables: dict[str, Any] | cel.Activation) -> bool:
         """True only for a CEL `true`; errors and non-bool results are false."""
         try:
+            return self.holds(variables)
+        except EvaluationError:
+            return False
+
+    def holds(self, variables: dict[str, Any] | cel.Activation) -> bool:
+        """Like is_true, but a runtime limit raises LimitExceeded instead of being false."""
+        try:
             result = self._eval(variables)
+        except LimitExceeded:
+            raise
         except EvaluationError:
             return False
         return result.type() == cel.Type.BOOL and result.value() is True
@@ -82,7 +91,7 @@ class Expression:
             # The C++ runtime raises (rather than returning an error value) when it runs
             # out of its iteration budget; that is this expression failing, not the worker.
             log.warning("kit expression not evaluated", expression=self.source, error=str(exc))
-            raise EvaluationError(str(exc)) from None
+            raise LimitExceeded(str(exc)) from None
         if result.type() == cel.Type.ERROR:
             raise EvaluationError(str(result.value()))
         return result
@@ -90,6 +99,14 @@ class Expression:
 
 class EvaluationError(Exception):
     """An expression that cannot be evaluated on this packet (absent field, budget...)."""
+
+
+class LimitExceeded(EvaluationError):
+    """The runtime gave up (its iteration budget): the deal was not judged, not found wanting."""
+
+
+# Said to sales in place of a plain "missing" when a check could not be run at all.
+LIMIT_NOTE = "(Fullkit could not check this: the deal has more records than one check may visit)"
 
 
 def compile_expression(source: str) -> Expression:
@@ -230,11 +247,8 @@ def select_kit(rules_or_kits: Rules | Iterable[Kit], packet: Packet, today: dt.d
 def evaluate(kit: Kit, packet: Packet, today: dt.date) -> list[Finding]:
     """Every failing requirement of the kit, in kit order; empty means the kit is complete."""
     variables = _bound(packet, today)
-    return [
-        Finding(req.id, req.field or "check", req.message)
-        for req in kit.requirements
-        if _applies(req, variables) and not _satisfied(req, packet, variables)
-    ]
+    findings = (_finding(req, packet, variables) for req in kit.requirements)
+    return [finding for finding in findings if finding is not None]
 
 
 def applicable(kit: Kit, packet: Packet, today: dt.date) -> list[Requirement]:
@@ -248,11 +262,19 @@ def _applies(req: Requirement, variables: cel.Activation) -> bool:
     return req.when is None or req.when.is_true(variables)
 
 
-def _satisfied(req: Requirement, packet: Packet, variables: cel.Activation) -> bool:
+def _finding(req: Requirement, packet: Packet, variables: cel.Activation) -> Finding | None:
+    """The requirement's finding when it applies and is not met, else None."""
+    if not _applies(req, variables):
+        return None
     if req.field is not None:
-        return field_present(packet, req.field)
-    # A `check` that cannot be evaluated (e.g. an absent field) fails with its message.
-    return req.check is not None and req.check.is_true(variables)
+        return None if field_present(packet, req.field) else Finding(req.id, req.field, req.message)
+    try:
+        # A `check` that cannot be evaluated (e.g. an absent field) fails with its message.
+        if req.check is not None and req.check.holds(variables):
+            return None
+    except LimitExceeded:
+        return Finding(req.id, "check", f"{req.message} {LIMIT_NOTE}")
+    return Finding(req.id, "check", req.message)
 
 
 FIELD_PATH = re.compile(r"^(?:(deal|company)\.([A-Za-z_]\w*)|(contacts|line_items|attachments))$")

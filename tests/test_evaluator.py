@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.evaluator import compile_expression, evaluate, field_present, select_kit
+from bridge.evaluator import LIMIT_NOTE, compile_expression, evaluate, field_present, select_kit
 from bridge.packet import Finding, Packet
 from bridge.rules import Kit, OpsSpec, Requirement, load_rules
 
@@ -389,7 +389,8 @@ def test_an_expression_over_its_iteration_budget_fails_its_check_and_is_a_false_
     k = kit(check("pairs", pairs), needs("sso", "deal.sso_provider", when=pairs))
     many = packet(contacts=roleless(1000))
 
-    assert evaluate(k, many, TODAY) == [Finding("pairs", "check", "pairs is missing")]
+    # Sales is told the check could not run, not merely that the item is missing.
+    assert evaluate(k, many, TODAY) == [Finding("pairs", "check", f"pairs is missing {LIMIT_NOTE}")]
     assert evaluate(k, packet(contacts=roleless(3)), TODAY) == [
         Finding("sso", "deal.sso_provider", "sso is missing")
     ]
