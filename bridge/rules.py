@@ -61,6 +61,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
+        # A problem with a folder (line 0) has no line or path to point at.
+        if self.line == 0:
+            return f"{self.file}: {self.message}"
         return f"{self.file}:{self.line}: {self.path}: {self.message}"
 
 
@@ -304,7 +307,16 @@ class _Loader:
 
     def load(self) -> Rules:
         if not self.root.is_dir():
-            raise RulesError([Problem(display_path(self.root), 0, ROOT, "rules folder not found")])
+            raise RulesError(
+                [
+                    Problem(
+                        display_path(self.root),
+                        0,
+                        ROOT,
+                        "rules folder not found (set FULLKIT_RULES_DIR)",
+                    )
+                ]
+            )
         for path in self._files("mappings"):
             self._load_mapping(path)
         kits = [kit for path in self._files("kits") if (kit := self._load_kit(path))]

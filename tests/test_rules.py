@@ -603,11 +603,13 @@ def test_mapping_crm_must_match_its_file_name(tmp_path: Path) -> None:
 
 
 def test_missing_folder_and_empty_folders(tmp_path: Path) -> None:
-    assert problems_of(tmp_path / "nowhere") == ["nowhere:0: (top level): rules folder not found"]
+    assert problems_of(tmp_path / "nowhere") == [
+        "nowhere: rules folder not found (set FULLKIT_RULES_DIR)"
+    ]
     (tmp_path / "rules").mkdir()
     assert problems_of(tmp_path / "rules") == [
-        "rules/kits:0: (top level): no kits found (kits/*.yaml or *.yml)",
-        "rules/mappings:0: (top level): no mappings found (mappings/*.yaml or *.yml)",
+        "rules/kits: no kits found (kits/*.yaml or *.yml)",
+        "rules/mappings: no mappings found (mappings/*.yaml or *.yml)",
     ]
 
 
