@@ -91,7 +91,9 @@ class Expression:
             # The C++ runtime raises (rather than returning an error value) when it runs
             # out of its iteration budget; that is this expression failing, not the worker.
             log.warning("kit expression not evaluated", expression=self.source, error=str(exc))
-            raise LimitExceeded(str(exc)) from None
+            if "budget" in str(exc).lower():
+                raise LimitExceeded(f"{self.source!r}: {exc}") from None
+            raise EvaluationError(str(exc)) from None
         if result.type() == cel.Type.ERROR:
             raise EvaluationError(str(result.value()))
         return result
@@ -239,8 +241,12 @@ def select_kit(rules_or_kits: Rules | Iterable[Kit], packet: Packet, today: dt.d
             return kit
         if variables is None:
             variables = _bound(packet, today)
-        if kit.applies_when.is_true(variables):
-            return kit
+        try:
+            if kit.applies_when.holds(variables):
+                return kit
+        except LimitExceeded as exc:
+            # Neither "no kit" nor the next kit: which kit judges the deal is unknown.
+            raise LimitExceeded(f"kit {kit.id}: applies_when {exc}") from None
     return None
 
 
@@ -258,23 +264,28 @@ def applicable(kit: Kit, packet: Packet, today: dt.date) -> list[Requirement]:
 
 
 def _applies(req: Requirement, variables: cel.Activation) -> bool:
-    # A `when` that cannot be evaluated is false: the requirement is skipped.
-    return req.when is None or req.when.is_true(variables)
+    """A `when` that cannot be evaluated is false: the requirement is skipped. One the
+    runtime gave up on applies: skipping it would let an unchecked deal through."""
+    try:
+        return req.when is None or req.when.holds(variables)
+    except LimitExceeded:
+        return True
 
 
 def _finding(req: Requirement, packet: Packet, variables: cel.Activation) -> Finding | None:
     """The requirement's finding when it applies and is not met, else None."""
-    if not _applies(req, variables):
-        return None
-    if req.field is not None:
-        return None if field_present(packet, req.field) else Finding(req.id, req.field, req.message)
+    path = req.field or "check"
     try:
+        if req.when is not None and not req.when.holds(variables):
+            return None
+        if req.field is not None:
+            return None if field_present(packet, req.field) else Finding(req.id, path, req.message)
         # A `check` that cannot be evaluated (e.g. an absent field) fails with its message.
         if req.check is not None and req.check.holds(variables):
             return None
     except LimitExceeded:
-        return Finding(req.id, "check", f"{req.message} {LIMIT_NOTE}")
-    return Finding(req.id, "check", req.message)
+        return Finding(req.id, path, f"{req.message} {LIMIT_NOTE}")
+    return Finding(req.id, path, req.message)
 
 
 FIELD_PATH = re.compile(r"^(?:(deal|company)\.([A-Za-z_]\w*)|(contacts|line_items|attachments))$")

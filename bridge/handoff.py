@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from bridge import ledger
-from bridge.evaluator import applicable, evaluate, select_kit
+from bridge.evaluator import LimitExceeded, applicable, evaluate, select_kit
 from bridge.kickoff import expected_kickoff
 from bridge.models import Attempt
 from bridge.packet import Packet
@@ -77,7 +77,10 @@ class Handoff:
         kits = self._kits_for_trigger()
         packet = self._packet(kits)
         today = ledger.utcnow().date()
-        kit = select_kit(kits, packet, today)
+        try:
+            kit = select_kit(kits, packet, today)
+        except LimitExceeded as exc:
+            raise PermanentError(f"no kit could be chosen for this deal: {exc}") from None
         if kit is None:
             ledger.move(self.attempt, "no_kit", "no kit applies to this deal")
             return

@@ -12,7 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.evaluator import LIMIT_NOTE, compile_expression, evaluate, field_present, select_kit
+from bridge.evaluator import (
+    LIMIT_NOTE,
+    LimitExceeded,
+    compile_expression,
+    evaluate,
+    field_present,
+    select_kit,
+)
 from bridge.packet import Finding, Packet
 from bridge.rules import Kit, OpsSpec, Requirement, load_rules
 
@@ -383,14 +390,27 @@ def test_the_shipped_kit_over_a_thousand_contacts_and_line_items() -> None:
     assert [f.requirement_id for f in evaluate(chosen, p, TODAY)] == ["billing-contact"]
 
 
-def test_an_expression_over_its_iteration_budget_fails_its_check_and_is_a_false_when() -> None:
+def test_an_expression_over_its_iteration_budget_is_a_finding_that_says_so() -> None:
     # Every pair of contacts: far more iterations than CEL's runtime allows one expression.
     pairs = "contacts.all(a, contacts.all(b, true))"
     k = kit(check("pairs", pairs), needs("sso", "deal.sso_provider", when=pairs))
     many = packet(contacts=roleless(1000))
 
-    # Sales is told the check could not run, not merely that the item is missing.
-    assert evaluate(k, many, TODAY) == [Finding("pairs", "check", f"pairs is missing {LIMIT_NOTE}")]
+    # Sales is told the check could not run, not merely that the item is missing; and a
+    # `when` the runtime gave up on applies, so an unchecked deal is never let through.
+    assert evaluate(k, many, TODAY) == [
+        Finding("pairs", "check", f"pairs is missing {LIMIT_NOTE}"),
+        Finding("sso", "deal.sso_provider", f"sso is missing {LIMIT_NOTE}"),
+    ]
     assert evaluate(k, packet(contacts=roleless(3)), TODAY) == [
         Finding("sso", "deal.sso_provider", "sso is missing")
     ]
+
+
+def test_an_applies_when_over_its_budget_names_the_kit_instead_of_choosing_another() -> None:
+    pairs = "contacts.all(a, contacts.all(b, true))"
+    kits = [kit(kit_id="big", applies_when=pairs), kit(kit_id="fallback")]
+
+    assert select_kit(kits, packet(contacts=roleless(3)), TODAY).id == "big"  # type: ignore[union-attr]
+    with pytest.raises(LimitExceeded, match="kit big: applies_when"):
+        select_kit(kits, packet(contacts=roleless(1000)), TODAY)
