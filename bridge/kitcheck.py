@@ -133,7 +133,9 @@ def fetch_live(settings: Settings, rules: Rules, crm: str, deal_id: str) -> Pack
     if connector_class is None:
         raise DealUnavailable(f"no {crm} connector in this version of Fullkit")
     try:
-        packets = connector_class(settings, mapping).fetch_packets([deal_id])
+        packets = connector_class(settings, mapping).fetch_packets(
+            [deal_id], with_attachments=any(kit.uses("attachments") for kit in rules.kits)
+        )
     except ConnectorError as exc:
         raise DealUnavailable(f"cannot read {crm}:{deal_id}: {exc}") from None
     if deal_id not in packets:

@@ -24,6 +24,7 @@ from bridge.settings import Settings
 from bridge.valkey import EmbeddedValkey
 from sandbox import RunningSandbox
 from tests.conftest import FIXTURES, ROOT
+from tests.e2e import ORDER_FORM
 
 
 def run(args: list[str], env: dict[str, str] | None = None) -> Any:
@@ -193,6 +194,31 @@ def test_kit_check_of_a_live_deal_it_cannot_read_is_one_line_exit_1(
 def live_env(running: RunningSandbox, tmp_path: Path) -> dict[str, str]:
     return {**RULES, "FULLKIT_HOME": str(tmp_path / "home"), "HUBSPOT_API_BASE": running.url,
             "HUBSPOT_ACCESS_TOKEN": running.access_token}  # fmt: skip
+
+
+def test_kit_check_of_a_live_deal_reads_its_attachments_when_a_kit_uses_them(
+    running: RunningSandbox, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "kit_rules", rules)
+    kit = rules / "kits" / "10-new-customer.yaml"
+    kit.write_text(kit.read_text() + ORDER_FORM)
+    box = running.sandbox
+    deal_id = box.create_deal(
+        {"dealname": "Signed Co", "pipeline": "default", "dealstage": "closedwon",
+         "amount": "9000", "plan_tier": "pro", "kickoff_date": "2027-01-15"},
+        company={"name": "Signed Co", "domain": "signed.example"},
+        contacts=[{"email": "bill@signed.example", "contact_role": "billing"}],
+        line_items=[{"name": "Seat", "quantity": "3"}],
+        owner_email="sales-sam@example.com",
+    )  # fmt: skip
+    box.attach_file(deal_id, "Signed order form - Signed Co", "pdf")
+    env = {**live_env(running, tmp_path), "FULLKIT_RULES_DIR": str(rules)}
+
+    result = run(["kit", "check", f"hubspot:{deal_id}"], env=env)
+
+    assert result.exit_code == 0, result.output
+    assert "  - order-form: " in result.output.split("passed")[1]
 
 
 def test_kit_check_refuses_a_malformed_deal_file(tmp_path: Path) -> None:
