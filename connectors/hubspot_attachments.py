@@ -3,7 +3,8 @@
 HubSpot keeps attachments as file ids in the engagement property `hs_attachment_ids`
 (semicolon-separated); the files API knows their names. Read only when a kit uses
 `attachments`: it costs an association read per engagement type, a batch read of the
-engagements, and one files search per 100 files.
+engagements, and one read per file. Attachments of notes and emails are hidden files,
+which the files search never lists, so each is read by its id (`files.ui_hidden.read`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,6 @@ from connectors.hubspot_client import BATCH_LIMIT, HubSpotApi, NotFoundError, ch
 
 ENGAGEMENTS = {"notes": "note", "emails": "email"}
 ATTACHMENT_IDS = "hs_attachment_ids"
-FILES_PAGE = 100  # files search answers at most 100 a page
-# Files the search does not show (it is an index, a file attached a moment ago may be
-# missing) are read one by one, at most this many per fetch.
-MAX_SINGLE_READS = 20
 
 
 class Attachments:
@@ -73,14 +70,7 @@ class Attachments:
         api = self.api
         files_api = api.client.files.files_api
         found: dict[str, dict[str, Any]] = {}
-        for part in chunks(ids, FILES_PAGE):
-            answer = api.call(
-                "search files", files_api.do_search, ids=[int(i) for i in part], limit=FILES_PAGE
-            )
-            for result in results_of(answer):
-                if not result.get("archived"):
-                    found[str(result.get("id"))] = canonical_file(result)
-        for file_id in [i for i in ids if i not in found][:MAX_SINGLE_READS]:
+        for file_id in ids:
             try:
                 result = api.call("read file", files_api.get_by_id, file_id)
             except NotFoundError:

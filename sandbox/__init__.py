@@ -73,8 +73,9 @@ Facts a connector author can rely on (all mirrored from HubSpot)
 * Account details answer `uiDomain` = `ui_domain` (e.g. `app-eu1.hubspot.com`), else
   this server's host.
 * `attach_file(deal_id, name, ext, via="notes"|"emails")` stores a file and a note or
-  email on the deal whose `hs_attachment_ids` names it; `GET /files/v3/files/search`
-  (with `ids`) and `GET /files/v3/files/{id}` answer its metadata.
+  email on the deal whose `hs_attachment_ids` names it; `GET /files/v3/files/{id}`
+  answers its metadata. Such files are hidden, so HubSpot's files search never lists
+  them, and the sandbox serves no search.
 * Tokens have scopes: by default exactly the `requiredScopes` of `hubspot-app/`'s app
   config (`add_token(..., scopes=...)`, `set_scopes` for others). Each route requires the
   scopes HubSpot requires (`sandbox/hubspot_scopes.py`, one line per route family); a

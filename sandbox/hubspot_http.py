@@ -38,7 +38,6 @@ Answer = tuple[int, JsonBody | None]
 BATCH_LIMIT = 100
 HISTORY_BATCH_LIMIT = 50  # batch reads asking for propertiesWithHistory
 SEARCH_LIMIT = 200
-FILES_SEARCH_LIMIT = 100
 
 _RULES = [
     ("POST", "/oauth/v2/private-apps/get/access-token-info", "token_info"),
@@ -75,7 +74,6 @@ _RULES = [
     ("POST", "/crm/v4/associations/<otype>/<to>/batch/create", "v4_batch_create"),
     # Attachments: files attached to notes/emails (the engagements themselves are read
     # through the object routes above). Scopes: `files` or `files.ui_hidden.read`.
-    ("GET", "/files/v3/files/search", "files_search"),
     ("GET", "/files/v3/files/<file_id>", "file_get"),
 ]
 _UI_RULE = "/contacts/<int:portal>/record/<type_id>/<oid>"
@@ -537,15 +535,6 @@ class HubSpotApp:
         return 201, payload
 
     # files ------------------------------------------------------------------
-
-    def do_files_search(self, request: Request, **_: Any) -> Answer:
-        wanted = _list_arg(request, "ids")
-        files = sorted(self.sandbox.files.values(), key=lambda f: int(f.id))
-        if wanted is not None:
-            files = [f for f in files if f.id in set(wanted)]
-        limit = _int_arg(request, "limit", 10, FILES_SEARCH_LIMIT)
-        wired = [f.as_wire(self.sandbox.base_url) for f in files]
-        return 200, _page(wired, request.args.get("after"), limit)
 
     def do_file_get(self, file_id: str, **_: Any) -> Answer:
         stored = self.sandbox.files.get(file_id)
