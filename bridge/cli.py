@@ -307,6 +307,11 @@ def sweep(older_than: Any, within: Any) -> None:
     """Queue deals that sat in a hand-off stage with no attempt (their webhook was lost)."""
     from bridge.sweep import SweepFailed, run_sweep
 
+    if within < older_than:
+        raise click.BadParameter(
+            "must be at least --older-than: no deal can have entered within it",
+            param_hint="--within",
+        )
     settings = _settings()
     _check_rules(settings)
     try:

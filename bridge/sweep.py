@@ -23,7 +23,7 @@ from bridge.queue import QueueUnavailable, job_id
 from bridge.runtime import Runtime
 from bridge.settings import Settings
 from connectors.base import StageEntry
-from connectors.errors import ConnectorError
+from connectors.errors import ConnectorError, NotConfigured, Unsupported
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -59,6 +59,8 @@ class SweepReport:
     found: int = 0  # deals in a hand-off stage for longer than --older-than
     handled: int = 0  # the ledger (or the queue) knows their change already
     queued: list[tuple[str, StageEntry]] = field(default_factory=list)  # (crm, entry)
+    skipped: list[str] = field(default_factory=list)  # "crm: why", for CRMs not swept
+    swept: int = 0  # CRMs searched
 
 
 def run_sweep(settings: Settings, older_than: dt.timedelta, within: dt.timedelta) -> list[str]:
@@ -78,7 +80,10 @@ def run_sweep(settings: Settings, older_than: dt.timedelta, within: dt.timedelta
         ) from None
     finally:
         rt.engine.dispose()
-    lines = [
+    if report.skipped and not report.swept:
+        raise SweepFailed(f"sweep found no CRM to search: {'; '.join(report.skipped)}")
+    lines = [f"skipped {why}" for why in report.skipped]
+    lines += [
         f"queued {crm}:{entry.deal_id} (in {entry.stage_ref} since {ledger.iso(entry.entered_at)})"
         for crm, entry in report.queued
     ]
@@ -102,7 +107,12 @@ def sweep(
         stages = sorted(rt.rules.handoff_stage_refs(crm))
         if not stages:
             continue
-        entries = rt.crm(crm).deals_in_stages(stages, moment - within, moment - older_than)
+        try:
+            entries = rt.crm(crm).deals_in_stages(stages, moment - within, moment - older_than)
+        except (NotConfigured, Unsupported) as exc:
+            report.skipped.append(f"{crm}: {exc}")
+            continue
+        report.swept += 1
         report.found += len(entries)
         for entry in entries:
             if _queue(rt, crm, entry):

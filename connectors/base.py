@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from bridge.mapping import Mapping
 from bridge.packet import Packet
 from bridge.settings import Settings
-from connectors.errors import PermanentError
+from connectors.errors import Unsupported
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class CrmConnector(ABC):
 
         What `fullkit sweep` asks to find hand-offs whose webhook never arrived.
         """
-        raise PermanentError(f"{self.name}: finding deals by stage is not supported yet")
+        raise Unsupported(f"{self.name}: finding deals by stage is not supported yet")
 
     @abstractmethod
     def fetch_packets(

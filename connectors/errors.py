@@ -38,5 +38,13 @@ class AuthError(ConnectorError):
     """Authentication or configuration is wrong: stop at once, a human must act."""
 
 
+class NotConfigured(AuthError):
+    """The connector has no credentials at all: it is switched off, not broken."""
+
+
 class PermanentError(ConnectorError):
     """The data is bad (a 4xx a retry cannot fix): record it and surface it."""
+
+
+class Unsupported(PermanentError):
+    """The connector cannot do this (yet); asking again will not help."""

@@ -18,7 +18,7 @@ from bridge.packet import Packet
 from bridge.settings import Settings
 from connectors import register_crm
 from connectors.base import Acceptance, CrmConnector, PushBack, StageEntry
-from connectors.errors import PermanentError, RetryableError
+from connectors.errors import PermanentError, QuotaError, RetryableError
 from connectors.hubspot_associations import associations_of, batch_associations
 from connectors.hubspot_attachments import Attachments
 from connectors.hubspot_client import (
@@ -310,6 +310,8 @@ class HubSpotConnector(CrmConnector):
             self._next_search_at = time.monotonic() + SEARCH_INTERVAL_SECONDS
             try:
                 return api.call("search deals", api.client.crm.deals.search_api.do_search, request)
+            except QuotaError:
+                raise  # a spent daily limit: asking again before its reset only wastes calls
             except RetryableError as exc:
                 failures += 1
                 if failures == SEARCH_TRIES:

@@ -38,6 +38,7 @@ from bridge.settings import Settings
 from connectors.errors import (
     AuthError,
     ConnectorError,
+    NotConfigured,
     PermanentError,
     QuotaError,
     RetryableError,
@@ -162,10 +163,10 @@ class HubSpotApi:
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
     ) -> None:
         if settings.hubspot_access_token is None:
-            raise AuthError(DISABLED_MESSAGE)
+            raise NotConfigured(DISABLED_MESSAGE)
         token = settings.hubspot_access_token.get_secret_value()
         if not token:
-            raise AuthError(DISABLED_MESSAGE)
+            raise NotConfigured(DISABLED_MESSAGE)
         self.settings = settings
         self.base = settings.hubspot_api_base.rstrip("/")
         self.session = session or requests.Session()

@@ -237,3 +237,28 @@ def test_an_unreachable_hubspot_is_one_line_exit_1(
     assert result.stderr.strip() == (
         "fullkit: sweep failed: HubSpot search deals: connection failed (ConnectionError)"
     )
+
+
+def test_without_a_hubspot_token_the_sweep_says_it_searched_nothing(stack: Stack) -> None:
+    result = sweep(stack, HUBSPOT_ACCESS_TOKEN="")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "fullkit: sweep found no CRM to search: hubspot: HubSpot connector disabled: "
+        "HUBSPOT_ACCESS_TOKEN is not set"
+    )
+
+
+def test_a_lookback_shorter_than_older_than_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["sweep", "--older-than", "2h", "--within", "1h"])
+    assert result.exit_code == 2
+    assert "--within" in result.output
+
+
+def test_a_spent_daily_limit_stops_the_sweep_at_once(stack: Stack) -> None:
+    stack.sandbox.exhaust_daily_limit(5, "/crm/v3/objects/deals/search")
+    stack.sandbox.reset_calls()
+    result = sweep(stack, "--older-than", "0")
+    assert result.exit_code == 1
+    assert "daily" in result.stderr.lower()
+    searches = [c for c in stack.sandbox.calls() if c.path.endswith("/search")]
+    assert len(searches) == 1  # not tried again against a spent quota
