@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from bridge.settings import Settings
-from connectors.errors import AuthError, PermanentError
+from connectors.errors import ConnectorError, PermanentError
 from connectors.hubspot_app import AppConfig, load_app
 from connectors.hubspot_client import HubSpotApi
 from connectors.hubspot_setup import SetupResult, run_setup
@@ -83,7 +83,8 @@ def check_scopes(api: HubSpotApi, required: Iterable[str], result: SetupResult) 
             "one fails naming it"
         )
         return
-    missing = [scope for scope in required if scope not in granted]
+    # `oauth` comes with every app's install; token info need not list it.
+    missing = [scope for scope in required if scope not in granted and scope != "oauth"]
     for scope in missing:
         result.problems.append(
             f"token lacks scope {scope}, which hubspot-app requires: run `hs project upload`, "
@@ -152,9 +153,10 @@ def check_owners(api: HubSpotApi, kits: Sequence[KitLike], result: SetupResult) 
 def _guarded(what: str, result: SetupResult, step: Callable[[], object]) -> None:
     # The token was accepted by the scope check, so an AuthError here is a missing scope:
     # named on its own line, it must not hide the checks that follow.
+    # Likewise a 5xx or a spent rate limit: the lines gathered so far are still printed.
     try:
         step()
-    except AuthError as exc:
+    except ConnectorError as exc:
         result.problems.append(f"{what} not checked: {exc}")
 
 

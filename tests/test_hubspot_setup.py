@@ -148,3 +148,15 @@ def test_a_token_hubspot_will_not_describe_still_gets_the_other_checks(
     assert result.exit_code == 0, result.output
     assert "token scopes: HubSpot does not reveal them for this token" in result.stdout
     assert "kit new-customer: ops owners are HubSpot owners" in result.stdout
+
+
+def test_a_hubspot_outage_mid_setup_keeps_the_report_and_names_what_was_not_checked(
+    served: RunningSandbox, rules: Path, tmp_path: Path
+) -> None:
+    served.sandbox.fail_next(10, status=503, path_prefix="/crm/v3/pipelines/tickets")
+    result = setup(served, rules, tmp_path)
+    assert result.exit_code == 1
+    assert "deals: property fullkit_status (enumeration) created" in result.stdout
+    assert [p for p in problems(result) if "ticket pipelines not checked" in p]
+    assert "kit new-customer: ops owners are HubSpot owners" in result.stdout
+    assert "Traceback" not in result.output
