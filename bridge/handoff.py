@@ -2,20 +2,23 @@
 
 A step that talks to a CRM is idempotent or guarded, so running an attempt again after
 a crash, a retry or on a second worker finishes it without a second task or ticket.
+Evaluation reads the deal once and stores a decision with the packet it judged; every
+later step acts on that decision, so what ops and sales are told is what was judged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
 from bridge import ledger
+from bridge.decision import Decision
 from bridge.evaluator import applicable, evaluate, select_kit
 from bridge.kickoff import expected_kickoff
 from bridge.models import Attempt
 from bridge.packet import Packet
-from bridge.rules import Kit
+from bridge.rules import Kit, packet_from_json
 from bridge.runtime import Runtime
 from bridge.summary import ticket_subject, ticket_summary
 from connectors.base import Acceptance, OpsRequest, PushBack
@@ -27,7 +30,6 @@ class Handoff:
     runtime: Runtime
     session: Session
     attempt: Attempt
-    packet: Packet | None = None  # fetched once per run, reused by later steps
 
     def run(self) -> None:
         """Advance the attempt until it reaches a terminal state (or a step raises)."""
@@ -49,49 +51,44 @@ class Handoff:
     def _start(self) -> None:
         ledger.move(self.attempt, "evaluating")
 
-    def _packet(self, kits: list[Kit]) -> Packet:
-        if self.packet is None:
-            connector = self.runtime.crm(self.attempt.crm)
-            packets = connector.fetch_packets(
-                [self.attempt.deal_id],
-                with_attachments=any(kit.uses("attachments") for kit in kits),
-            )
-            if self.attempt.deal_id not in packets:
-                raise PermanentError(f"the CRM has no deal {self.attempt.deal_id}")
-            self.packet = packets[self.attempt.deal_id]
-        return self.packet
-
-    def _kit(self) -> Kit:
-        kit = self.runtime.rules.kit_by_id(self.attempt.kit_id or "")
-        if kit is None:
-            raise PermanentError(f"kit {self.attempt.kit_id} is no longer in the rules folder")
-        return kit
-
     def _evaluate_or_return(self) -> None:
-        if self.attempt.kit_id is None:
+        # `evaluating` runs twice for a push-back: once to judge, once to write the
+        # judgement back. The stored decision tells the two apart.
+        decision = ledger.decision_of(self.attempt)
+        if decision is None:
             self._evaluate()
         else:
-            self._push_back()
+            self._push_back(decision)
 
     def _evaluate(self) -> None:
         kits = self._kits_for_trigger()
-        packet = self._packet(kits)
+        packet = self._fetch(with_attachments=any(kit.uses("attachments") for kit in kits))
         today = ledger.utcnow().date()
         kit = select_kit(kits, packet, today)
         if kit is None:
             ledger.move(self.attempt, "no_kit", "no kit applies to this deal")
             return
         findings = evaluate(kit, packet, today)
-        self.attempt.kit_id = kit.id
-        self.attempt.owner_ref = packet.owner_ref
-        self.attempt.findings = [
-            {"id": f.requirement_id, "path": f.path, "message": f.message} for f in findings
-        ]
+        decision = Decision.judged(
+            kit.id,
+            packet,
+            findings,
+            applied=[req.id for req in applicable(kit, packet, today)],
+            judged_on=today,
+            return_stage_ref=self._return_stage(kit, packet) if findings else None,
+        )
+        ledger.record_decision(self.attempt, decision)
         if findings:
-            self.attempt.return_stage_ref = self._return_stage(kit, packet)
             self.attempt.updated_at = ledger.utcnow()
             return
         self._accept(kit, packet)
+
+    def _fetch(self, *, with_attachments: bool) -> Packet:
+        connector = self.runtime.crm(self.attempt.crm)
+        packets = connector.fetch_packets([self.attempt.deal_id], with_attachments=with_attachments)
+        if self.attempt.deal_id not in packets:
+            raise PermanentError(f"the CRM has no deal {self.attempt.deal_id}")
+        return packets[self.attempt.deal_id]
 
     def _kits_for_trigger(self) -> list[Kit]:
         """Only the kits whose hand-off stage is the one the deal entered."""
@@ -117,16 +114,8 @@ class Handoff:
             packet.deal.get("kickoff_date"),
         )
 
-    def _push_back(self) -> None:
-        missing = tuple(f["message"] for f in self.attempt.findings)
-        item = PushBack(
-            handoff_id=self.attempt.handoff_id,
-            deal_id=self.attempt.deal_id,
-            return_stage_ref=self.attempt.return_stage_ref or "",
-            missing=missing,
-            owner_ref=self.attempt.owner_ref,
-            returned_at=ledger.utcnow(),
-        )
+    def _push_back(self, decision: Decision) -> None:
+        item = PushBack.of(self.attempt.handoff_id, self.attempt.deal_id, decision, ledger.utcnow())
         connector = self.runtime.crm(self.attempt.crm)
         if self.attempt.task_ref is None:
             may_exist = self.attempt.task_started
@@ -136,14 +125,17 @@ class Handoff:
             self.attempt.task_ref = tasks[item.handoff_id]
             self.session.commit()
         connector.write_returns([item])
-        count = len(missing)
+        count = len(item.missing)
         ledger.move(self.attempt, "returned", f"{count} item{'s' if count != 1 else ''} missing")
 
     def _open_ops_ticket(self) -> None:
-        kit = self._kit()
-        packet = self._packet([kit])
-        kickoff = self.attempt.expected_kickoff or ledger.utcnow().date()
+        decision = ledger.decision_of(self.attempt)
+        if decision is None:
+            raise PermanentError(f"{self.attempt.handoff_id} was accepted without a decision")
+        kit = self._kit(decision)
+        kickoff = self.attempt.expected_kickoff or decision.judged_on
         if self.attempt.ops_ref is None:
+            packet = self._judged_packet(decision, kit)
             request = OpsRequest(
                 handoff_id=self.attempt.handoff_id,
                 crm=self.attempt.crm,
@@ -154,12 +146,8 @@ class Handoff:
                 owner_email=self.attempt.ops_owner,
                 subject=ticket_subject(kit.title, packet),
                 summary=ticket_summary(
-                    kit,
-                    packet,
-                    self.attempt.ops_owner,
-                    kickoff,
-                    checked=[req.id for req in applicable(kit, packet, ledger.utcnow().date())],
-                ),  # fmt: skip
+                    kit, packet, self.attempt.ops_owner, kickoff, checked=decision.applied
+                ),
                 expected_kickoff=kickoff,
                 packet=packet,
             )
@@ -176,3 +164,27 @@ class Handoff:
         )
         self.runtime.crm(self.attempt.crm).write_acceptances([acceptance])
         ledger.move(self.attempt, "ops_created", f"ops ticket {self.attempt.ops_ref}")
+
+    def _kit(self, decision: Decision) -> Kit:
+        kit = self.runtime.rules.kit_by_id(decision.kit_id)
+        if kit is None:
+            raise PermanentError(f"kit {decision.kit_id} is no longer in the rules folder")
+        return kit
+
+    def _judged_packet(self, decision: Decision, kit: Kit) -> Packet:
+        """The packet the decision judged, as evaluation saw it."""
+        if decision.snapshot is None:
+            # Judged before decisions kept their packet (see migration `decision`).
+            return self._fetch(with_attachments=kit.uses("attachments"))
+        try:
+            packet = self.runtime.rules.packet_from_json(decision.snapshot)
+        except ValueError:
+            # The mapping changed since the judgement; the snapshot's JSON types will do
+            # for a ticket's text.
+            packet = packet_from_json(decision.snapshot)
+        return replace(
+            packet,
+            owner_ref=decision.owner_ref,
+            company_ref=decision.company_ref,
+            url=decision.deal_url,
+        )
