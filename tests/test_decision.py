@@ -14,6 +14,7 @@ from alembic import command
 
 from bridge import db, ledger
 from bridge.decision import Decision, packet_snapshot, snapshot_digest
+from bridge.handoff import Handoffs
 from bridge.models import Attempt
 from bridge.packet import Packet
 from bridge.rules import load_rules
@@ -171,3 +172,24 @@ def test_upgrade_keeps_what_earlier_attempts_decided(make_settings: Any, tmp_pat
         old = connection.execute(sa.text("SELECT owner_ref, return_stage_ref FROM attempts"))
         assert old.one() == ("77", "contractsent")
     engine.dispose()
+
+
+def test_attempts_advanced_together_share_each_crm_call(stack: Stack) -> None:
+    """The batched-steps groundwork: one step, one connector call, however many attempts."""
+    complete = stack.complete_deal("Umbrella")
+    incomplete = stack.complete_deal("Hooli", amount="0")
+    ids = []
+    for deal_id in (complete, incomplete):
+        stack.sandbox.move_deal(deal_id, "closedwon")
+        change = ledger.ChangeEvent("hubspot", deal_id, "closedwon", ledger.utcnow())
+        ids.append(ledger.record_stage_change(stack.runtime.sessions, change).attempt_id)
+    stack.sandbox.reset_calls()
+    with stack.runtime.sessions() as session:
+        attempts = [session.get(Attempt, attempt_id) for attempt_id in ids]
+        Handoffs(stack.runtime, session, attempts).run()
+
+    assert [a["state"] for a in stack.history(complete)["attempts"]] == ["ops_created"]
+    assert [a["state"] for a in stack.history(incomplete)["attempts"]] == ["returned"]
+    assert len(stack.sandbox.tickets()) == 1
+    assert len(stack.sandbox.tasks_for_deal(incomplete)) == 1
+    assert len(stack.sandbox.calls("POST", "/crm/v3/objects/deals/batch/read")) == 1
