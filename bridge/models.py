@@ -56,6 +56,8 @@ class Attempt(Base):
     crm: Mapped[str] = mapped_column(String(20))
     deal_id: Mapped[str] = mapped_column(String(64))
     number: Mapped[int] = mapped_column(Integer)
+    # kit_id and findings repeat the stored decision for the ledger's readers (status,
+    # API); the steps after evaluation act on the decision itself.
     kit_id: Mapped[str | None] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(20))
     owner: Mapped[str] = mapped_column(String(10))
@@ -64,8 +66,6 @@ class Attempt(Base):
     # The stage change that started the attempt.
     trigger_stage: Mapped[str] = mapped_column(String(100))
     trigger_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    # The ledger's view of the decision (kit_id and findings above are copied from it);
-    # what later steps act on is the decision itself.
     ops_target: Mapped[str | None] = mapped_column(String(50))
     ops_owner: Mapped[str | None] = mapped_column(String(320))
     ops_ref: Mapped[str | None] = mapped_column(String(100))
