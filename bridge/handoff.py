@@ -2,180 +2,268 @@
 
 A step that talks to a CRM is idempotent or guarded, so running an attempt again after
 a crash, a retry or on a second worker finishes it without a second task or ticket.
+Evaluation reads the deal once and stores a decision with the packet it judged; every
+later step acts on that decision, so what ops and sales are told is what was judged.
+
+Steps take a list of attempts and make one connector call per list (connectors take
+collections keyed by id), so a batching job can advance many attempts at the price of
+one; the hand-off job passes a list of one. A connector error fails its whole call, so
+it reaches every attempt of the list.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
 from bridge import ledger
+from bridge.decision import Decision
 from bridge.evaluator import LimitExceeded, applicable, evaluate, select_kit
 from bridge.kickoff import expected_kickoff
 from bridge.models import Attempt
 from bridge.packet import Packet
-from bridge.rules import Kit
+from bridge.rules import Kit, packet_from_json
 from bridge.runtime import Runtime
 from bridge.summary import ticket_subject, ticket_summary
-from connectors.base import Acceptance, OpsRequest, PushBack
+from connectors.base import Acceptance, OpsRequest, OpsResult, PushBack
 from connectors.errors import PermanentError
+
+Step = Callable[[list[Attempt]], None]
 
 
 @dataclass
-class Handoff:
+class Handoffs:
     runtime: Runtime
     session: Session
-    attempt: Attempt
-    packet: Packet | None = None  # fetched once per run, reused by later steps
+    attempts: list[Attempt]
 
     def run(self) -> None:
-        """Advance the attempt until it reaches a terminal state (or a step raises)."""
-        while self.attempt.state in ledger.IN_PROGRESS:
-            step = {
-                "received": self._start,
-                "evaluating": self._evaluate_or_return,
-                "accepted": self._open_ops_ticket,
-            }[self.attempt.state]
-            step()
-            # Each step gets its own retry window and backoff from the start.
-            self.attempt.next_run_at = None
-            self.attempt.first_retry_at = None
-            self.attempt.retries = 0
-            if self.attempt.state in ledger.TERMINAL:
-                self.attempt.error = None  # a retried step that finally worked leaves no error
-            self.session.commit()
+        """Advance every attempt until each reaches a terminal state (or a step raises)."""
+        while True:
+            groups = self._next_steps()
+            if not groups:
+                return
+            for step, attempts in groups:
+                step(attempts)
+                for attempt in attempts:
+                    # Each step gets its own retry window and backoff from the start.
+                    attempt.next_run_at = None
+                    attempt.first_retry_at = None
+                    attempt.retries = 0
+                    if attempt.state in ledger.TERMINAL:
+                        attempt.error = None  # a retried step that finally worked leaves none
+                self.session.commit()
 
-    def _start(self) -> None:
-        ledger.move(self.attempt, "evaluating")
+    def _next_steps(self) -> list[tuple[Step, list[Attempt]]]:
+        """The attempts still in progress, grouped by the step each takes next."""
+        groups: dict[Step, list[Attempt]] = {}
+        for attempt in self.attempts:
+            if attempt.state == "received":
+                groups.setdefault(self._start, []).append(attempt)
+            elif attempt.state == "evaluating":
+                # `evaluating` runs twice for a push-back: once to judge, once to write the
+                # judgement back. The stored decision tells the two apart.
+                step = self._evaluate if attempt.decision is None else self._push_back
+                groups.setdefault(step, []).append(attempt)
+            elif attempt.state == "accepted":
+                groups.setdefault(self._open_ops_tickets, []).append(attempt)
+        return list(groups.items())
 
-    def _packet(self, kits: list[Kit]) -> Packet:
-        if self.packet is None:
-            connector = self.runtime.crm(self.attempt.crm)
-            packets = connector.fetch_packets(
-                [self.attempt.deal_id],
-                with_attachments=any(kit.uses("attachments") for kit in kits),
+    def _start(self, attempts: list[Attempt]) -> None:
+        for attempt in attempts:
+            ledger.move(attempt, "evaluating")
+
+    # --- judging ---------------------------------------------------------------------
+
+    def _evaluate(self, attempts: list[Attempt]) -> None:
+        for crm, of_crm in _by_crm(attempts).items():
+            kits = {attempt.id: self._kits_for_trigger(attempt) for attempt in of_crm}
+            packets = self._fetch(
+                crm,
+                [attempt.deal_id for attempt in of_crm],
+                with_attachments=any(kit.uses("attachments") for k in kits.values() for kit in k),
             )
-            if self.attempt.deal_id not in packets:
-                raise PermanentError(f"the CRM has no deal {self.attempt.deal_id}")
-            self.packet = packets[self.attempt.deal_id]
-        return self.packet
+            for attempt in of_crm:
+                self._judge(attempt, kits[attempt.id], packets[attempt.deal_id])
 
-    def _kit(self) -> Kit:
-        kit = self.runtime.rules.kit_by_id(self.attempt.kit_id or "")
-        if kit is None:
-            raise PermanentError(f"kit {self.attempt.kit_id} is no longer in the rules folder")
-        return kit
-
-    def _evaluate_or_return(self) -> None:
-        if self.attempt.kit_id is None:
-            self._evaluate()
-        else:
-            self._push_back()
-
-    def _evaluate(self) -> None:
-        kits = self._kits_for_trigger()
-        packet = self._packet(kits)
+    def _judge(self, attempt: Attempt, kits: list[Kit], packet: Packet) -> None:
         today = ledger.utcnow().date()
         try:
             kit = select_kit(kits, packet, today)
         except LimitExceeded as exc:
             raise PermanentError(f"no kit could be chosen for this deal: {exc}") from None
         if kit is None:
-            ledger.move(self.attempt, "no_kit", "no kit applies to this deal")
+            ledger.move(attempt, "no_kit", "no kit applies to this deal")
             return
         findings = evaluate(kit, packet, today)
-        self.attempt.kit_id = kit.id
-        self.attempt.owner_ref = packet.owner_ref
-        self.attempt.findings = [
-            {"id": f.requirement_id, "path": f.path, "message": f.message} for f in findings
-        ]
+        decision = Decision.judged(
+            kit.id,
+            packet,
+            findings,
+            applied=[req.id for req in applicable(kit, packet, today)],
+            judged_on=today,
+            return_stage_ref=self._return_stage(attempt, kit, packet) if findings else None,
+        )
+        ledger.record_decision(attempt, decision)
         if findings:
-            self.attempt.return_stage_ref = self._return_stage(kit, packet)
-            self.attempt.updated_at = ledger.utcnow()
+            attempt.updated_at = ledger.utcnow()
             return
-        self._accept(kit, packet)
+        self._accept(attempt, kit, packet)
 
-    def _kits_for_trigger(self) -> list[Kit]:
+    def _fetch(self, crm: str, deal_ids: list[str], *, with_attachments: bool) -> dict[str, Packet]:
+        packets = self.runtime.crm(crm).fetch_packets(deal_ids, with_attachments=with_attachments)
+        unknown = [deal_id for deal_id in deal_ids if deal_id not in packets]
+        if unknown:
+            raise PermanentError(f"the CRM has no deal {', '.join(unknown)}")
+        return packets
+
+    def _kits_for_trigger(self, attempt: Attempt) -> list[Kit]:
         """Only the kits whose hand-off stage is the one the deal entered."""
-        mapping = self.runtime.rules.mappings[self.attempt.crm]
-        entered = mapping.canonical_stage(self.attempt.trigger_stage)
+        mapping = self.runtime.rules.mappings[attempt.crm]
+        entered = mapping.canonical_stage(attempt.trigger_stage)
         return [kit for kit in self.runtime.rules.kits if kit.handoff_stage == entered]
 
-    def _return_stage(self, kit: Kit, packet: Packet) -> str:
-        mapping = self.runtime.rules.mappings[self.attempt.crm]
+    def _return_stage(self, attempt: Attempt, kit: Kit, packet: Packet) -> str:
+        mapping = self.runtime.rules.mappings[attempt.crm]
         if kit.return_stage:
             return mapping.stage_ref(kit.return_stage)
         if packet.previous_stage_ref:
             return packet.previous_stage_ref
         raise PermanentError("the deal has no earlier stage to return to and the kit sets none")
 
-    def _accept(self, kit: Kit, packet: Packet) -> None:
-        self.attempt.ops_target = kit.ops.target
-        self.attempt.ops_owner = ledger.next_ops_owner(self.session, kit.id, kit.ops.owners)
-        ledger.move(self.attempt, "accepted", f"kit {kit.id} complete")
-        self.attempt.expected_kickoff = expected_kickoff(
-            self.attempt.owner_since.date(),
+    def _accept(self, attempt: Attempt, kit: Kit, packet: Packet) -> None:
+        attempt.ops_target = kit.ops.target
+        attempt.ops_owner = ledger.next_ops_owner(self.session, kit.id, kit.ops.owners)
+        ledger.move(attempt, "accepted", f"kit {kit.id} complete")
+        attempt.expected_kickoff = expected_kickoff(
+            attempt.owner_since.date(),
             kit.ops.kickoff_within_days,
             packet.deal.get("kickoff_date"),
         )
 
-    def _push_back(self) -> None:
-        missing = tuple(f["message"] for f in self.attempt.findings)
-        item = PushBack(
-            handoff_id=self.attempt.handoff_id,
-            deal_id=self.attempt.deal_id,
-            return_stage_ref=self.attempt.return_stage_ref or "",
-            missing=missing,
-            owner_ref=self.attempt.owner_ref,
-            returned_at=ledger.utcnow(),
-        )
-        connector = self.runtime.crm(self.attempt.crm)
-        if self.attempt.task_ref is None:
-            may_exist = self.attempt.task_started
-            self.attempt.task_started = True
-            self.session.commit()
-            tasks = connector.create_return_tasks([item], may_exist=may_exist)
-            self.attempt.task_ref = tasks[item.handoff_id]
-            self.session.commit()
-        connector.write_returns([item])
-        count = len(missing)
-        ledger.move(self.attempt, "returned", f"{count} item{'s' if count != 1 else ''} missing")
+    # --- acting on the decision ------------------------------------------------------
 
-    def _open_ops_ticket(self) -> None:
-        kit = self._kit()
-        packet = self._packet([kit])
-        kickoff = self.attempt.expected_kickoff or ledger.utcnow().date()
-        if self.attempt.ops_ref is None:
-            request = OpsRequest(
-                handoff_id=self.attempt.handoff_id,
-                crm=self.attempt.crm,
-                deal_id=self.attempt.deal_id,
-                kit_id=kit.id,
-                kit_title=kit.title,
-                options=dict(kit.ops.options),
-                owner_email=self.attempt.ops_owner,
-                subject=ticket_subject(kit.title, packet),
-                summary=ticket_summary(
-                    kit,
-                    packet,
-                    self.attempt.ops_owner,
-                    kickoff,
-                    checked=[req.id for req in applicable(kit, packet, ledger.utcnow().date())],
-                ),  # fmt: skip
-                expected_kickoff=kickoff,
-                packet=packet,
-            )
-            target = self.runtime.target(self.attempt.ops_target or kit.ops.target)
-            result = target.create([request])[request.handoff_id]
-            self.attempt.ops_ref, self.attempt.ops_link = result.ref, result.link
+    def _push_back(self, attempts: list[Attempt]) -> None:
+        for crm, of_crm in _by_crm(attempts).items():
+            now = ledger.utcnow()
+            items = {
+                attempt.handoff_id: PushBack.of(
+                    attempt.handoff_id, attempt.deal_id, _decision(attempt), now
+                )
+                for attempt in of_crm
+            }
+            connector = self.runtime.crm(crm)
+            untasked = [attempt for attempt in of_crm if attempt.task_ref is None]
+            if untasked:
+                # A retry after a crash looks for the tasks the first try may have made.
+                may_exist = any(attempt.task_started for attempt in untasked)
+                for attempt in untasked:
+                    attempt.task_started = True
+                self.session.commit()
+                tasks = connector.create_return_tasks(
+                    [items[attempt.handoff_id] for attempt in untasked], may_exist=may_exist
+                )
+                for attempt in untasked:
+                    attempt.task_ref = tasks[attempt.handoff_id]
+                self.session.commit()
+            connector.write_returns(list(items.values()))
+            for attempt in of_crm:
+                count = len(items[attempt.handoff_id].missing)
+                detail = f"{count} item{'s' if count != 1 else ''} missing"
+                ledger.move(attempt, "returned", detail)
+
+    def _open_ops_tickets(self, attempts: list[Attempt]) -> None:
+        kickoffs = {
+            attempt.id: attempt.expected_kickoff or _decision(attempt).judged_on
+            for attempt in attempts
+        }
+        unticketed = [attempt for attempt in attempts if attempt.ops_ref is None]
+        by_target: dict[str, list[OpsRequest]] = {}
+        for attempt in unticketed:
+            kit = self._kit(_decision(attempt))
+            request = self._ops_request(attempt, kit, kickoffs[attempt.id])
+            by_target.setdefault(attempt.ops_target or kit.ops.target, []).append(request)
+        results: dict[str, OpsResult] = {}
+        for target, requests in by_target.items():
+            results.update(self.runtime.target(target).create(requests))
+        for attempt in unticketed:
+            result = results[attempt.handoff_id]
+            attempt.ops_ref, attempt.ops_link = result.ref, result.link
+        if unticketed:
             self.session.commit()
-        acceptance = Acceptance(
-            handoff_id=self.attempt.handoff_id,
-            deal_id=self.attempt.deal_id,
-            ops_owner_email=self.attempt.ops_owner,
-            ops_link=self.attempt.ops_link or "",
+        for crm, of_crm in _by_crm(attempts).items():
+            self.runtime.crm(crm).write_acceptances(
+                [
+                    Acceptance(
+                        handoff_id=attempt.handoff_id,
+                        deal_id=attempt.deal_id,
+                        ops_owner_email=attempt.ops_owner,
+                        ops_link=attempt.ops_link or "",
+                        expected_kickoff=kickoffs[attempt.id],
+                    )
+                    for attempt in of_crm
+                ]
+            )
+            for attempt in of_crm:
+                ledger.move(attempt, "ops_created", f"ops ticket {attempt.ops_ref}")
+
+    def _ops_request(self, attempt: Attempt, kit: Kit, kickoff: dt.date) -> OpsRequest:
+        decision = _decision(attempt)
+        packet = self._judged_packet(attempt, decision, kit)
+        return OpsRequest(
+            handoff_id=attempt.handoff_id,
+            crm=attempt.crm,
+            deal_id=attempt.deal_id,
+            kit_id=kit.id,
+            kit_title=kit.title,
+            options=dict(kit.ops.options),
+            owner_email=attempt.ops_owner,
+            subject=ticket_subject(kit.title, packet),
+            summary=ticket_summary(kit, packet, attempt.ops_owner, kickoff, decision.applied),
             expected_kickoff=kickoff,
+            packet=packet,
         )
-        self.runtime.crm(self.attempt.crm).write_acceptances([acceptance])
-        ledger.move(self.attempt, "ops_created", f"ops ticket {self.attempt.ops_ref}")
+
+    def _kit(self, decision: Decision) -> Kit:
+        kit = self.runtime.rules.kit_by_id(decision.kit_id)
+        if kit is None:
+            raise PermanentError(f"kit {decision.kit_id} is no longer in the rules folder")
+        return kit
+
+    def _judged_packet(self, attempt: Attempt, decision: Decision, kit: Kit) -> Packet:
+        """The packet the decision judged, as evaluation saw it."""
+        if decision.snapshot is None:
+            # Judged before decisions kept their packet (see migration `decision`).
+            fetched = self._fetch(
+                attempt.crm, [attempt.deal_id], with_attachments=kit.uses("attachments")
+            )
+            return fetched[attempt.deal_id]
+        try:
+            packet = self.runtime.rules.packet_from_json(decision.snapshot)
+        except ValueError:
+            # The mapping changed since the judgement; the snapshot's JSON types will do
+            # for a ticket's text.
+            packet = packet_from_json(decision.snapshot)
+        return replace(
+            packet,
+            owner_ref=decision.owner_ref,
+            company_ref=decision.company_ref,
+            url=decision.deal_url,
+        )
+
+
+def _decision(attempt: Attempt) -> Decision:
+    decision = ledger.decision_of(attempt)
+    if decision is None:
+        raise PermanentError(f"{attempt.handoff_id} has no stored decision to act on")
+    return decision
+
+
+def _by_crm(attempts: list[Attempt]) -> dict[str, list[Attempt]]:
+    groups: dict[str, list[Attempt]] = {}
+    for attempt in attempts:
+        groups.setdefault(attempt.crm, []).append(attempt)
+    return groups

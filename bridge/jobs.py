@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.exc import StaleDataError
 
 from bridge import ledger
-from bridge.handoff import Handoff
+from bridge.handoff import Handoffs
 from bridge.lease import attempt_lease, lease_key
 from bridge.models import Attempt
 from bridge.queue import job_id
@@ -78,33 +78,44 @@ def advance_attempt(attempt_id: int) -> str | None:
             attempt = session.get(Attempt, attempt_id)
             if attempt is None:
                 return None
-            _run(rt, session, attempt)
+            _run(rt, session, [attempt])
             return attempt.state
 
 
-def _run(rt: Runtime, session: ledger.Session, attempt: Attempt) -> None:
+def _run(rt: Runtime, session: ledger.Session, attempts: list[Attempt]) -> None:
+    """Advance the attempts together; an error of a step reaches every one of them."""
     try:
-        Handoff(rt, session, attempt).run()
+        Handoffs(rt, session, attempts).run()
     except RetryableError as exc:
         session.rollback()
-        _retry_later(rt, session, attempt, exc)
+        for attempt in _unfinished(attempts):
+            _retry_later(rt, session, attempt, exc)
     except (AuthError, PermanentError) as exc:
         session.rollback()
-        _fail(session, attempt, f"{type(exc).__name__}: {exc}")
+        for attempt in _unfinished(attempts):
+            _fail(session, attempt, f"{type(exc).__name__}: {exc}")
     except BaseTimeoutException:
         session.rollback()
-        _retry_later(rt, session, attempt, RetryableError("the step ran past the job timeout"))
+        for attempt in _unfinished(attempts):
+            _retry_later(rt, session, attempt, RetryableError("the step ran past the job timeout"))
     except StaleDataError:
-        session.rollback()  # another runner took the attempt over (our lease lapsed): theirs
-        log.warning("attempt taken over", handoff=attempt.handoff_id)
+        session.rollback()  # another runner took an attempt over (our lease lapsed): theirs
+        log.warning("attempt taken over", handoffs=[a.handoff_id for a in attempts])
         return
     except (DBAPIError, redis.RedisError):
         raise  # our own storage is down: nothing can be written; the resumer retries later
     except Exception as exc:  # a bug must not spin forever through the resumer
         session.rollback()
-        log.exception("attempt crashed", handoff=attempt.handoff_id)
-        _fail(session, attempt, f"internal error: {type(exc).__name__}: {exc}")
-    log.info("attempt", handoff=attempt.handoff_id, state=attempt.state, error=attempt.error)
+        log.exception("attempt crashed", handoffs=[a.handoff_id for a in attempts])
+        for attempt in _unfinished(attempts):
+            _fail(session, attempt, f"internal error: {type(exc).__name__}: {exc}")
+    for attempt in attempts:
+        log.info("attempt", handoff=attempt.handoff_id, state=attempt.state, error=attempt.error)
+
+
+def _unfinished(attempts: list[Attempt]) -> list[Attempt]:
+    """Those a failed step left in progress (the others finished before it, committed)."""
+    return [attempt for attempt in attempts if attempt.state in ledger.IN_PROGRESS]
 
 
 def _fail(session: ledger.Session, attempt: Attempt, reason: str) -> None:

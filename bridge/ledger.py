@@ -10,7 +10,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.models import Attempt, RoundRobin, StageChange, Transition
+from bridge.decision import Decision
+from bridge.models import Attempt, DecisionRecord, RoundRobin, StageChange, Transition
+from bridge.packet import Finding
 
 SALES, OPS = "sales", "ops"
 IN_PROGRESS = ("received", "evaluating", "accepted")
@@ -252,3 +254,46 @@ def _deal_owner(attempts: list[Attempt]) -> tuple[str, dt.datetime]:
 def count_by_state(session: Session) -> dict[str, int]:
     rows = session.execute(select(Attempt.state, func.count()).group_by(Attempt.state))
     return {state: count for state, count in rows}
+
+
+def record_decision(attempt: Attempt, decision: Decision) -> None:
+    """Store what evaluation decided; the ledger's kit and findings say the same."""
+    findings = [
+        {"id": f.requirement_id, "path": f.path, "message": f.message} for f in decision.findings
+    ]
+    attempt.kit_id = decision.kit_id
+    attempt.findings = findings
+    attempt.decision = DecisionRecord(
+        kit_id=decision.kit_id,
+        outcome=decision.outcome,
+        findings=findings,
+        judged_on=decision.judged_on,
+        owner_ref=decision.owner_ref,
+        company_ref=decision.company_ref,
+        deal_url=decision.deal_url,
+        return_stage_ref=decision.return_stage_ref,
+        applied=list(decision.applied) if decision.applied is not None else None,
+        snapshot=decision.snapshot,
+        digest=decision.digest,
+        created_at=utcnow(),
+    )
+
+
+def decision_of(attempt: Attempt) -> Decision | None:
+    """The attempt's stored decision; None until evaluation has judged the deal."""
+    record = attempt.decision
+    if record is None:
+        return None
+    return Decision(
+        kit_id=record.kit_id,
+        outcome=record.outcome,
+        findings=tuple(Finding(f["id"], f.get("path", ""), f["message"]) for f in record.findings),
+        judged_on=record.judged_on,
+        owner_ref=record.owner_ref,
+        company_ref=record.company_ref,
+        deal_url=record.deal_url,
+        return_stage_ref=record.return_stage_ref,
+        applied=tuple(record.applied) if record.applied is not None else None,
+        snapshot=record.snapshot,
+        digest=record.digest,
+    )

@@ -5,7 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -46,6 +56,8 @@ class Attempt(Base):
     crm: Mapped[str] = mapped_column(String(20))
     deal_id: Mapped[str] = mapped_column(String(64))
     number: Mapped[int] = mapped_column(Integer)
+    # kit_id and findings repeat the stored decision for the ledger's readers (status,
+    # API); the steps after evaluation act on the decision itself.
     kit_id: Mapped[str | None] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(20))
     owner: Mapped[str] = mapped_column(String(10))
@@ -54,9 +66,6 @@ class Attempt(Base):
     # The stage change that started the attempt.
     trigger_stage: Mapped[str] = mapped_column(String(100))
     trigger_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    # What evaluation decided, kept so retries finish the same decision.
-    return_stage_ref: Mapped[str | None] = mapped_column(String(100))
-    owner_ref: Mapped[str | None] = mapped_column(String(100))
     ops_target: Mapped[str | None] = mapped_column(String(50))
     ops_owner: Mapped[str | None] = mapped_column(String(320))
     ops_ref: Mapped[str | None] = mapped_column(String(100))
@@ -79,6 +88,10 @@ class Attempt(Base):
     transitions: Mapped[list[Transition]] = relationship(
         back_populates="attempt", order_by="Transition.id", cascade="all, delete-orphan"
     )
+    # Loaded only when a step acts on it: the snapshot may hold hundreds of contacts.
+    decision: Mapped[DecisionRecord | None] = relationship(
+        back_populates="attempt", cascade="all, delete-orphan", lazy="select"
+    )
 
     @property
     def handoff_id(self) -> str:
@@ -96,6 +109,28 @@ class Transition(Base):
     detail: Mapped[str | None] = mapped_column(Text)
 
     attempt: Mapped[Attempt] = relationship(back_populates="transitions")
+
+
+class DecisionRecord(Base):
+    """An attempt's stored decision (bridge.decision.Decision), one per attempt."""
+
+    __tablename__ = "decisions"
+
+    attempt_id: Mapped[int] = mapped_column(ForeignKey("attempts.id"), primary_key=True)
+    kit_id: Mapped[str] = mapped_column(String(200))
+    outcome: Mapped[str] = mapped_column(String(20))
+    findings: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    judged_on: Mapped[dt.date] = mapped_column(Date)
+    owner_ref: Mapped[str | None] = mapped_column(String(100))
+    company_ref: Mapped[str | None] = mapped_column(String(100))
+    deal_url: Mapped[str | None] = mapped_column(Text)
+    return_stage_ref: Mapped[str | None] = mapped_column(String(100))
+    applied: Mapped[list[str] | None] = mapped_column(JSON)
+    snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    digest: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    attempt: Mapped[Attempt] = relationship(back_populates="decision")
 
 
 class StageChange(Base):

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from bridge.decision import Decision
 from bridge.mapping import Mapping
 from bridge.packet import Packet
 from bridge.settings import Settings
@@ -31,6 +32,22 @@ class PushBack:
     # When the kit was found incomplete. The task is due that same day, as the CRM's own
     # time zone counts days, so sales sees "due today" and not "overdue" or "tomorrow".
     returned_at: dt.datetime
+
+    @classmethod
+    def of(
+        cls, handoff_id: str, deal_id: str, decision: Decision, returned_at: dt.datetime
+    ) -> PushBack:
+        """The push-back a stored decision calls for, whenever it is finally written."""
+        if decision.return_stage_ref is None:
+            raise PermanentError(f"{handoff_id}: the decision has no stage to return to")
+        return cls(
+            handoff_id=handoff_id,
+            deal_id=deal_id,
+            return_stage_ref=decision.return_stage_ref,
+            missing=decision.missing,
+            owner_ref=decision.owner_ref,
+            returned_at=returned_at,
+        )
 
 
 @dataclass(frozen=True)
