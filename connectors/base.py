@@ -17,7 +17,7 @@ from bridge.decision import Decision
 from bridge.mapping import Mapping
 from bridge.packet import Packet
 from bridge.settings import Settings
-from connectors.errors import Unsupported
+from connectors.errors import PermanentError, Unsupported
 
 
 @dataclass(frozen=True)
