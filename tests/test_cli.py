@@ -17,7 +17,7 @@ import redis
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from bridge import db, ledger
+from bridge import db, intake, ledger
 from bridge.cli import cli
 from bridge.models import Attempt
 from bridge.settings import Settings
@@ -291,13 +291,13 @@ def test_db_upgrade_then_status(backend: Any, tmp_path: Path) -> None:
         where = "DATABASE_URL " + sa.make_url(backend.database_url).render_as_string()
     else:
         where = f"the SQLite ledger {tmp_path / 'home' / 'ledger.sqlite3'}"
-    upgraded = done.stdout.startswith(f"upgraded {where} to revision 0001 (was ")
+    upgraded = done.stdout.startswith(f"upgraded {where} to revision 0002 (was ")
     # The shared PostgreSQL test database was brought up to date by an earlier test.
     assert upgraded or (
-        backend.database_url and done.stdout == f"{where} is already at revision 0001\n"
+        backend.database_url and done.stdout == f"{where} is already at revision 0002\n"
     )
     again = fullkit(["db", "upgrade"], **env)
-    assert again.stdout == f"{where} is already at revision 0001\n"
+    assert again.stdout == f"{where} is already at revision 0002\n"
     status = fullkit(["status", "hubspot:77"], **env)  # the upgraded ledger answers
     assert status.returncode == 1
     assert status.stderr.strip() == "fullkit: no hand-off recorded for hubspot:77"
@@ -336,9 +336,8 @@ def _failed_before_a_kit(settings: Settings, deal_id: str) -> None:
     db.prepare(engine, settings)
     sessions = db.session_factory(engine)
     moment = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
-    started = ledger.record_stage_change(
-        sessions, ledger.ChangeEvent("hubspot", deal_id, "closedwon", moment)
-    )
+    change = intake.observed_change("hubspot", deal_id, "closedwon", moment, "test")
+    started = ledger.record_stage_change(sessions, change)
     with sessions() as session:
         attempt = session.get(Attempt, started.attempt_id)
         ledger.move(attempt, "failed")

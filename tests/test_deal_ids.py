@@ -3,8 +3,15 @@ wherever an operator types them (API, `fullkit status`, `replay`, `kit check`)."
 
 from __future__ import annotations
 
-import pytest
+import datetime as dt
+from typing import Any
 
+import pytest
+from click.testing import CliRunner
+
+from bridge import db, intake, ledger
+from bridge.app import create_app
+from bridge.cli import cli
 from bridge.deal_ids import InvalidDealId, canonical_deal_id, salesforce_id18
 
 # Published examples of Salesforce's 15 -> 18 conversion (CASESAFEID).
@@ -16,6 +23,7 @@ EXAMPLES = [
     ("a0FE000000D6r3F", "a0FE000000D6r3FMAR"),
     ("0019000000B98de", "0019000000B98deAAB"),
 ]
+OPPORTUNITY_15, OPPORTUNITY_18 = "0065g00000AbCdE", "0065g00000AbCdEAAV"
 
 
 @pytest.mark.parametrize(("id15", "id18"), EXAMPLES)
@@ -57,3 +65,55 @@ def test_hubspot_ids_are_digits_as_they_are() -> None:
 def test_an_unknown_crm_is_refused() -> None:
     with pytest.raises(InvalidDealId, match="known: hubspot, salesforce"):
         canonical_deal_id("pipedrive", "1")
+
+
+@pytest.fixture
+def recorded(settings: Any) -> Any:
+    """A Salesforce opportunity with one hand-off attempt on the ledger."""
+    engine = db.make_engine(settings)
+    db.prepare(engine, settings)
+    moment = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
+    change = intake.observed_change("salesforce", OPPORTUNITY_15, "Closed Won", moment, "t")
+    ledger.record_stage_change(db.session_factory(engine), change)
+    engine.dispose()
+    return settings
+
+
+@pytest.mark.parametrize("given", [OPPORTUNITY_15, OPPORTUNITY_18, OPPORTUNITY_18.lower()])
+def test_the_api_finds_a_salesforce_deal_by_either_id(recorded: Any, given: str) -> None:
+    client = create_app(recorded).test_client()
+    answer = client.get(
+        f"/api/handoffs/salesforce/{given}", headers={"Authorization": "Bearer admin"}
+    )
+    assert answer.status_code == 200
+    assert answer.get_json()["deal_id"] == OPPORTUNITY_18
+
+
+def test_the_api_answers_404_for_what_is_no_id(recorded: Any) -> None:
+    client = create_app(recorded).test_client()
+    headers = {"Authorization": "Bearer admin"}
+    answer = client.get("/api/handoffs/salesforce/not-an-id", headers=headers)
+    assert answer.status_code == 404
+    assert "15 or 18" in answer.get_json()["error"]
+    assert client.get("/api/handoffs/jira/1", headers=headers).status_code == 404
+
+
+def _env(settings: Any) -> dict[str, str]:
+    env = {"FULLKIT_HOME": str(settings.home), "REDIS_URL": str(settings.redis_url)}
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
+    return env
+
+
+def test_status_finds_a_salesforce_deal_by_its_15_character_id(recorded: Any) -> None:
+    result = CliRunner().invoke(cli, ["status", f"salesforce:{OPPORTUNITY_15}"], env=_env(recorded))
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"salesforce:{OPPORTUNITY_18} — owner sales since ")
+
+
+def test_status_refuses_what_is_no_id_as_a_usage_error(recorded: Any) -> None:
+    result = CliRunner().invoke(
+        cli, ["status", "salesforce:0065g00000AbCdE5AA"], env=_env(recorded)
+    )
+    assert result.exit_code == 2
+    assert "is not a Salesforce id" in result.output
