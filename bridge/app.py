@@ -12,11 +12,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import sessionmaker
 
-from bridge import db, ledger
+from bridge import db, ledger, receivers
+from bridge.deal_ids import InvalidDealId, canonical_deal_id
 from bridge.logging import configure_logging
 from bridge.metrics import REGISTRY, LedgerCollector
 from bridge.queue import HandoffQueue, QueueUnavailable, connect
-from bridge.receivers import hubspot as hubspot_receiver
 from bridge.rules import Rules, load_rules
 from bridge.settings import Settings, load_settings
 
@@ -29,7 +29,7 @@ class WebApp:
 
     settings: Settings
     rules: Rules
-    handoff_stages: frozenset[str]
+    handoff_stages: dict[str, frozenset[str]]  # per CRM: the stages its receivers watch
     _engine: Engine | None = None
     _redis: redis.Redis | None = None
     _extra: dict[str, Any] = field(default_factory=dict)
@@ -61,13 +61,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     state = WebApp(
         settings=settings,
         rules=rules,
-        handoff_stages=frozenset(rules.handoff_stage_refs("hubspot")),
+        handoff_stages=receivers.watched_stages(rules),
     )
     _prepare_ledger(state)
     app = Flask("fullkit")
     app.config["FULLKIT"] = state
     app.config["MAX_CONTENT_LENGTH"] = None  # receivers enforce their own 1 MiB limit
-    app.register_blueprint(hubspot_receiver.blueprint)
+    for blueprint in receivers.blueprints():
+        app.register_blueprint(blueprint)
     app.register_blueprint(ops)
     app.register_blueprint(api)
     _register_collector(state)
@@ -153,8 +154,11 @@ def handoffs(crm: str, deal_id: str) -> Response:
     refused = _authorized()
     if refused is not None:
         return refused
-    if crm not in {"hubspot", "salesforce"}:
-        return _error(404, f"unknown CRM {crm}")
+    try:
+        deal_id = canonical_deal_id(crm, deal_id)
+    except InvalidDealId as exc:
+        # Never a recorded deal: answered as one unknown, with what an id looks like.
+        return _error(404, str(exc))
     try:
         with _state().sessions()() as session:
             history = ledger.deal_history(session, crm, deal_id)

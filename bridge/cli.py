@@ -322,10 +322,16 @@ def sweep(older_than: Any, within: Any) -> None:
 
 
 def _handoff_ref(ref: str) -> tuple[str, str]:
+    """(crm, canonical deal id): Salesforce's 15- and 18-character ids name one deal."""
+    from bridge.deal_ids import CRMS, InvalidDealId, canonical_deal_id
+
     crm, _, deal_id = ref.partition(":")
-    if crm not in {"hubspot", "salesforce"} or not deal_id:
+    if crm not in CRMS or not deal_id:
         raise click.UsageError(f"expected CRM:DEAL_ID, e.g. hubspot:1234 (got {ref!r})")
-    return crm, deal_id
+    try:
+        return crm, canonical_deal_id(crm, deal_id)
+    except InvalidDealId as exc:
+        raise click.UsageError(f"{exc} (in {ref!r})") from None
 
 
 @cli.group(name="db")

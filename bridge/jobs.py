@@ -7,7 +7,6 @@ import random
 
 import redis
 import structlog
-from rq import Retry
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.registry import FailedJobRegistry
 from rq.timeouts import BaseTimeoutException
@@ -15,7 +14,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.exc import StaleDataError
 
-from bridge import ledger
+from bridge import intake, ledger
 from bridge.handoff import Handoffs
 from bridge.lease import attempt_lease, lease_key
 from bridge.models import Attempt
@@ -33,12 +32,9 @@ BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 300.0
 # An attempt nobody touched for this long while in progress lost its worker.
 STALL_SECONDS = 30
-# Recording a stage change only needs our own ledger; if that is down, try again for
-# about an hour (HubSpot's redeliveries, which requeue a failed job, go on for a day).
 # Attempts waiting for a quota reset spread over this many seconds after it, so a
 # quarter-end backlog does not spend the fresh quota in its first second.
 RESET_SPREAD_SECONDS = 60.0
-INTAKE_RETRY = Retry(max=8, interval=[5, 15, 30, 60, 120, 300, 600, 1200])
 
 
 def runtime() -> Runtime:
@@ -55,12 +51,22 @@ def use_runtime(value: Runtime | None) -> None:
 
 
 def handle_stage_change(
-    crm: str, deal_id: str, stage_ref: str, occurred_at_ms: int, event_ref: str
+    crm: str,
+    deal_id: str,
+    stage_ref: str,
+    occurred_at: int | str,
+    event_ref: str,
+    change_key: str | None = None,
 ) -> str:
-    """A hand-off-stage change arrived: record it once, and start an attempt if it may."""
+    """A hand-off-stage change arrived: record it once, and start an attempt if it may.
+
+    Queued by name (`bridge.intake.INTAKE_JOB`) with `StageChange.job_args()`; jobs
+    queued before change keys (epoch milliseconds, no key) still run.
+    """
     rt = runtime()
-    occurred_at = dt.datetime.fromtimestamp(occurred_at_ms / 1000, tz=dt.UTC)
-    change = ledger.ChangeEvent(crm, deal_id, stage_ref, occurred_at, event_ref)
+    change = intake.StageChange.from_job_args(
+        crm, deal_id, stage_ref, occurred_at, event_ref, change_key
+    )
     result = ledger.record_stage_change(rt.sessions, change)
     log.info("stage change", crm=crm, deal_id=deal_id, stage=stage_ref, outcome=result.outcome)
     if result.outcome == "started" and result.attempt_id is not None:

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.decision import Decision
+from bridge.intake import StageChange as Change
 from bridge.models import Attempt, DecisionRecord, RoundRobin, StageChange, Transition
 from bridge.packet import Finding
 
@@ -39,18 +40,7 @@ class ChangeOutcome:
     attempt_id: int | None
 
 
-@dataclass(frozen=True)
-class ChangeEvent:
-    """A deal entering a hand-off stage, identified by (crm, deal, stage, when)."""
-
-    crm: str
-    deal_id: str
-    stage_ref: str
-    occurred_at: dt.datetime
-    event_ref: str | None = None  # the delivery that brought it, for the record
-
-
-def record_stage_change(sessions: sessionmaker, change: ChangeEvent) -> ChangeOutcome:
+def record_stage_change(sessions: sessionmaker, change: Change) -> ChangeOutcome:
     """Record one hand-off-stage change once; start an attempt when ownership allows.
 
     Concurrent deliveries race on unique constraints, not on reads: the loser rolls
@@ -69,7 +59,7 @@ def record_stage_change(sessions: sessionmaker, change: ChangeEvent) -> ChangeOu
     raise RuntimeError(f"could not record the stage change of {change.crm}:{change.deal_id}")
 
 
-def would_start(session: Session, change: ChangeEvent) -> bool:
+def would_start(session: Session, change: Change) -> bool:
     """Whether recording this change now would start an attempt (the rules of `_record`)."""
     if _change_exists(session, change):
         return False
@@ -77,17 +67,14 @@ def would_start(session: Session, change: ChangeEvent) -> bool:
     return outcome == "started"
 
 
-def _change_exists(session: Session, change: ChangeEvent) -> bool:
+def _change_exists(session: Session, change: Change) -> bool:
     query = select(StageChange.id).where(
-        StageChange.crm == change.crm,
-        StageChange.deal_id == change.deal_id,
-        StageChange.stage_ref == change.stage_ref,
-        StageChange.occurred_at == change.occurred_at,
+        StageChange.crm == change.crm, StageChange.change_key == change.change_key
     )
     return session.scalar(query) is not None
 
 
-def _record(session: Session, change: ChangeEvent) -> ChangeOutcome:
+def _record(session: Session, change: Change) -> ChangeOutcome:
     if _change_exists(session, change):
         return ChangeOutcome("duplicate", None)
     now = utcnow()
@@ -101,6 +88,7 @@ def _record(session: Session, change: ChangeEvent) -> ChangeOutcome:
     session.add(
         StageChange(
             crm=change.crm,
+            change_key=change.change_key,
             deal_id=change.deal_id,
             stage_ref=change.stage_ref,
             occurred_at=change.occurred_at,
@@ -128,7 +116,7 @@ def _decide(latest: Attempt | None, occurred_at: dt.datetime) -> tuple[str, Atte
     return "in_progress", latest
 
 
-def new_attempt(change: ChangeEvent, number: int, now: dt.datetime) -> Attempt:
+def new_attempt(change: Change, number: int, now: dt.datetime) -> Attempt:
     attempt = Attempt(
         crm=change.crm,
         deal_id=change.deal_id,

@@ -138,12 +138,14 @@ class StageChange(Base):
 
     __tablename__ = "stage_changes"
     __table_args__ = (
-        UniqueConstraint("crm", "deal_id", "stage_ref", "occurred_at", name="uq_stage_change"),
+        UniqueConstraint("crm", "change_key", name="uq_stage_change_key"),
         Index("ix_stage_changes_deal", "crm", "deal_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     crm: Mapped[str] = mapped_column(String(20))
+    # How the CRM names this change (see bridge.intake): a redelivery carries the same key.
+    change_key: Mapped[str] = mapped_column(String(255))
     deal_id: Mapped[str] = mapped_column(String(64))
     stage_ref: Mapped[str] = mapped_column(String(100))
     occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -12,6 +12,7 @@ import redis
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.types import FunctionReferenceType
 
 from bridge.settings import Settings
 from bridge.valkey import EmbeddedValkey
@@ -58,7 +59,7 @@ class HandoffQueue:
         return Queue(QUEUE_NAME, connection=self.connection)
 
     def enqueue_unique(
-        self, func: Callable[..., Any], job_key: str, *args: Any, retry: Retry | None = None
+        self, func: FunctionReferenceType, job_key: str, *args: Any, retry: Retry | None = None
     ) -> bool:
         """Queue func(*args) under job_key; False when that job is queued or done already.
 

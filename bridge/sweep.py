@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 import redis
 from sqlalchemy.exc import DBAPIError
 
-from bridge import db, ledger
-from bridge.jobs import INTAKE_RETRY, handle_stage_change
-from bridge.queue import QueueUnavailable, job_id
+from bridge import db, intake, ledger
+from bridge.queue import QueueUnavailable
 from bridge.runtime import Runtime
 from bridge.settings import Settings
 from connectors.base import StageEntry
@@ -28,7 +27,6 @@ from connectors.errors import ConnectorError, NotConfigured, Unsupported
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _LONGEST = dt.timedelta(days=3650)
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def parse_duration(text: str) -> dt.timedelta:
@@ -123,16 +121,11 @@ def sweep(
 
 
 def _queue(rt: Runtime, crm: str, entry: StageEntry) -> bool:
-    occurred_ms = (entry.entered_at - _EPOCH) // dt.timedelta(milliseconds=1)
-    # The same instant handle_stage_change will record, so the ledger check matches it.
-    occurred_at = dt.datetime.fromtimestamp(occurred_ms / 1000, tz=dt.UTC)
-    change = ledger.ChangeEvent(crm, entry.deal_id, entry.stage_ref, occurred_at)
+    # For HubSpot the webhook's own key: a webhook that does arrive is the same change.
+    change = intake.observed_change(
+        crm, entry.deal_id, entry.stage_ref, entry.entered_at, f"{crm}-sweep"
+    )
     with rt.sessions() as session:
         if not ledger.would_start(session, change):
             return False  # this change or a later one has an attempt; or ops owns the deal
-    # The receiver's key for this change: a webhook that does arrive is the same job.
-    key = job_id(crm, entry.deal_id, entry.stage_ref, occurred_ms)
-    return rt.queue.enqueue_unique(
-        handle_stage_change, key, crm, entry.deal_id, entry.stage_ref, occurred_ms,
-        f"{crm}-sweep", retry=INTAKE_RETRY,
-    )  # fmt: skip
+    return intake.queue_changes(rt.queue, [change]) == 1

@@ -17,7 +17,7 @@ import redis
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from bridge import db, ledger
+from bridge import db, intake, ledger
 from bridge.cli import cli
 from bridge.models import Attempt
 from bridge.settings import Settings
@@ -363,9 +363,8 @@ def _failed_before_a_kit(settings: Settings, deal_id: str) -> None:
     db.prepare(engine, settings)
     sessions = db.session_factory(engine)
     moment = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
-    started = ledger.record_stage_change(
-        sessions, ledger.ChangeEvent("hubspot", deal_id, "closedwon", moment)
-    )
+    change = intake.observed_change("hubspot", deal_id, "closedwon", moment, "test")
+    started = ledger.record_stage_change(sessions, change)
     with sessions() as session:
         attempt = session.get(Attempt, started.attempt_id)
         ledger.move(attempt, "failed")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm.exc import StaleDataError
 
-from bridge import db, ledger
+from bridge import db, intake, ledger
 from bridge.models import Attempt
 
 T0 = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
@@ -24,7 +24,8 @@ def sessions(settings: Any) -> Any:
 
 
 def record(sessions: Any, at: dt.datetime, deal: str = "1", stage: str = "closedwon") -> Any:
-    return ledger.record_stage_change(sessions, ledger.ChangeEvent("hubspot", deal, stage, at))
+    change = intake.observed_change("hubspot", deal, stage, at, "test")
+    return ledger.record_stage_change(sessions, change)
 
 
 def finish(sessions: Any, attempt_id: int, state: str) -> None:

@@ -4,6 +4,8 @@ what HubSpot would see (the status) and what Fullkit did (what got queued)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -14,7 +16,7 @@ from rq import Queue
 from bridge.app import create_app
 from bridge.queue import QUEUE_NAME
 from bridge.receivers.hubspot_signature import SignatureInvalid, decode_v3_uri, verify
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, ROOT
 from tests.hubspot_signing import v1_headers, v2_headers, v3_headers
 
 URI = "http://localhost/webhooks/hubspot"
@@ -49,7 +51,43 @@ def post(client: FlaskClient, body: str, headers: dict[str, str] | None = None) 
 def test_handoff_stage_change_is_queued(client: FlaskClient, app: Any) -> None:
     answer = post(client, fixture("deal_stage__closedwon.json"))
     assert answer.status_code == 204
-    assert queued(app) == [("hubspot", "1234", "closedwon", 1795774800000, "hubspot-event:100")]
+    # deal, stage, occurredAt as an aware time, the delivery, and the change key
+    assert queued(app) == [
+        (
+            "hubspot", "1234", "closedwon", "2026-11-27T10:20:00+00:00", "hubspot-event:100",
+            "1234:closedwon:1795774800000",
+        )
+    ]  # fmt: skip
+
+
+def test_the_intake_job_is_queued_by_name_without_importing_the_worker_side(
+    settings: Any,
+) -> None:
+    """Receiving imports no job or hand-off code (nor any module the app had not loaded)."""
+    script = f"""
+import sys
+from bridge.app import create_app
+from bridge.settings import load_settings
+from tests.hubspot_signing import v3_headers
+app = create_app(load_settings(FULLKIT_HOME={str(settings.home)!r},
+    REDIS_URL={settings.redis_url!r}, DATABASE_URL={settings.database_url!r},
+    FULLKIT_RULES_DIR={str(settings.rules_dir)!r}, HUBSPOT_CLIENT_SECRET={SECRET!r}))
+body = {fixture("deal_stage__closedwon.json")!r}
+before = set(sys.modules)
+answer = app.test_client().post("/webhooks/hubspot", data=body,
+    headers=v3_headers({SECRET!r}, {URI!r}, body))
+assert answer.status_code == 204, answer.status_code
+worker_side = [m for m in sys.modules if m in ("bridge.jobs", "bridge.handoff")]
+ours = [m for m in set(sys.modules) - before if m.startswith(("bridge", "connectors"))]
+print(sorted(ours) + worker_side)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    queue = Queue(QUEUE_NAME, connection=create_app(settings).config["FULLKIT"].queue().connection)
+    assert [job.func_name for job in queue.jobs] == ["bridge.jobs.handle_stage_change"]
 
 
 def test_other_stage_is_answered_but_not_queued(client: FlaskClient, app: Any) -> None:

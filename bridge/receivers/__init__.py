@@ -1,1 +1,42 @@
-"""Webhook receivers: verify, parse, queue. They never call a CRM and know no kits."""
+"""Webhook receivers: verify, parse, queue. They never call a CRM and know no kits.
+
+Each CRM registers its receivers here; the app mounts them and hands each CRM the one
+thing it needs from the rules: the set of hand-off stages (as that CRM names them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flask import Blueprint
+from werkzeug.utils import import_string
+
+if TYPE_CHECKING:
+    from bridge.rules import Rules
+
+
+@dataclass(frozen=True)
+class Receiver:
+    crm: str
+    # "module:attribute" of each blueprint, imported only when an app mounts it.
+    blueprints: tuple[str, ...]
+
+
+RECEIVERS: dict[str, Receiver] = {
+    receiver.crm: receiver
+    for receiver in (Receiver("hubspot", ("bridge.receivers.hubspot:blueprint",)),)
+}
+
+
+def blueprints() -> Iterator[Blueprint]:
+    for receiver in RECEIVERS.values():
+        for path in receiver.blueprints:
+            blueprint: Blueprint = import_string(path)
+            yield blueprint
+
+
+def watched_stages(rules: Rules) -> dict[str, frozenset[str]]:
+    """Per CRM with a receiver, the stages whose changes are hand-offs."""
+    return {crm: frozenset(rules.handoff_stage_refs(crm)) for crm in RECEIVERS}

@@ -18,8 +18,10 @@ from pydantic import (
     ValidationError,
 )
 
+from bridge import intake
+from bridge.deal_ids import InvalidDealId
 from bridge.metrics import EVENTS_QUEUED, RECEIVER_SECONDS
-from bridge.queue import QueueUnavailable, job_id
+from bridge.queue import QueueUnavailable
 from bridge.receivers import hubspot_signature
 from bridge.receivers.common import Refusal, count, public_url, read_body, require_content_type
 
@@ -87,8 +89,8 @@ def _receive() -> int:
     if text is None:
         raise Refusal(400, "body is not UTF-8")
     events = _parse(text)
-    changes = [e for e in events if _is_handoff(e, app.handoff_stages, app.settings.hubspot_app_id)]
-    _queue(app, changes)
+    stages = app.handoff_stages[RECEIVER]
+    _queue(app, [_change(e) for e in events if _is_handoff(e, stages, app.settings.hubspot_app_id)])
     return 204
 
 
@@ -123,18 +125,18 @@ def _is_handoff(event: HubSpotEvent, stages: frozenset[str], app_id: str | None)
     return not own_write
 
 
-def _queue(app: Any, changes: list[HubSpotEvent]) -> None:
-    from bridge.jobs import INTAKE_RETRY, handle_stage_change
-
+def _change(event: HubSpotEvent) -> intake.StageChange:
     try:
-        queue = app.queue()
-        for event in changes:
-            deal_id, stage = str(event.objectId), str(event.propertyValue)
-            key = job_id("hubspot", deal_id, stage, event.occurredAt)
-            if queue.enqueue_unique(
-                handle_stage_change, key, "hubspot", deal_id, stage, event.occurredAt,
-                f"hubspot-event:{event.eventId}", retry=INTAKE_RETRY,
-            ):  # fmt: skip
-                EVENTS_QUEUED.labels(crm="hubspot").inc()
+        return intake.hubspot_change(
+            event.objectId, str(event.propertyValue), event.occurredAt, event.eventId
+        )
+    except InvalidDealId as exc:
+        raise Refusal(400, f"not a HubSpot event batch: objectId: {exc}") from None
+
+
+def _queue(app: Any, changes: list[intake.StageChange]) -> None:
+    try:
+        queued = intake.queue_changes(app.queue(), changes)
     except QueueUnavailable:
         raise Refusal(503, "queue unavailable; retry later") from None
+    EVENTS_QUEUED.labels(crm=RECEIVER).inc(queued)

@@ -10,8 +10,8 @@ import datetime as dt
 import sqlalchemy as sa
 from alembic import op
 
-revision = "decision"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
