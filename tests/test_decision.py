@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from bridge import db, ledger
+from bridge import db, intake, ledger
 from bridge.decision import Decision, packet_snapshot, snapshot_digest
 from bridge.handoff import Handoffs
 from bridge.models import Attempt
@@ -181,7 +181,8 @@ def test_attempts_advanced_together_share_each_crm_call(stack: Stack) -> None:
     ids = []
     for deal_id in (complete, incomplete):
         stack.sandbox.move_deal(deal_id, "closedwon")
-        change = ledger.ChangeEvent("hubspot", deal_id, "closedwon", ledger.utcnow())
+        now_ms = int(ledger.utcnow().timestamp() * 1000)
+        change = intake.hubspot_change(int(deal_id), "closedwon", now_ms, event_id=1)
         ids.append(ledger.record_stage_change(stack.runtime.sessions, change).attempt_id)
     stack.sandbox.reset_calls()
     with stack.runtime.sessions() as session:
