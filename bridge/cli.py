@@ -91,8 +91,12 @@ def worker(burst: bool) -> None:
 
 @cli.command()
 @click.option("--keep", is_flag=True, help="Leave everything running and print the URLs.")
-@click.option("--deals", default=10, show_default=True, type=click.IntRange(5, 100))
-def demo(keep: bool, deals: int) -> None:
+@click.option(
+    "--deals",
+    type=click.IntRange(5, 100),
+    help="How many deals to hand off, cycling the scenarios  [default: each scenario once]",
+)
+def demo(keep: bool, deals: int | None) -> None:
     """Run the whole hand-off story against the loopback sandbox."""
     from bridge.demo import DemoError, run_demo
 

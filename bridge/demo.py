@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -28,7 +29,15 @@ from bridge.settings import Settings, load_settings
 from bridge.valkey import EmbeddedValkey, free_port
 from sandbox import HubSpotSandbox, WriteSource, start_sandbox
 
-SETTLE_SECONDS = 60.0
+# A hand-off that HubSpot's rate limit keeps answering 429 backs off for up to a minute after
+# a few retries; no deal settling for twice that long means something is stuck, not busy.
+SETTLE_SECONDS = 120.0
+# HubSpot's burst limit for a Professional or Enterprise portal, the kind that runs a
+# ticket hand-off to ops (Free and Starter get 100). The sandbox enforces it: past it,
+# Fullkit waits out HubSpot's 429s as it would in production.
+PORTAL_RATE_LIMIT = (190, 10.0)
+# What `hubspot setup` says of each property group and property ("deals: property ...").
+PROPERTY_LINE = re.compile(r"^\w+: property (group )?\w+ ")
 
 
 @dataclass
@@ -40,6 +49,8 @@ class Scenario:
     contacts: list[dict[str, str]] = field(default_factory=list)
     line_items: list[dict[str, str]] = field(default_factory=list)
     fix: dict[str, str] | None = None  # for the resubmitted deal: what sales adds
+    # Files sales attached to the deal: (name, extension, "notes" or "emails").
+    files: list[tuple[str, str, str]] = field(default_factory=list)
     deal_id: str = ""
     moved_at: float = 0.0
 
@@ -59,6 +70,27 @@ def sample_contacts(*roles: str | None) -> list[dict[str, str]]:
 
 
 LINE = [{"name": "Platform licence", "quantity": "10", "price": "1200"}]
+ORDER_FORM = ("Signed order form", "pdf", "notes")
+# A big account as real portals hold them: more contacts than a deal read embeds (100), so
+# the rest come from association pages, and only the last one has a role.
+BIG_CONTACTS, BIG_LINE_ITEMS = 150, 120
+
+
+def big_account(kickoff: str) -> Scenario:
+    contacts = sample_contacts(*[None] * (BIG_CONTACTS - 1), "billing")
+    items = [{"name": f"Site licence {n + 1}", "quantity": "1", "price": "400"}
+             for n in range(BIG_LINE_ITEMS)]  # fmt: skip
+    name = f"Massive Dynamic — {BIG_CONTACTS} contacts, {BIG_LINE_ITEMS} line items"
+    return Scenario(
+        f"big account: {BIG_CONTACTS} contacts (only the last has a role), "
+        f"{BIG_LINE_ITEMS} line items",
+        "accepted",
+        {"dealname": name, "pipeline": "default", "dealstage": "contractsent",
+         "amount": "48000", "plan_tier": "enterprise", "sso_provider": "Azure AD",
+         "kickoff_date": kickoff},
+        {"name": "Massive Dynamic", "domain": "massive.example"},
+        contacts, items, files=[("Order Form (signed)", "pdf", "emails")],
+    )  # fmt: skip
 
 
 def scenarios(kickoff: str) -> list[Scenario]:
@@ -75,9 +107,10 @@ def scenarios(kickoff: str) -> list[Scenario]:
     return [
         Scenario("complete pro deal", "accepted", deal("Acme Corp — Pro"),
                  company("Acme Corp"), sample_contacts("billing", "champion"), LINE),
-        Scenario("complete enterprise deal with SSO", "accepted",
+        Scenario("complete enterprise deal with SSO and signed order form", "accepted",
                  deal("Globex — Enterprise", plan_tier="enterprise", sso_provider="Okta"),
-                 company("Globex"), sample_contacts("billing", "technical"), LINE),
+                 company("Globex"), sample_contacts("billing", "technical"), LINE,
+                 files=[ORDER_FORM]),
         Scenario("starter deal (SSO not required)", "accepted",
                  deal("Initech — Starter", plan_tier="starter", amount="900"),
                  company("Initech"), sample_contacts("billing"), LINE),
@@ -90,7 +123,11 @@ def scenarios(kickoff: str) -> list[Scenario]:
                  sample_contacts("champion", "technical"), LINE),
         Scenario("enterprise without SSO provider", "returned",
                  deal("Wayne — Enterprise", plan_tier="enterprise"), company("Wayne"),
-                 sample_contacts("billing"), LINE),
+                 sample_contacts("billing"), LINE, files=[ORDER_FORM]),
+        Scenario("enterprise without the signed order form", "returned",
+                 deal("Oscorp — Enterprise", plan_tier="enterprise", sso_provider="Okta"),
+                 company("Oscorp"), sample_contacts("billing"), LINE,
+                 files=[("Pricing proposal", "pdf", "emails")]),
         Scenario("several items missing", "returned", deal("Tyrell — Pro", amount="0",
                  kickoff_date=""), company("Tyrell", "-"), sample_contacts(None)),
         Scenario("company domain missing", "returned", deal("Cyberdyne — Pro"),
@@ -98,6 +135,7 @@ def scenarios(kickoff: str) -> list[Scenario]:
         Scenario("fixed, then resubmitted", "resubmitted", deal("Soylent — Pro",
                  kickoff_date=""), company("Soylent"), sample_contacts("billing"), LINE,
                  fix={"kickoff_date": kickoff}),
+        big_account(kickoff),
     ]  # fmt: skip
 
 
@@ -166,7 +204,8 @@ def demo_lock(home: Path) -> Iterator[None]:
         yield
 
 
-def run_demo(*, keep: bool = False, deal_count: int = 10) -> int:
+def run_demo(*, keep: bool = False, deal_count: int | None = None) -> int:
+    """Hand off deal_count deals (default: each scenario once), cycling the scenarios."""
     started = time.monotonic()
     home = demo_home()
     with demo_lock(home):
@@ -184,16 +223,18 @@ def _raise_stopped(_signum: int, _frame: object) -> None:
     raise Stopped
 
 
-def _run(home: Path, keep: bool, deal_count: int, started: float) -> int:
+def _run(home: Path, keep: bool, deal_count: int | None, started: float) -> int:
     EmbeddedValkey(home).stop() if home.exists() else None
     shutil.rmtree(home, ignore_errors=True)
-    box = HubSpotSandbox(app_id=4_242_424)
+    box = HubSpotSandbox(app_id=4_242_424, rate_limit=PORTAL_RATE_LIMIT)
     box.seed_default_portal()
     running = start_sandbox(sandbox=box)
     stack: Stack | None = None
     try:
         stack = start_stack(home, running.url, box)
-        print(f"Sandbox HubSpot at {running.url}; Fullkit at {stack.url}", flush=True)
+        requests_, seconds = PORTAL_RATE_LIMIT
+        print(f"Sandbox HubSpot at {running.url} (a Professional portal: {requests_} requests "
+              f"per {seconds:.0f} s); Fullkit at {stack.url}", flush=True)  # fmt: skip
         box.subscribe(f"{stack.url}/webhooks/hubspot", stack.env["HUBSPOT_CLIENT_SECRET"],
                       app_id=box.app_id, signature_version="v3", generic=True)  # fmt: skip
         plays = _play(box, stack, deal_count)
@@ -230,9 +271,7 @@ def start_stack(home: Path, sandbox_url: str, box: HubSpotSandbox, verbose: bool
     for name in ("REDIS_URL", "DATABASE_URL"):
         env.pop(name, None)  # the demo runs on the embedded defaults
     settings = load_settings(**{k: v for k, v in env.items() if k.isupper()})
-    from connectors.hubspot_setup import setup_properties
-
-    for line in setup_properties(settings):
+    for line in hubspot_setup(settings):
         if verbose:
             print(f"  hubspot setup: {line}", flush=True)
     stack = Stack(settings, env, url=f"http://127.0.0.1:{port}")
@@ -252,6 +291,31 @@ def start_stack(home: Path, sandbox_url: str, box: HubSpotSandbox, verbose: bool
     return stack
 
 
+def hubspot_setup(settings: Settings) -> list[str]:
+    """`fullkit hubspot setup` on the sandbox portal, told in a few lines instead of one a
+    property: what it created, then each check (token scopes; per kit, its ticket pipeline
+    and stage and its ops owners)."""
+    from bridge.rules import load_rules
+    from connectors.hubspot_checks import setup_portal
+
+    result = setup_portal(settings, load_rules(settings.rules_dir).kits)
+    if not result.ok:
+        raise DemoError("hubspot setup found problems:\n" + "\n".join(
+            f"  {problem}" for problem in result.problems))  # fmt: skip
+    made = [line for line in result.lines if PROPERTY_LINE.match(line)]
+    created = sum(1 for line in made if line.endswith(" created"))
+    checks: dict[str, list[str]] = {}
+    for line in result.lines:
+        if line not in made:
+            subject, _, said = line.partition(": ")
+            checks.setdefault(subject, []).append(said)
+    return [
+        f"fullkit property groups and properties: {created} created, "
+        f"{len(made) - created} already present",
+        *(f"{subject}: {'; '.join(said)}" for subject, said in checks.items()),
+    ]
+
+
 def _ready(stack: Stack) -> Callable[[], bool]:
     worker_log = stack.settings.home / "logs" / "worker.log"
     return lambda: _healthy(stack.url) and b"worker ready" in worker_log.read_bytes()
@@ -265,10 +329,10 @@ def _tail(log: Path, lines: int = 5) -> str:
     return "\n".join(f"  {line}" for line in said[-lines:]) or "  (nothing logged)"
 
 
-def _play(box: HubSpotSandbox, stack: Stack, deal_count: int) -> list[Scenario]:
+def _play(box: HubSpotSandbox, stack: Stack, deal_count: int | None) -> list[Scenario]:
     kickoff = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 21 * 86400))
     base = scenarios(kickoff)
-    plays = [_nth(base, n) for n in range(deal_count)]
+    plays = [_nth(base, n) for n in range(deal_count or len(base))]
     for n, play in enumerate(plays):
         slug = play.deal["dealname"].split()[0].lower()
         contacts = [{**c, "email": f"{c['email'].split('@')[0]}.{n}@{slug}.example"}
@@ -276,22 +340,23 @@ def _play(box: HubSpotSandbox, stack: Stack, deal_count: int) -> list[Scenario]:
         play.deal_id = box.create_deal(play.deal, company=play.company, contacts=contacts,
                                        line_items=play.line_items,
                                        owner_email="sales-sam@example.com")  # fmt: skip
+        for name, extension, via in play.files:
+            box.attach_file(play.deal_id, name, extension, via=via)
     print(f"Moving {len(plays)} deals to the hand-off stage (closedwon)…", flush=True)
     for play in plays:
         play.moved_at = time.time()
         box.move_deal(play.deal_id, "closedwon")
     sessions = db.session_factory(db.make_engine(stack.settings))
-    ids = [p.deal_id for p in plays]
-    wait_for(lambda: _settled(sessions, ids, 1), SETTLE_SECONDS, "every deal to settle",
-             stack.check_alive)  # fmt: skip
+    wait_settled(Settling(sessions, [p.deal_id for p in plays], 1), "every deal to settle",
+                 stack.check_alive)  # fmt: skip
     resubmitted = [p for p in plays if p.fix]
     for play in resubmitted:
         print(f"Sales fixes deal {play.deal_id} ({play.deal['dealname']}) and resubmits it…")
         box.update("deals", play.deal_id, dict(play.fix or {}), source=WriteSource.user(None))
         play.moved_at = time.time()
         box.move_deal(play.deal_id, "closedwon")
-    wait_for(lambda: _settled(sessions, [p.deal_id for p in resubmitted], 2), SETTLE_SECONDS,
-             "the resubmitted deals to settle", stack.check_alive)  # fmt: skip
+    wait_settled(Settling(sessions, [p.deal_id for p in resubmitted], 2),
+                 "the resubmitted deals to settle", stack.check_alive)  # fmt: skip
     return plays
 
 
@@ -303,13 +368,41 @@ def _nth(base: list[Scenario], n: int) -> Scenario:
     return replace(play, deal={**play.deal, "dealname": name})
 
 
-def _settled(sessions: Any, deal_ids: list[str], attempts: int) -> bool:
-    with sessions() as session:
-        for deal_id in deal_ids:
-            latest = ledger.latest_attempt(session, "hubspot", deal_id)
-            if latest is None or latest.number < attempts or latest.state in ledger.IN_PROGRESS:
-                return False
-    return True
+@dataclass
+class Settling:
+    """Which of the deals have settled: their attempt number `attempts` is over."""
+
+    sessions: Any
+    deal_ids: list[str]
+    attempts: int
+    done: set[str] = field(default_factory=set)
+
+    def count(self) -> int:
+        with self.sessions() as session:
+            for deal_id in self.deal_ids:
+                if deal_id in self.done:
+                    continue  # settled stays settled: no need to ask the ledger again
+                latest = ledger.latest_attempt(session, "hubspot", deal_id)
+                if latest and latest.number >= self.attempts:
+                    if latest.state not in ledger.IN_PROGRESS:
+                        self.done.add(deal_id)
+        return len(self.done)
+
+
+def wait_settled(settling: Settling, what: str, alive: Callable[[], None]) -> None:
+    """Wait until every deal has settled, giving up only when none settles for a while:
+    many deals take minutes within HubSpot's rate limit, and that is no hang."""
+    total, settled, since = len(settling.deal_ids), -1, time.monotonic()
+    while (count := settling.count()) < total:
+        alive()
+        if count > settled:
+            settled, since = count, time.monotonic()
+        elif time.monotonic() - since > SETTLE_SECONDS:
+            raise DemoError(
+                f"no deal settled for {SETTLE_SECONDS:.0f}s while waiting for {what} "
+                f"({count} of {total} settled)"
+            )
+        time.sleep(0.1)
 
 
 def _report(box: HubSpotSandbox, stack: Stack, plays: list[Scenario], wall: float) -> int:

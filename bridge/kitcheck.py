@@ -175,7 +175,15 @@ _EXAMPLE: dict[str, Any] = {
         {"name": "Platform seat", "quantity": 25, "price": 800},
         {"name": "Onboarding package", "quantity": 1, "price": 4000},
     ],
-    "attachments": [{"name": "signed-order-form.pdf"}],
+    "attachments": [
+        {
+            "name": "Signed order form",
+            "extension": "pdf",
+            "type": "DOCUMENT",
+            "size": 48213,
+            "source": "note",
+        }
+    ],
 }
 
 _PLACEHOLDERS: dict[str, Any] = {

@@ -86,8 +86,9 @@ def test_kit_check_names_the_deal_and_lists_passed_and_not_applicable(tmp_path: 
         '  - billing-contact: contacts.exists(c, c.role == "billing" && has(c.email))',
         "  - line-items: size(line_items) > 0",
         "  - company-domain: company.domain is set",
-        "not applicable (1):",
+        "not applicable (2):",
         '  - sso-provider: only when deal.plan == "enterprise"',
+        '  - signed-order-form: only when deal.plan == "enterprise"',
         "kit new-customer: 1 missing — ops cannot accept",
     ]
 

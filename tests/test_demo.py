@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import requests
 
 from bridge import demo
 from bridge.valkey import EmbeddedValkey, _alive
+from connectors.hubspot_app import required_scopes
 from tests.conftest import ROOT
 
 
@@ -34,28 +36,66 @@ def _wait_for(check: object, timeout: float = 120.0) -> None:
         time.sleep(0.1)
 
 
-def test_each_deal_is_reported_once_and_the_totals_add_up(tmp_path: Path) -> None:
+@dataclass
+class DemoRun:
+    home: Path
+    count: int
+    stdout: str
+
+    @property
+    def rows(self) -> list[list[str]]:
+        """The table's rows, one list of column values per deal."""
+        lines = self.stdout.splitlines()
+        return [re.split(r" {2,}", line.strip()) for line in lines if re.match(r"\d+  ", line)]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """One demo for the tests that read its output, with two more deals than scenarios so
+    that the first two come round again."""
+    home = tmp_path_factory.mktemp("demo-run")
+    count = len(demo.scenarios("2027-01-15")) + 2
     done = subprocess.run(
-        [sys.executable, "-m", "bridge", "demo", "--deals", "12"],
-        env=demo_env(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "bridge", "demo", "--deals", str(count)],
+        env=demo_env(home), cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    rows = [line.split("  ") for line in done.stdout.splitlines() if re.match(r"\d+  ", line)]
-    deal_ids = [row[0] for row in rows]
-    assert len(deal_ids) == 12 and len(set(deal_ids)) == 12
+    return DemoRun(home, count, done.stdout)
+
+
+def test_each_deal_is_reported_once_and_the_totals_add_up(demo_run: DemoRun) -> None:
+    count, stdout = demo_run.count, demo_run.stdout
+    deal_ids = [row[0] for row in demo_run.rows]
+    assert len(deal_ids) == count and len(set(deal_ids)) == count
     summary = re.search(
-        r"12 deals: (\d+) accepted into tickets, (\d+) returned to sales; (\d+) tickets, "
+        rf"{count} deals: (\d+) accepted into tickets, (\d+) returned to sales; (\d+) tickets, "
         r"(\d+) tasks",
-        done.stdout,
+        stdout,
     )
-    assert summary, done.stdout
+    assert summary, stdout
     accepted, returned, tickets, tasks = map(int, summary.groups())
-    assert accepted + returned == 12
-    assert tickets == accepted == sum(1 for line in done.stdout.splitlines()
-                                      if re.match(r"\d+  .*accepted  ", line))  # fmt: skip
+    assert accepted + returned == count
+    assert tickets == accepted == sum(1 for row in demo_run.rows if row[2].endswith("accepted"))
     # Every return leaves a task; a deal returned and then accepted left one too.
-    assert tasks == returned + done.stdout.count("returned → accepted")
-    assert EmbeddedValkey(tmp_path / "demo").running() is None
+    assert tasks == returned + stdout.count("returned → accepted")
+    assert EmbeddedValkey(demo_run.home / "demo").running() is None
+
+
+def test_enterprise_order_forms_a_big_account_and_what_setup_checked(demo_run: DemoRun) -> None:
+    outcomes = {row[1]: row[2:4] for row in demo_run.rows}
+    assert outcomes["Globex — Enterprise"][0] == "accepted"  # its note carries the order form
+    assert outcomes["Globex — Enterprise #2"][0] == "accepted"
+    assert outcomes["Oscorp — Enterprise"] == [
+        "returned",
+        "1 missing: Attach the signed order form to the deal (a note or email)",
+    ]
+    # The billing contact is the 150th, beyond the 100 a deal read embeds.
+    assert outcomes["Massive Dynamic — 150 contacts, 120 line items"][0] == "accepted"
+    setup = [line for line in demo_run.stdout.splitlines() if "hubspot setup: " in line]
+    assert len(setup) == 3, setup
+    assert f"token scopes: all {len(required_scopes())} required scopes granted" in setup[1]
+    assert "kit new-customer: ticket pipeline '0'" in setup[2]
+    assert "stage '1' (New) found; ops owners are HubSpot owners" in setup[2]
 
 
 def test_sigterm_stops_a_kept_demo_and_a_second_demo_is_refused(tmp_path: Path) -> None:

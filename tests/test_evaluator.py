@@ -303,6 +303,7 @@ def test_shipped_kit_lists_everything_an_incomplete_deal_lacks() -> None:
         ("sso-provider", "Enterprise deals need the SSO provider"),
         ("line-items", "Add the purchased products as line items"),
         ("company-domain", "Set the company domain on the associated company"),
+        ("signed-order-form", "Attach the signed order form to the deal (a note or email)"),
     ]
 
 

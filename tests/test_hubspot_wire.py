@@ -306,8 +306,12 @@ def test_only_kits_that_check_attachments_ask_for_them(tmp_path: Path) -> None:
     rules = tmp_path / "rules"
     shutil.copytree(ROOT / "kit_rules", rules)
     (kit,) = load_rules(rules).kits
-    assert not kit.uses("attachments")
+    assert kit.uses("attachments")  # the shipped kit's signed order form for enterprise deals
     path = rules / "kits" / "10-new-customer.yaml"
+    shipped = path.read_text()
+    path.write_text(shipped[: shipped.index("\n  - id: signed-order-form")] + "\n")
+    (kit,) = load_rules(rules).kits
+    assert not kit.uses("attachments")
     path.write_text(path.read_text() + ORDER_FORM)
     (kit,) = load_rules(rules).kits
     assert kit.uses("attachments")

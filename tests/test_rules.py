@@ -85,6 +85,7 @@ def test_shipped_rules_folder_is_valid() -> None:
         "sso-provider",
         "line-items",
         "company-domain",
+        "signed-order-form",
     ]
     assert kit.ops.target == "hubspot_ticket"
     assert kit.ops.owners == ("ops-anna@example.com", "ops-ben@example.com")
