@@ -9,12 +9,13 @@ from typing import Any
 import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import sessionmaker
 
-from bridge import db, ledger
+from bridge import db, ledger, rate_budget
 from bridge.logging import configure_logging
-from bridge.metrics import REGISTRY, LedgerCollector
+from bridge.metrics import REGISTRY, LedgerCollector, RateLimitCollector
 from bridge.queue import HandoffQueue, QueueUnavailable, connect
 from bridge.receivers import hubspot as hubspot_receiver
 from bridge.rules import Rules, load_rules
@@ -84,15 +85,18 @@ def _prepare_ledger(state: WebApp) -> None:
         pass  # /healthz reports it until the database is back
 
 
-_collector: LedgerCollector | None = None
+_collectors: list[Collector] = []
 
 
 def _register_collector(state: WebApp) -> None:
-    global _collector
-    if _collector is not None:
-        REGISTRY.unregister(_collector)
-    _collector = LedgerCollector(state.count_by_state)
-    REGISTRY.register(_collector)
+    for old in _collectors:
+        REGISTRY.unregister(old)
+    _collectors[:] = [
+        LedgerCollector(state.count_by_state),
+        RateLimitCollector(lambda: rate_budget.observed(state.queue().connection)),
+    ]
+    for collector in _collectors:
+        REGISTRY.register(collector)
 
 
 ops = Blueprint("ops", __name__)
