@@ -4,6 +4,7 @@ HubSpot's own word (a 429's wait, its remaining calls) holds back every one of t
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -11,9 +12,11 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from rq import Queue
 
 from bridge.rate_budget import BudgetSpent, Limit, Observed, RateBudget, RateBudgets
 from tests.conftest import Backend
+from tests.e2e import Stack, start_stack
 
 ACCOUNT = "https://api.hubapi.com pat-na1-test-token"
 
@@ -131,3 +134,51 @@ def test_keys_name_the_account_by_digest_never_by_token(backend: Backend) -> Non
         assert "pat-na1" not in key
         dumped = connection.dump(key) or b""
         assert b"pat-na1" not in dumped
+
+
+# --- through the sandbox, which enforces HubSpot's rolling window over real HTTP ------
+
+
+@pytest.fixture
+def tight_stack(make_settings: Any) -> Iterator[Stack]:
+    """A portal allowing 10 calls a second, and Fullkit told so."""
+    for stack in start_stack(lambda **kw: make_settings(HUBSPOT_RATE_LIMIT="10/1s", **kw)):
+        with stack.sandbox.lock:  # after set-up, which runs unpaced
+            stack.sandbox.rate_limit = (10, 1.0)
+            stack.sandbox.request_times.clear()
+        stack.sandbox.reset_calls()
+        yield stack
+
+
+def test_two_workers_handing_off_a_burst_draw_no_429(tight_stack: Stack) -> None:
+    stack = tight_stack
+    deals = [stack.complete_deal(f"Burst {n}", amount="0" if n % 3 == 0 else "900")
+             for n in range(8)]  # fmt: skip
+    for deal_id in deals:
+        stack.sandbox.move_deal(deal_id, "closedwon")
+    assert stack.sandbox.flush_webhooks(timeout=30)
+
+    def worker() -> None:
+        # What an RQ worker does with each job, in a thread of its own.
+        while found := Queue.dequeue_any([stack.queue], None, connection=stack.queue.connection):
+            found[0].perform()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for done in [pool.submit(worker) for _ in range(2)]:
+            done.result()
+
+    states = [stack.history(deal_id)["attempts"][0]["state"] for deal_id in deals]
+    assert states == ["returned" if n % 3 == 0 else "ops_created" for n in range(8)]
+    calls = stack.sandbox.calls()
+    assert len(calls) > 30  # more than three windows' worth: the limit was really in play
+    assert [c for c in calls if c.status == 429] == []
+
+
+def test_metrics_show_the_calls_hubspot_says_are_left(tight_stack: Stack) -> None:
+    stack = tight_stack
+    deal_id = stack.complete_deal()
+    stack.runtime.crm("hubspot").fetch_packets([deal_id])
+    calls = len(stack.sandbox.calls())
+    text = stack.app.test_client().get("/metrics").get_data(as_text=True)
+    assert 'fullkit_crm_rate_limit_max{crm="hubspot"} 10.0' in text
+    assert f'fullkit_crm_rate_limit_remaining{{crm="hubspot"}} {10 - calls}.0' in text
