@@ -159,14 +159,12 @@ class RateBudget:
         *,
         clock: Callable[[], float] | None = None,
         max_wait: float = MAX_WAIT_SECONDS,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.crm = crm
         self.limit = limit
         self.max_wait = max_wait
         self._redis = connection
         self._clock = clock
-        self._sleep = sleep
         self._log_key = f"{KEY_PREFIX}:{crm}:{account}"
         self._pause_key = f"{self._log_key}:pause"
         self._take = connection.register_script(_TAKE)
@@ -206,7 +204,7 @@ class RateBudget:
                 return slot
             if time.monotonic() + wait > deadline:
                 raise BudgetSpent(wait)
-            self._sleep(wait + random.uniform(0, WAKE_JITTER_SECONDS))
+            time.sleep(wait + random.uniform(0, WAKE_JITTER_SECONDS))
 
     def answered(self, slot: str | None, figures: Observed | None = None) -> None:
         """The call of `slot` was answered, with the CRM's own rate-limit figures if any.
