@@ -9,13 +9,14 @@ from typing import Any
 import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import sessionmaker
 
-from bridge import db, ledger, receivers
+from bridge import db, ledger, rate_budget, receivers
 from bridge.deal_ids import InvalidDealId, canonical_deal_id
 from bridge.logging import configure_logging
-from bridge.metrics import REGISTRY, LedgerCollector
+from bridge.metrics import REGISTRY, LedgerCollector, RateLimitCollector
 from bridge.queue import HandoffQueue, QueueUnavailable, connect
 from bridge.rules import Rules, load_rules
 from bridge.settings import Settings, load_settings
@@ -85,15 +86,18 @@ def _prepare_ledger(state: WebApp) -> None:
         pass  # /healthz reports it until the database is back
 
 
-_collector: LedgerCollector | None = None
+_collectors: list[Collector] = []
 
 
 def _register_collector(state: WebApp) -> None:
-    global _collector
-    if _collector is not None:
-        REGISTRY.unregister(_collector)
-    _collector = LedgerCollector(state.count_by_state)
-    REGISTRY.register(_collector)
+    for old in _collectors:
+        REGISTRY.unregister(old)
+    _collectors[:] = [
+        LedgerCollector(state.count_by_state),
+        RateLimitCollector(lambda: rate_budget.observed(state.queue().connection)),
+    ]
+    for collector in _collectors:
+        REGISTRY.register(collector)
 
 
 ops = Blueprint("ops", __name__)

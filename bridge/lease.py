@@ -21,7 +21,10 @@ def lease_key(attempt_id: int) -> str:
 @contextmanager
 def attempt_lease(connection: redis.Redis, attempt_id: int) -> Iterator[bool]:
     """Yields True while this process holds the attempt, False when another one does."""
-    lock = connection.lock(lease_key(attempt_id), timeout=LEASE_SECONDS, blocking=False)
+    # Not thread-local: the renewer thread must see the token the job thread acquired.
+    lock = connection.lock(
+        lease_key(attempt_id), timeout=LEASE_SECONDS, blocking=False, thread_local=False
+    )
     if not lock.acquire():
         yield False
         return

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from bridge.rate_budget import Observed
 
 REGISTRY = CollectorRegistry()
 
@@ -46,3 +49,31 @@ class LedgerCollector(Collector):
         for state, value in sorted(counts.items()):
             family.add_metric([state], value)
         yield family
+
+
+class RateLimitCollector(Collector):
+    """The CRMs' own rate-limit figures (X-HubSpot-RateLimit-Remaining/-Max), as the
+    workers last saw them in Redis: any process's /metrics shows the shared budget."""
+
+    def __init__(self, read: Callable[[], Mapping[str, Observed]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        remaining = GaugeMetricFamily(
+            "fullkit_crm_rate_limit_remaining",
+            "Calls the CRM says are left in its rate-limit window (the max once it has passed)",
+            labels=["crm"],
+        )
+        maximum = GaugeMetricFamily(
+            "fullkit_crm_rate_limit_max", "Calls the CRM allows per window", labels=["crm"]
+        )
+        try:
+            figures = self._read()
+        except Exception:  # Redis may be down; /metrics must still answer
+            figures = {}
+        now = time.time()
+        for crm, seen in sorted(figures.items()):
+            remaining.add_metric([crm], seen.remaining_now(now))
+            maximum.add_metric([crm], seen.maximum)
+        yield remaining
+        yield maximum

@@ -12,6 +12,7 @@ from sqlalchemy.orm import sessionmaker
 import connectors
 from bridge import db
 from bridge.queue import HandoffQueue, connect
+from bridge.rate_budget import RateBudgets
 from bridge.rules import Rules, load_rules
 from bridge.settings import Settings
 from connectors.base import CrmConnector, OpsTarget
@@ -44,13 +45,22 @@ class Runtime:
     def queue(self) -> HandoffQueue:
         return HandoffQueue(self.redis)
 
+    @cached_property
+    def rate_budgets(self) -> RateBudgets:
+        """Every CRM account's request budget, shared through Redis with other processes."""
+        return RateBudgets(self.redis)
+
     def crm(self, name: str) -> CrmConnector:
         if name not in self._crms:
             registry = connectors.load_all()
-            self._crms[name] = registry.crms[name](self.settings, self.rules.mappings[name])
+            crm = registry.crms[name](self.settings, self.rules.mappings[name])
+            crm.rate_budgets = self.rate_budgets
+            self._crms[name] = crm
         return self._crms[name]
 
     def target(self, name: str) -> OpsTarget:
         if name not in self._targets:
-            self._targets[name] = connectors.load_all().targets[name](self.settings)
+            target = connectors.load_all().targets[name](self.settings)
+            target.rate_budgets = self.rate_budgets
+            self._targets[name] = target
         return self._targets[name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -39,6 +40,10 @@ class Settings(BaseSettings):
     )
     # Unset: links use the portal's own uiDomain (account details), right for EU portals.
     hubspot_app_base: str | None = Field(default=None, validation_alias=_env("HUBSPOT_APP_BASE"))
+
+    # The app's request limit in the portal, shared by every process through Redis:
+    # "100/10s" (Free, Starter), "190/10s" (Professional, Enterprise); "off" (or 0): none.
+    hubspot_rate_limit: str = Field(default="100/10s", validation_alias=_env("HUBSPOT_RATE_LIMIT"))
 
     salesforce_instance_url: str | None = Field(
         default=None, validation_alias=_env("SALESFORCE_INSTANCE_URL")
@@ -115,6 +120,12 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    @field_validator("hubspot_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        parse_rate_limit(value)
+        return value
+
     @field_validator("salesforce_org_id")
     @classmethod
     def _org_id(cls, value: str | None) -> str | None:
@@ -138,8 +149,33 @@ class Settings(BaseSettings):
         return not self.database_url
 
     @property
+    def hubspot_rate(self) -> tuple[int, float] | None:
+        """(requests, window seconds) of the shared HubSpot budget; None when off."""
+        return parse_rate_limit(self.hubspot_rate_limit)
+
+    @property
     def hubspot_enabled(self) -> bool:
         return self.hubspot_access_token is not None
+
+
+_RATE = re.compile(r"(\d+)(?:/(\d+(?:\.\d+)?)(ms|s)?)?")
+
+
+def parse_rate_limit(value: str) -> tuple[int, float] | None:
+    """ "100/10s" -> (100, 10.0); a bare number is per 10 s, HubSpot's window; 0/off: None."""
+    text = value.strip().lower().replace(" ", "")
+    if text in {"", "0", "off"}:
+        return None
+    found = _RATE.fullmatch(text)
+    if found is None:
+        raise ValueError('must be requests per window, e.g. "100/10s", or "off"')
+    requests, window, unit = int(found[1]), float(found[2] or 10), found[3] or "s"
+    window = window / 1000 if unit == "ms" else window
+    if requests == 0:
+        return None
+    if window <= 0:
+        raise ValueError("the window must be longer than zero")
+    return requests, window
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from bridge.decision import Decision
 from bridge.mapping import Mapping
 from bridge.packet import Packet
+from bridge.rate_budget import RateBudgets
 from bridge.settings import Settings
 from connectors.errors import PermanentError, Unsupported
 
@@ -96,6 +97,10 @@ class StageEntry:
 class CrmConnector(ABC):
     name: ClassVar[str]
 
+    # The runtime hands every connector its process's shared rate budgets; None: unpaced
+    # (one-off commands, tests of a single call).
+    rate_budgets: RateBudgets | None = None
+
     def __init__(self, settings: Settings, mapping: Mapping) -> None:
         self.settings = settings
         self.mapping = mapping
@@ -143,6 +148,8 @@ class OpsTarget(ABC):
 
     name: ClassVar[str]
     option_keys: ClassVar[frozenset[str]] = frozenset()
+
+    rate_budgets: RateBudgets | None = None  # as for CrmConnector
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

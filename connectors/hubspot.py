@@ -110,7 +110,7 @@ class HubSpotConnector(CrmConnector):
     def api(self) -> HubSpotApi:
         # Built on first use so a disabled connector can still be constructed and listed.
         if self._api is None:
-            self._api = HubSpotApi(self.settings)
+            self._api = HubSpotApi(self.settings, budgets=self.rate_budgets)
         return self._api
 
     # --- reading -------------------------------------------------------------------

@@ -8,6 +8,10 @@ Built on the official `hubspot-api-client`, with three deliberate changes:
   urllib3 pool per package: the discovery layer builds a fresh ApiClient on every attribute
   access, so without this each call would open a new connection. The session also gives
   every call a timeout (the generated code has none by default) and never retries.
+* Every request first takes a slot from the account's shared rate budget (when the runtime
+  gives one; see bridge/rate_budget.py), so N workers together stay under HubSpot's
+  rolling limit instead of learning it from 429s. HubSpot's answers feed it back: their
+  `X-HubSpot-RateLimit-*` figures and a 429's wait win over our own count.
 * No retries inside the client. A hidden urllib3 retry would multiply the requests that
   count against HubSpot's 10-second limit and hide 429s from the job layer, which owns
   backoff, jitter and the 15-minute retry window.
@@ -34,6 +38,7 @@ import requests
 import urllib3
 from hubspot import HubSpot
 
+from bridge.rate_budget import BudgetSpent, Limit, Observed, RateBudget, RateBudgets
 from bridge.settings import Settings
 from connectors.errors import (
     AuthError,
@@ -95,9 +100,15 @@ class _Response:
 class _SessionPool:
     """Stands in for the urllib3.PoolManager of the generated REST client."""
 
-    def __init__(self, session: requests.Session, timeout: tuple[float, float]) -> None:
+    def __init__(
+        self,
+        session: requests.Session,
+        timeout: tuple[float, float],
+        budget: RateBudget | None = None,
+    ) -> None:
         self.session = session
         self.timeout = timeout
+        self.budget = budget
 
     def request(
         self,
@@ -112,21 +123,38 @@ class _SessionPool:
     ) -> _Response:
         params = fields if method in {"GET", "HEAD"} else None
         data = body if body is not None else (fields if method not in {"GET", "HEAD"} else None)
-        answer = self.session.request(
-            method,
-            url,
-            params=params,
-            data=data,
-            headers=dict(headers or {}),
-            timeout=self._timeout(timeout),
-            allow_redirects=False,
-        )
+        slot = self._slot()
+        try:
+            answer = self.session.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=dict(headers or {}),
+                timeout=self._timeout(timeout),
+                allow_redirects=False,
+            )
+        except BaseException:
+            if self.budget is not None:
+                self.budget.answered(slot)
+            raise
+        if self.budget is not None:
+            heed(self.budget, slot, answer.status_code, answer.headers, answer.content)
         return _Response(
             status=answer.status_code,
             reason=answer.reason or "",
             data=answer.content,
             headers=answer.headers,
         )
+
+    def _slot(self) -> str | None:
+        if self.budget is None:
+            return None
+        try:
+            return self.budget.take()
+        except BudgetSpent as spent:
+            # Too long to hold a worker: the job layer reschedules the attempt instead.
+            raise RetryableError(f"HubSpot: {spent}", retry_after=spent.wait) from None
 
     def _timeout(self, timeout: urllib3.Timeout | None) -> tuple[float, float]:
         if timeout is None:
@@ -161,6 +189,7 @@ class HubSpotApi:
         *,
         session: requests.Session | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        budgets: RateBudgets | None = None,
     ) -> None:
         if settings.hubspot_access_token is None:
             raise NotConfigured(DISABLED_MESSAGE)
@@ -170,7 +199,14 @@ class HubSpotApi:
         self.settings = settings
         self.base = settings.hubspot_api_base.rstrip("/")
         self.session = session or requests.Session()
-        self._pool = _SessionPool(self.session, timeout)
+        rate = settings.hubspot_rate
+        # One budget per portal and app: the token names both (only its digest is kept).
+        self.budget = (
+            budgets.budget("hubspot", f"{self.base} {token}", Limit(*rate))
+            if budgets is not None and rate is not None
+            else None
+        )
+        self._pool = _SessionPool(self.session, timeout, self.budget)
         self._apis: dict[tuple[str, str], Any] = {}
         self._token_digest = hashlib.sha256(token.encode()).hexdigest()
         self.client = HubSpot(access_token=token, api_factory=self._api_factory)
@@ -452,6 +488,37 @@ def _rate_limit_wait(headers: Mapping[str, str]) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def heed(
+    budget: RateBudget, slot: str | None, status: int, raw_headers: Any, content: bytes
+) -> None:
+    """Tell the budget what HubSpot said: its remaining calls, and a 429's wait."""
+    headers = _headers(raw_headers)
+    figures = rate_figures(headers, default_interval=budget.limit.window)
+    budget.answered(slot, figures)
+    if status != 429:
+        return
+    policy = str(_error_body(content).get("policyName") or "")
+    # DAILY waits for the portal's midnight in the job layer; SECONDLY is search's own
+    # limit, paced by the search code: neither says anything about the 10-second window.
+    if policy in {"DAILY", "SECONDLY"}:
+        return
+    budget.pause(_rate_limit_wait(headers) or budget.limit.window)
+
+
+def rate_figures(headers: Mapping[str, str], *, default_interval: float) -> Observed | None:
+    """X-HubSpot-RateLimit-Remaining/-Max/-Interval-Milliseconds, when HubSpot sent them."""
+    try:
+        remaining = int(headers["x-hubspot-ratelimit-remaining"])
+        maximum = int(headers["x-hubspot-ratelimit-max"])
+    except (KeyError, ValueError):
+        return None
+    try:
+        interval = float(headers["x-hubspot-ratelimit-interval-milliseconds"]) / 1000
+    except (KeyError, ValueError):
+        interval = default_interval
+    return Observed(remaining, maximum, interval, time.time())
 
 
 def _required_scopes(body: Mapping[str, Any]) -> list[str]:

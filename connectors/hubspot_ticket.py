@@ -37,7 +37,7 @@ class HubSpotTicketTarget(OpsTarget):
     @property
     def api(self) -> HubSpotApi:
         if self._api is None:
-            self._api = HubSpotApi(self.settings)
+            self._api = HubSpotApi(self.settings, budgets=self.rate_budgets)
         return self._api
 
     @classmethod

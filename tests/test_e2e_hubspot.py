@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 
 from bridge import jobs, ledger
 from bridge.lease import LEASE_SECONDS, lease_key
 from bridge.models import Attempt
+from bridge.rate_budget import RateBudgets
+from connectors.hubspot_client import HubSpotApi
 from tests.conftest import ROOT
 from tests.e2e import KICKOFF, Stack, start_stack
 
@@ -264,26 +267,48 @@ def test_deal_no_kit_applies_to_is_recorded_and_left_alone(
         assert stack.sandbox.tickets() == [] and stack.sandbox.tasks_for_deal(deal_id) == []
 
 
-def test_rate_limited_calls_wait_for_hubspots_window(stack: Stack) -> None:
+def test_a_portal_nearly_out_of_budget_is_waited_for_without_a_429(stack: Stack) -> None:
+    # A worker waits in place for at most this long; longer waits go back to the queue.
+    stack.runtime.rate_budgets = RateBudgets(stack.runtime.redis, max_wait=0.5)
     deal_id = stack.complete_deal()
     with stack.sandbox.lock:
-        stack.sandbox.rate_limit = (2, 10.0)  # a portal that is nearly out of budget
+        stack.sandbox.rate_limit = (2, 10.0)  # something else spent most of the window
         stack.sandbox.request_times.clear()
     hand_off(stack, deal_id)
-    rate_limited = [c for c in stack.sandbox.calls() if c.status == 429]
-    assert len(rate_limited) == 1  # one 429, then Fullkit stops asking until the window ends
+    # HubSpot's X-HubSpot-RateLimit-Remaining wins over Fullkit's own count: it stops
+    # asking before HubSpot has to say no.
+    assert [c for c in stack.sandbox.calls() if c.status == 429] == []
     with stack.runtime.sessions() as session:
         attempt = ledger.latest_attempt(session, "hubspot", deal_id)
         assert attempt is not None and attempt.state == "evaluating" and attempt.retries == 1
         assert attempt.next_run_at is not None
         wait = (attempt.next_run_at - attempt.updated_at).total_seconds()
-    assert wait >= 10.0  # X-HubSpot-RateLimit-Interval-Milliseconds, not a blind backoff
+    assert wait >= 9.0  # until the window HubSpot reported frees a call, not a blind backoff
     with stack.sandbox.lock:
         stack.sandbox.rate_limit = None
+    for key in stack.runtime.redis.scan_iter("fullkit:rate:*"):
+        stack.runtime.redis.delete(key)  # the window has passed
     while stack.run_scheduled_now():
         stack.work()
     assert stack.history(deal_id)["attempts"][0]["state"] == "ops_created"
     assert stack.history(deal_id)["attempts"][0]["error"] is None
+
+
+def test_a_429_pauses_every_worker_for_the_window_hubspot_names(stack: Stack) -> None:
+    deal_id = stack.complete_deal()
+    stack.sandbox.fail_next(1, 429, "/crm/v3/objects/deals", retry_after=4)
+    hand_off(stack, deal_id)
+    with stack.runtime.sessions() as session:
+        attempt = ledger.latest_attempt(session, "hubspot", deal_id)
+        assert attempt is not None and attempt.retries == 1
+        assert attempt.next_run_at is not None
+        assert (attempt.next_run_at - attempt.updated_at).total_seconds() >= 4.0
+    # Another worker process, with its own connection, holds back too.
+    other = RateBudgets(redis.Redis.from_url(stack.settings.redis_url or ""))
+    budget = HubSpotApi(stack.settings, budgets=other).budget
+    assert budget is not None
+    slot, wait = budget.try_take()
+    assert slot is None and 3.0 < wait <= 4.0
 
 
 def test_a_dead_workers_lease_delays_resumption_only_until_it_lapses(stack: Stack) -> None:
