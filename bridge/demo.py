@@ -265,6 +265,8 @@ def start_stack(home: Path, sandbox_url: str, box: HubSpotSandbox, verbose: bool
         "HUBSPOT_APP_BASE": sandbox_url,
         "HUBSPOT_CLIENT_SECRET": secrets.token_hex(16),
         "HUBSPOT_APP_ID": str(box.app_id),
+        # The budget Fullkit keeps is the portal's own limit, as an operator would set it.
+        "HUBSPOT_RATE_LIMIT": f"{PORTAL_RATE_LIMIT[0]}/{PORTAL_RATE_LIMIT[1]:g}s",
         "FULLKIT_ADMIN_TOKEN": secrets.token_hex(16),
         "PORT": str(port),
     }
