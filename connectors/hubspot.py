@@ -539,10 +539,9 @@ def _v3_associations(raw: Any) -> tuple[dict[str, list[tuple[str, bool]]], list[
         return links, paged
     for key, value in raw.items():
         kind = str(key).replace(" ", "_")
-        results = value.get("results") if isinstance(value, dict) else None
         merged: dict[str, bool] = {}
-        for entry in results or []:
-            if not isinstance(entry, dict) or entry.get("id") is None:
+        for entry in results_of(value):
+            if entry.get("id") is None:
                 continue
             target = str(entry["id"])
             label = str(entry.get("type") or "")

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from bridge.settings import Settings
 from connectors.errors import ConnectorError, PermanentError
 from connectors.hubspot_app import AppConfig, load_app
-from connectors.hubspot_client import HubSpotApi
+from connectors.hubspot_client import HubSpotApi, find_owner_id, results_of
 from connectors.hubspot_setup import SetupResult, run_setup
 from connectors.hubspot_ticket import DEFAULT_OPTIONS, HubSpotTicketTarget
 
@@ -100,11 +100,7 @@ def check_ticket_stages(api: HubSpotApi, kits: Sequence[KitLike], result: SetupR
     answer = api.call(
         "read ticket pipelines", api.client.crm.pipelines.pipelines_api.get_all, "tickets"
     )
-    pipelines = {
-        str(p.get("id")): p
-        for p in (answer.get("results") if isinstance(answer, dict) else None) or []
-        if isinstance(p, dict)
-    }
+    pipelines = {str(p.get("id")): p for p in results_of(answer)}
     for kit in kits:
         pipeline_id = str(kit.ops.options.get("pipeline", DEFAULT_OPTIONS["pipeline"]))
         stage_id = str(kit.ops.options.get("stage", DEFAULT_OPTIONS["stage"]))
@@ -128,19 +124,13 @@ def check_ticket_stages(api: HubSpotApi, kits: Sequence[KitLike], result: SetupR
 
 
 def check_owners(api: HubSpotApi, kits: Sequence[KitLike], result: SetupResult) -> None:
-    owners_api = api.client.crm.owners.owners_api
     known: dict[str, bool] = {}
     for kit in kits:
         for email in kit.ops.owners:
             key = email.strip().lower()
             if key not in known:
                 # The same lookup the ticket target makes when it assigns a ticket.
-                answer = api.call("look up owner", owners_api.get_page, email=email.strip())
-                results = answer.get("results") if isinstance(answer, dict) else None
-                known[key] = any(
-                    isinstance(o, dict) and str(o.get("email", "")).lower() == key
-                    for o in results or []
-                )
+                known[key] = find_owner_id(api, email) is not None
             if not known[key]:
                 result.problems.append(
                     f"kit {kit.id}: ops owner {email} is not a HubSpot owner in this portal; "

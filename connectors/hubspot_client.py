@@ -536,6 +536,17 @@ def _required_scopes(body: Mapping[str, Any]) -> list[str]:
     return scopes
 
 
+def find_owner_id(api: HubSpotApi, email: str) -> str | None:
+    """The id of the active HubSpot owner with this email (case-insensitive), if any."""
+    key = email.strip().lower()
+    owners_api = api.client.crm.owners.owners_api
+    answer = api.call("look up owner", owners_api.get_page, email=email.strip(), limit=10)
+    for owner in results_of(answer):
+        if str(owner.get("email", "")).lower() == key and owner.get("id") is not None:
+            return str(owner["id"])
+    return None
+
+
 def results_of(answer: Any) -> list[dict[str, Any]]:
     results = answer.get("results") if isinstance(answer, dict) else None
     return [result for result in results or [] if isinstance(result, dict)]

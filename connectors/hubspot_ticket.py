@@ -13,7 +13,7 @@ from bridge.settings import Settings
 from connectors import register_target
 from connectors.base import OpsRequest, OpsResult, OpsTarget
 from connectors.errors import PermanentError
-from connectors.hubspot_client import ConflictError, HubSpotApi, NotFoundError
+from connectors.hubspot_client import ConflictError, HubSpotApi, NotFoundError, find_owner_id
 
 TICKET_OBJECT_TYPE_ID = "0-5"
 HANDOFF_PROPERTY = "fullkit_handoff_id"  # unique-value ticket property (fullkit hubspot setup)
@@ -134,20 +134,11 @@ class HubSpotTicketTarget(OpsTarget):
             cached = self._owners.get(key)
         if cached is not None:
             return cached
-        api = self.api
-        answer = api.call(
-            "look up owner",
-            api.client.crm.owners.owners_api.get_page,
-            email=email.strip(),
-            limit=10,
-        )
-        results = answer.get("results") if isinstance(answer, dict) else None
-        for owner in results or []:
-            if isinstance(owner, dict) and str(owner.get("email", "")).lower() == key:
-                owner_id = str(owner["id"])
-                with self._owners_lock:
-                    self._owners[key] = owner_id
-                return owner_id
+        owner_id = find_owner_id(self.api, email)
+        if owner_id is not None:
+            with self._owners_lock:
+                self._owners[key] = owner_id
+            return owner_id
         raise PermanentError(
             f"ops owner {email} is not a HubSpot user (no active owner with that email); "
             "fix the kit's ops.owners or add the user in HubSpot"
