@@ -22,7 +22,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy bridge connectors sandbox
+	$(BIN)/mypy bridge connectors kernel sandbox
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from bridge.evaluator import activation, compile_expression, evaluate, select_kit
-from bridge.packet import Packet
 from bridge.rules import load_rules
+from kernel.packet import Packet
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "kit_rules"

@@ -431,8 +431,8 @@ def hubspot() -> None:
 @hubspot.command("setup")
 def hubspot_setup() -> None:
     """Create the fullkit_* properties (idempotent); check scopes, ticket stages and owners."""
-    from connectors.errors import ConnectorError
     from connectors.hubspot_checks import setup_portal
+    from kernel.errors import ConnectorError
 
     settings = _settings()
     rules = _check_rules(settings)

@@ -25,7 +25,7 @@ import structlog
 from cel_expr_python import cel
 from google.protobuf import descriptor_pb2, descriptor_pool, struct_pb2, timestamp_pb2
 
-from bridge.packet import Finding, Packet
+from kernel.packet import Finding, Packet
 
 if TYPE_CHECKING:
     from bridge.rules import Kit, Requirement, Rules

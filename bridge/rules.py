@@ -25,9 +25,9 @@ from bridge.evaluator import (
     check_expression,
     compile_expression,
 )
-from bridge.mapping import FIELD_TYPES, OBJECTS, FieldSpec, Mapping, convert
-from bridge.packet import Packet
 from bridge.yaml_errors import explain
+from kernel.mapping import FIELD_TYPES, OBJECTS, FieldSpec, Mapping, convert
+from kernel.packet import Packet
 
 KNOWN_CRMS = ("hubspot", "salesforce")
 YAML_SUFFIXES = (".yaml", ".yml")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connectors.base import CrmConnector, OpsTarget, Registry
+from kernel.connector import CrmConnector, OpsTarget, Registry
 
 registry = Registry()
 

@@ -13,12 +13,8 @@ from typing import Any
 from hubspot.crm.association_type import AssociationType
 from hubspot.crm.deals import Filter, FilterGroup, PublicObjectSearchRequest
 
-from bridge.mapping import Mapping
-from bridge.packet import Packet
 from bridge.settings import Settings
 from connectors import register_crm
-from connectors.base import Acceptance, CrmConnector, PushBack, StageEntry
-from connectors.errors import PermanentError, QuotaError, RetryableError
 from connectors.hubspot_associations import associations_of, batch_associations
 from connectors.hubspot_attachments import Attachments
 from connectors.hubspot_client import (
@@ -30,6 +26,10 @@ from connectors.hubspot_client import (
     next_after,
     results_of,
 )
+from kernel.connector import Acceptance, CrmConnector, PushBack, StageEntry
+from kernel.errors import PermanentError, QuotaError, RetryableError
+from kernel.mapping import Mapping
+from kernel.packet import Packet
 
 DEAL_OBJECT_TYPE_ID = "0-3"
 DEAL_TO_PRIMARY_COMPANY = AssociationType.PRIMARY_DEAL_TO_COMPANY  # 5

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from bridge.settings import Settings
-from connectors.errors import ConnectorError, PermanentError
 from connectors.hubspot_app import AppConfig, load_app
 from connectors.hubspot_client import HubSpotApi
 from connectors.hubspot_setup import SetupResult, run_setup
 from connectors.hubspot_ticket import DEFAULT_OPTIONS, HubSpotTicketTarget
+from kernel.errors import ConnectorError, PermanentError
 
 TOKEN_INFO_PATH = "/oauth/v2/private-apps/get/access-token-info"
 

@@ -38,9 +38,8 @@ import requests
 import urllib3
 from hubspot import HubSpot
 
-from bridge.rate_budget import BudgetSpent, Limit, Observed, RateBudget, RateBudgets
 from bridge.settings import Settings
-from connectors.errors import (
+from kernel.errors import (
     AuthError,
     ConnectorError,
     NotConfigured,
@@ -48,6 +47,7 @@ from connectors.errors import (
     QuotaError,
     RetryableError,
 )
+from kernel.rate_budget import BudgetSpent, Limit, Observed, RateBudget, RateBudgets
 
 DISABLED_MESSAGE = "HubSpot connector disabled: HUBSPOT_ACCESS_TOKEN is not set"
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.settings import Settings
-from connectors.errors import PermanentError
 from connectors.hubspot_client import ConflictError, HubSpotApi, NotFoundError
+from kernel.errors import PermanentError
 
 GROUP = "fullkit"
 GROUP_LABEL = "Fullkit"

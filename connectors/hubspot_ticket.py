@@ -11,9 +11,9 @@ from hubspot.crm.association_type import AssociationType
 
 from bridge.settings import Settings
 from connectors import register_target
-from connectors.base import OpsRequest, OpsResult, OpsTarget
-from connectors.errors import PermanentError
 from connectors.hubspot_client import ConflictError, HubSpotApi, NotFoundError
+from kernel.connector import OpsRequest, OpsResult, OpsTarget
+from kernel.errors import PermanentError
 
 TICKET_OBJECT_TYPE_ID = "0-5"
 HANDOFF_PROPERTY = "fullkit_handoff_id"  # unique-value ticket property (fullkit hubspot setup)

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from bridge.decision import Decision
-from bridge.mapping import Mapping
-from bridge.packet import Packet
-from bridge.rate_budget import RateBudgets
 from bridge.settings import Settings
-from connectors.errors import PermanentError, Unsupported
+from kernel.decision import Decision
+from kernel.errors import PermanentError, Unsupported
+from kernel.mapping import Mapping
+from kernel.packet import Packet
+from kernel.rate_budget import RateBudgets
 
 
 @dataclass(frozen=True)

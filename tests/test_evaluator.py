@@ -20,8 +20,8 @@ from bridge.evaluator import (
     field_present,
     select_kit,
 )
-from bridge.packet import Finding, Packet
 from bridge.rules import Kit, OpsSpec, Requirement, load_rules
+from kernel.packet import Finding, Packet
 
 REPO = Path(__file__).resolve().parent.parent
 DEALS = Path(__file__).parent / "fixtures" / "deals"

@@ -14,8 +14,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rq import Queue
 
-from bridge.rate_budget import BudgetSpent, Limit, Observed, RateBudget, RateBudgets
 from bridge.settings import SettingsError, load_settings
+from kernel.rate_budget import BudgetSpent, Limit, Observed, RateBudget, RateBudgets
 from tests.conftest import Backend
 from tests.e2e import Stack, start_stack
 
