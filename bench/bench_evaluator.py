@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bridge.evaluator import activation, compile_expression, evaluate, select_kit
+from bridge.evaluator import evaluate, select_kit
+from bridge.expressions import activation, compile_expression
 from bridge.rules import load_rules
 from kernel.packet import Packet
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 
-from bridge.evaluator import (
+from bridge.expressions import (
     FIELD_PATH,
     CelSyntaxError,
     Expression,

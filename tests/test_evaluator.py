@@ -12,14 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.evaluator import (
-    LIMIT_NOTE,
-    LimitExceeded,
-    compile_expression,
-    evaluate,
-    field_present,
-    select_kit,
-)
+from bridge.evaluator import evaluate, select_kit
+from bridge.expressions import LIMIT_NOTE, LimitExceeded, compile_expression, field_present
 from bridge.rules import Kit, OpsSpec, Requirement, load_rules
 from kernel.packet import Finding, Packet
 
