@@ -113,10 +113,11 @@ def kit() -> None:
 
 
 def _check_rules(settings: Settings) -> Any:
+    import connectors
     from bridge.rules import RulesError, load_rules
 
     try:
-        return load_rules(settings.rules_dir)
+        return load_rules(settings.rules_dir, connectors.load_all())
     except RulesError as exc:
         raise Problem(f"invalid rules folder {settings.rules_dir}:\n{exc}") from None
 

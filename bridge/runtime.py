@@ -27,7 +27,7 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
-        return cls(settings=settings, rules=load_rules(settings.rules_dir))
+        return cls(settings=settings, rules=load_rules(settings.rules_dir, connectors.load_all()))
 
     @cached_property
     def engine(self) -> Engine:
