@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kernel.connector import CrmConnector, OpsTarget, Registry
+from kernel.settings import Section
 
 registry = Registry()
 
@@ -15,6 +16,14 @@ def register_crm(cls: type[CrmConnector]) -> type[CrmConnector]:
 def register_target(cls: type[OpsTarget]) -> type[OpsTarget]:
     registry.targets[cls.name] = cls
     return cls
+
+
+def settings_classes() -> list[type[Section]]:
+    """Each built-in connector's own settings class, once."""
+    found = load_all()
+    crms = [cls.settings_class for cls in found.crms.values()]
+    targets = [cls.settings_class for cls in found.targets.values()]
+    return list(dict.fromkeys(cls for cls in crms + targets if cls is not None))
 
 
 def load_all() -> Registry:
