@@ -23,6 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy bridge connectors kernel sandbox
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .

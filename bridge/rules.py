@@ -26,8 +26,8 @@ from bridge.expressions import (
     compile_expression,
 )
 from bridge.yaml_errors import explain
-from kernel.mapping import FIELD_TYPES, OBJECTS, FieldSpec, Mapping, convert
 from kernel.connector import Registry
+from kernel.mapping import FIELD_TYPES, OBJECTS, FieldSpec, Mapping, convert
 from kernel.packet import Packet
 
 KNOWN_CRMS = ("hubspot", "salesforce")

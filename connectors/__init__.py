@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from kernel.connector import CrmConnector, OpsTarget, Registry
+from connectors.registry import registry
+from kernel.connector import Registry
 from kernel.settings import Section
-
-registry = Registry()
-
-
-def register_crm(cls: type[CrmConnector]) -> type[CrmConnector]:
-    registry.crms[cls.name] = cls
-    return cls
-
-
-def register_target(cls: type[OpsTarget]) -> type[OpsTarget]:
-    registry.targets[cls.name] = cls
-    return cls
 
 
 def settings_classes() -> list[type[Section]]:

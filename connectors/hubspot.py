@@ -13,7 +13,6 @@ from typing import Any
 from hubspot.crm.association_type import AssociationType
 from hubspot.crm.deals import Filter, FilterGroup, PublicObjectSearchRequest
 
-from connectors import register_crm
 from connectors.hubspot_associations import associations_of, batch_associations
 from connectors.hubspot_attachments import Attachments
 from connectors.hubspot_client import (
@@ -26,6 +25,7 @@ from connectors.hubspot_client import (
     results_of,
 )
 from connectors.hubspot_settings import HubSpotSettings
+from connectors.registry import register_crm
 from kernel.connector import Acceptance, CrmConnector, PushBack, StageEntry
 from kernel.errors import PermanentError, QuotaError, RetryableError
 from kernel.mapping import Mapping

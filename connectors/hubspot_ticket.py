@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 
 from hubspot.crm.association_type import AssociationType
 
-from connectors import register_target
 from connectors.hubspot_client import ConflictError, HubSpotApi, NotFoundError
 from connectors.hubspot_settings import HubSpotSettings
+from connectors.registry import register_target
 from kernel.connector import OpsRequest, OpsResult, OpsTarget
 from kernel.errors import PermanentError
 from kernel.settings import SharedSettings
