@@ -9,7 +9,7 @@ Built on the official `hubspot-api-client`, with three deliberate changes:
   access, so without this each call would open a new connection. The session also gives
   every call a timeout (the generated code has none by default) and never retries.
 * Every request first takes a slot from the account's shared rate budget (when the runtime
-  gives one; see bridge/rate_budget.py), so N workers together stay under HubSpot's
+  gives one; see kernel/rate_budget.py), so N workers together stay under HubSpot's
   rolling limit instead of learning it from 429s. HubSpot's answers feed it back: their
   `X-HubSpot-RateLimit-*` figures and a 429's wait win over our own count.
 * No retries inside the client. A hidden urllib3 retry would multiply the requests that
