@@ -22,7 +22,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy bridge connectors sandbox
+	$(BIN)/mypy bridge connectors kernel sandbox
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -20,9 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bridge.evaluator import activation, compile_expression, evaluate, select_kit
-from bridge.packet import Packet
+from bridge.evaluator import evaluate, select_kit
+from bridge.expressions import activation, compile_expression
 from bridge.rules import load_rules
+from kernel.packet import Packet
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "kit_rules"

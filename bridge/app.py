@@ -13,13 +13,14 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import sessionmaker
 
-from bridge import db, ledger, rate_budget, receivers
+from bridge import db, ledger, receivers
 from bridge.deal_ids import InvalidDealId, canonical_deal_id
 from bridge.logging import configure_logging
 from bridge.metrics import REGISTRY, LedgerCollector, RateLimitCollector
 from bridge.queue import HandoffQueue, QueueUnavailable, connect
 from bridge.rules import Rules, load_rules
 from bridge.settings import Settings, load_settings
+from kernel import rate_budget
 
 RECEIVER_QUEUE_TIMEOUT = 1.5
 

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 import click
 
 from bridge.settings import Settings, SettingsError, load_settings
+from kernel.settings import Section
 
 
 class Problem(click.ClickException):
@@ -26,6 +27,21 @@ def _settings() -> Settings:
         return load_settings()
     except SettingsError as exc:
         raise Problem(str(exc)) from None
+
+
+def _sections(settings: Settings) -> list[type[Section]]:
+    """Every receiver's and connector's own settings, read now: a malformed value stops
+    the process at start rather than failing its first hand-off."""
+    import connectors
+    from bridge import receivers
+
+    classes = [*receivers.settings_classes(), *connectors.settings_classes()]
+    for cls in classes:
+        try:
+            settings.section(cls)
+        except SettingsError as exc:
+            raise Problem(str(exc)) from None
+    return classes
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,10 +64,11 @@ def serve(host: str, port: int | None, workers: int) -> None:
     from bridge.server import PortUnavailable, serve_forever
 
     settings = _settings()
+    sections = _sections(settings)
     _check_rules(settings)
     _check_schema(settings)
     try:
-        serve_forever(settings, host, port or settings.port, workers)
+        serve_forever(settings, host, port or settings.port, workers, sections)
     except PortUnavailable as exc:
         raise Problem(str(exc)) from None
 
@@ -82,6 +99,7 @@ def worker(burst: bool) -> None:
     from bridge.worker import run_worker
 
     settings = _settings()
+    _sections(settings)
     _check_rules(settings)
     try:
         run_worker(settings, burst=burst)
@@ -113,10 +131,11 @@ def kit() -> None:
 
 
 def _check_rules(settings: Settings) -> Any:
+    import connectors
     from bridge.rules import RulesError, load_rules
 
     try:
-        return load_rules(settings.rules_dir)
+        return load_rules(settings.rules_dir, connectors.load_all())
     except RulesError as exc:
         raise Problem(f"invalid rules folder {settings.rules_dir}:\n{exc}") from None
 
@@ -431,8 +450,8 @@ def hubspot() -> None:
 @hubspot.command("setup")
 def hubspot_setup() -> None:
     """Create the fullkit_* properties (idempotent); check scopes, ticket stages and owners."""
-    from connectors.errors import ConnectorError
     from connectors.hubspot_checks import setup_portal
+    from kernel.errors import ConnectorError
 
     settings = _settings()
     rules = _check_rules(settings)
@@ -501,6 +520,9 @@ def main() -> NoReturn:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except SettingsError as exc:  # a connector's or receiver's own settings, read late
+        click.echo(f"fullkit: {exc}", err=True)
+        sys.exit(1)
     except (click.Abort, KeyboardInterrupt):
         sys.exit(130)
     except SystemExit:

@@ -297,10 +297,11 @@ def hubspot_setup(settings: Settings) -> list[str]:
     """`fullkit hubspot setup` on the sandbox portal, told in a few lines instead of one a
     property: what it created, then each check (token scopes; per kit, its ticket pipeline
     and stage and its ops owners)."""
+    import connectors
     from bridge.rules import load_rules
     from connectors.hubspot_checks import setup_portal
 
-    result = setup_portal(settings, load_rules(settings.rules_dir).kits)
+    result = setup_portal(settings, load_rules(settings.rules_dir, connectors.load_all()).kits)
     if not result.ok:
         raise DemoError("hubspot setup found problems:\n" + "\n".join(
             f"  {problem}" for problem in result.problems))  # fmt: skip

@@ -20,16 +20,16 @@ from dataclasses import dataclass, replace
 from sqlalchemy.orm import Session
 
 from bridge import ledger
-from bridge.decision import Decision
 from bridge.evaluator import LimitExceeded, applicable, evaluate, select_kit
 from bridge.kickoff import expected_kickoff
 from bridge.models import Attempt
-from bridge.packet import Packet
 from bridge.rules import Kit, packet_from_json
 from bridge.runtime import Runtime
 from bridge.summary import ticket_subject, ticket_summary
-from connectors.base import Acceptance, OpsRequest, OpsResult, PushBack
-from connectors.errors import PermanentError
+from kernel.connector import Acceptance, OpsRequest, OpsResult, PushBack
+from kernel.decision import Decision
+from kernel.errors import PermanentError
+from kernel.packet import Packet
 
 Step = Callable[[list[Attempt]], None]
 

@@ -21,7 +21,7 @@ from bridge.models import Attempt
 from bridge.queue import job_id
 from bridge.runtime import Runtime
 from bridge.settings import load_settings
-from connectors.errors import AuthError, PermanentError, QuotaError, RetryableError
+from kernel.errors import AuthError, PermanentError, QuotaError, RetryableError
 
 log = structlog.get_logger("fullkit.jobs")
 

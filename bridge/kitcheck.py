@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.evaluator import applicable, evaluate, select_kit
-from bridge.packet import Finding, Packet
 from bridge.rules import Kit, Requirement, Rules, schema_for
 from bridge.settings import Settings
+from kernel.packet import Finding, Packet
 
 PACKET_LISTS = {"contacts": "contact", "line_items": "line_item", "attachments": "attachment"}
 
@@ -124,7 +124,7 @@ def fetch_live(settings: Settings, rules: Rules, crm: str, deal_id: str) -> Pack
     """The deal as the worker would read it, through the CRM's connector; raises
     DealUnavailable with one line when it cannot."""
     import connectors
-    from connectors.errors import ConnectorError
+    from kernel.errors import ConnectorError
 
     mapping = rules.mappings.get(crm)
     if mapping is None:

@@ -10,10 +10,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.decision import Decision
 from bridge.intake import StageChange as Change
 from bridge.models import Attempt, DecisionRecord, RoundRobin, StageChange, Transition
-from bridge.packet import Finding
+from kernel.decision import Decision
+from kernel.packet import Finding
 
 SALES, OPS = "sales", "ops"
 IN_PROGRESS = ("received", "evaluating", "accepted")

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from bridge.rate_budget import Observed
+from kernel.rate_budget import Observed
 
 REGISTRY = CollectorRegistry()
 

@@ -112,7 +112,7 @@ class Transition(Base):
 
 
 class DecisionRecord(Base):
-    """An attempt's stored decision (bridge.decision.Decision), one per attempt."""
+    """An attempt's stored decision (kernel.decision.Decision), one per attempt."""
 
     __tablename__ = "decisions"
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 
-from bridge.evaluator import (
+from bridge.expressions import (
     FIELD_PATH,
     CelSyntaxError,
     Expression,
@@ -25,9 +25,10 @@ from bridge.evaluator import (
     check_expression,
     compile_expression,
 )
-from bridge.mapping import FIELD_TYPES, OBJECTS, FieldSpec, Mapping, convert
-from bridge.packet import Packet
 from bridge.yaml_errors import explain
+from kernel.connector import Registry
+from kernel.mapping import FIELD_TYPES, OBJECTS, FieldSpec, Mapping, convert
+from kernel.packet import Packet
 
 KNOWN_CRMS = ("hubspot", "salesforce")
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -162,9 +163,14 @@ def schema_for(mapping: Mapping) -> Schema:
     return Schema(fields)
 
 
-def load_rules(path: Path) -> Rules:
-    """Load and validate a rules folder; raise RulesError listing every problem."""
-    return _Loader(Path(path)).load()
+def load_rules(path: Path, registry: Registry | None = None) -> Rules:
+    """Load and validate a rules folder; raise RulesError listing every problem.
+
+    The caller passes the registry of connectors it runs, so kits are checked against
+    those ops targets (and their keys) and CRMs. Without one (the web process, which runs
+    no connector and needs only the hand-off stages), ops targets are not checked.
+    """
+    return _Loader(Path(path), registry).load()
 
 
 def display_path(path: Path) -> str:
@@ -292,18 +298,15 @@ def _unknown_key(key: str, allowed: tuple[str, ...]) -> str:
 
 
 class _Loader:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, registry: Registry | None) -> None:
         self.root = root
         self.problems: list[Problem] = []
         self.mappings: dict[str, Mapping] = {}
         self.mapping_files: dict[str, str] = {}  # crm -> the file its mapping came from
         self.schemas: dict[str, Schema] = {}
         self.kit_ids: dict[str, str] = {}  # kit id -> "file:line" of its first definition
-        from connectors import load_all
-
-        registry = load_all()
-        self.targets = registry.targets
-        self.crms = tuple(sorted(set(KNOWN_CRMS) | set(registry.crms)))
+        self.targets = registry.targets if registry is not None else None
+        self.crms = tuple(sorted(set(KNOWN_CRMS) | set(registry.crms if registry else ())))
 
     def load(self) -> Rules:
         if not self.root.is_dir():
@@ -561,6 +564,8 @@ class _KitParser:
         self, entry: _Entry, options: dict[str, Any], entries: dict[str, _Entry]
     ) -> bool:
         target = self.f.value(entry.value)
+        if self.loader.targets is None:
+            return True
         cls = self.loader.targets.get(target)
         if cls is None:
             known = ", ".join(sorted(self.loader.targets)) or "none"

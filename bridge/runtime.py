@@ -12,10 +12,10 @@ from sqlalchemy.orm import sessionmaker
 import connectors
 from bridge import db
 from bridge.queue import HandoffQueue, connect
-from bridge.rate_budget import RateBudgets
 from bridge.rules import Rules, load_rules
 from bridge.settings import Settings
-from connectors.base import CrmConnector, OpsTarget
+from kernel.connector import CrmConnector, OpsTarget
+from kernel.rate_budget import RateBudgets
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
-        return cls(settings=settings, rules=load_rules(settings.rules_dir))
+        return cls(settings=settings, rules=load_rules(settings.rules_dir, connectors.load_all()))
 
     @cached_property
     def engine(self) -> Engine:

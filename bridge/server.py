@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -13,15 +14,13 @@ from bridge import backends, db
 from bridge.logging import configure_logging
 from bridge.settings import Settings
 from bridge.valkey import EmbeddedValkey
+from kernel.settings import Section
 
 log = structlog.get_logger("fullkit.serve")
 
-# What each unset secret switches off, so an operator learns it from the first lines.
-UNSET_SECRETS = (
-    ("hubspot_client_secret", "HUBSPOT_CLIENT_SECRET", "POST /webhooks/hubspot answers 503"),
-    ("admin_token", "FULLKIT_ADMIN_TOKEN", "the hand-off API refuses every request"),
-    ("hubspot_access_token", "HUBSPOT_ACCESS_TOKEN", "the HubSpot connector is disabled"),
-)
+# What each unset secret switches off, so an operator learns it from the first lines;
+# receivers and connectors say it of their own (Section.WHEN_UNSET).
+UNSET_SECRETS = (("admin_token", "FULLKIT_ADMIN_TOKEN", "the hand-off API refuses every request"),)
 
 
 class PortUnavailable(Exception):
@@ -43,10 +42,12 @@ class _Gunicorn(BaseApplication):
         return create_app()
 
 
-def serve_forever(settings: Settings, host: str, port: int, workers: int) -> None:
+def serve_forever(
+    settings: Settings, host: str, port: int, workers: int, sections: Sequence[type[Section]] = ()
+) -> None:
     configure_logging()
     check_port(host, port)
-    for line in unset_secrets(settings):
+    for line in unset_secrets(settings, sections):
         log.warning(line)
     _report_backends(settings)
     url = f"http://{host}:{port}"
@@ -74,12 +75,13 @@ def serve_forever(settings: Settings, host: str, port: int, workers: int) -> Non
     ).run()
 
 
-def unset_secrets(settings: Settings) -> list[str]:
-    return [
+def unset_secrets(settings: Settings, sections: Sequence[type[Section]] = ()) -> list[str]:
+    own = [
         f"{name} is not set: {effect}"
         for attribute, name, effect in UNSET_SECRETS
         if getattr(settings, attribute) is None
     ]
+    return own + [line for cls in sections for line in settings.section(cls).unset()]
 
 
 def check_port(host: str, port: int) -> None:

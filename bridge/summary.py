@@ -6,8 +6,8 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from bridge.packet import Packet
 from bridge.rules import Kit, Requirement
+from kernel.packet import Packet
 
 
 def ticket_subject(kit_title: str, packet: Packet) -> str:

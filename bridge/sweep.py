@@ -21,8 +21,8 @@ from bridge import db, intake, ledger
 from bridge.queue import QueueUnavailable
 from bridge.runtime import Runtime
 from bridge.settings import Settings
-from connectors.base import StageEntry
-from connectors.errors import ConnectorError, NotConfigured, Unsupported
+from kernel.connector import StageEntry
+from kernel.errors import ConnectorError, NotConfigured, Unsupported
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

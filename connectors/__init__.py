@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from connectors.base import CrmConnector, OpsTarget, Registry
-
-registry = Registry()
-
-
-def register_crm(cls: type[CrmConnector]) -> type[CrmConnector]:
-    registry.crms[cls.name] = cls
-    return cls
+from connectors.registry import registry
+from kernel.connector import Registry
+from kernel.settings import Section
 
 
-def register_target(cls: type[OpsTarget]) -> type[OpsTarget]:
-    registry.targets[cls.name] = cls
-    return cls
+def settings_classes() -> list[type[Section]]:
+    """Each built-in connector's own settings class, once."""
+    found = load_all()
+    crms = [cls.settings_class for cls in found.crms.values()]
+    targets = [cls.settings_class for cls in found.targets.values()]
+    return list(dict.fromkeys(cls for cls in crms + targets if cls is not None))
 
 
 def load_all() -> Registry:

@@ -13,12 +13,6 @@ from typing import Any
 from hubspot.crm.association_type import AssociationType
 from hubspot.crm.deals import Filter, FilterGroup, PublicObjectSearchRequest
 
-from bridge.mapping import Mapping
-from bridge.packet import Packet
-from bridge.settings import Settings
-from connectors import register_crm
-from connectors.base import Acceptance, CrmConnector, PushBack, StageEntry
-from connectors.errors import PermanentError, QuotaError, RetryableError
 from connectors.hubspot_associations import associations_of, batch_associations
 from connectors.hubspot_attachments import Attachments
 from connectors.hubspot_client import (
@@ -30,6 +24,13 @@ from connectors.hubspot_client import (
     next_after,
     results_of,
 )
+from connectors.hubspot_settings import HubSpotSettings
+from connectors.registry import register_crm
+from kernel.connector import Acceptance, CrmConnector, PushBack, StageEntry
+from kernel.errors import PermanentError, QuotaError, RetryableError
+from kernel.mapping import Mapping
+from kernel.packet import Packet
+from kernel.settings import SharedSettings
 
 DEAL_OBJECT_TYPE_ID = "0-3"
 DEAL_TO_PRIMARY_COMPANY = AssociationType.PRIMARY_DEAL_TO_COMPANY  # 5
@@ -100,8 +101,9 @@ def previous_stage(history: Iterable[dict[str, Any]], current: str | None) -> st
 @register_crm
 class HubSpotConnector(CrmConnector):
     name = "hubspot"
+    settings_class = HubSpotSettings
 
-    def __init__(self, settings: Settings, mapping: Mapping) -> None:
+    def __init__(self, settings: SharedSettings, mapping: Mapping) -> None:
         super().__init__(settings, mapping)
         self._api: HubSpotApi | None = None
         self._next_search_at = 0.0

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from connectors.errors import AuthError
+from kernel.errors import AuthError
 
 # Next to the code in a checkout; in the working directory when Fullkit was installed as
 # a package and runs from the repository (as on a Procfile platform).

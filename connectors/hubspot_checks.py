@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from bridge.settings import Settings
-from connectors.errors import ConnectorError, PermanentError
 from connectors.hubspot_app import AppConfig, load_app
 from connectors.hubspot_client import HubSpotApi, find_owner_id, results_of
+from connectors.hubspot_settings import HubSpotSettings
 from connectors.hubspot_setup import SetupResult, run_setup
 from connectors.hubspot_ticket import DEFAULT_OPTIONS, HubSpotTicketTarget
+from kernel.errors import ConnectorError, PermanentError
+from kernel.settings import SharedSettings
 
 TOKEN_INFO_PATH = "/oauth/v2/private-apps/get/access-token-info"
 
@@ -40,7 +41,7 @@ class KitLike(Protocol):
 
 
 def setup_portal(
-    settings: Settings,
+    settings: SharedSettings,
     kits: Sequence[KitLike],
     app: AppConfig | None = None,
     api: HubSpotApi | None = None,
@@ -60,7 +61,7 @@ def setup_portal(
 
 def token_scopes(api: HubSpotApi) -> frozenset[str] | None:
     """The scopes HubSpot granted the token; None when HubSpot does not say for this token."""
-    secret = api.settings.hubspot_access_token
+    secret = api.settings.section(HubSpotSettings).access_token
     token = secret.get_secret_value() if secret is not None else ""
     try:
         info = api.request(

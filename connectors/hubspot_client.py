@@ -2,14 +2,14 @@
 
 Built on the official `hubspot-api-client`, with three deliberate changes:
 
-* The API base is `settings.hubspot_api_base` exactly as given (an `http://` loopback
+* The API base is `HubSpotSettings.api_base` exactly as given (an `http://` loopback
   sandbox works), set as each generated package's `Configuration.host`.
 * Every generated package talks through one shared `requests.Session` instead of a
   urllib3 pool per package: the discovery layer builds a fresh ApiClient on every attribute
   access, so without this each call would open a new connection. The session also gives
   every call a timeout (the generated code has none by default) and never retries.
 * Every request first takes a slot from the account's shared rate budget (when the runtime
-  gives one; see bridge/rate_budget.py), so N workers together stay under HubSpot's
+  gives one; see kernel/rate_budget.py), so N workers together stay under HubSpot's
   rolling limit instead of learning it from 429s. HubSpot's answers feed it back: their
   `X-HubSpot-RateLimit-*` figures and a 429's wait win over our own count.
 * No retries inside the client. A hidden urllib3 retry would multiply the requests that
@@ -38,9 +38,8 @@ import requests
 import urllib3
 from hubspot import HubSpot
 
-from bridge.rate_budget import BudgetSpent, Limit, Observed, RateBudget, RateBudgets
-from bridge.settings import Settings
-from connectors.errors import (
+from connectors.hubspot_settings import HubSpotSettings
+from kernel.errors import (
     AuthError,
     ConnectorError,
     NotConfigured,
@@ -48,6 +47,8 @@ from connectors.errors import (
     QuotaError,
     RetryableError,
 )
+from kernel.rate_budget import BudgetSpent, Limit, Observed, RateBudget, RateBudgets
+from kernel.settings import SharedSettings
 
 DISABLED_MESSAGE = "HubSpot connector disabled: HUBSPOT_ACCESS_TOKEN is not set"
 
@@ -185,21 +186,22 @@ class HubSpotApi:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: SharedSettings,
         *,
         session: requests.Session | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         budgets: RateBudgets | None = None,
     ) -> None:
-        if settings.hubspot_access_token is None:
+        own = settings.section(HubSpotSettings)
+        if own.access_token is None:
             raise NotConfigured(DISABLED_MESSAGE)
-        token = settings.hubspot_access_token.get_secret_value()
+        token = own.access_token.get_secret_value()
         if not token:
             raise NotConfigured(DISABLED_MESSAGE)
         self.settings = settings
-        self.base = settings.hubspot_api_base.rstrip("/")
+        self.base = own.api_base.rstrip("/")
         self.session = session or requests.Session()
-        rate = settings.hubspot_rate
+        rate = own.rate
         # One budget per portal and app: the token names both (only its digest is kept).
         self.budget = (
             budgets.budget("hubspot", f"{self.base} {token}", Limit(*rate))
@@ -211,7 +213,7 @@ class HubSpotApi:
         self._token_digest = hashlib.sha256(token.encode()).hexdigest()
         self.client = HubSpot(access_token=token, api_factory=self._api_factory)
         # An explicit UI base (a loopback sandbox) wins over the portal's uiDomain.
-        self.app_base = (settings.hubspot_app_base or "").rstrip("/") or None
+        self.app_base = (own.app_base or "").rstrip("/") or None
 
     def _api_factory(self, package: Any, api_name: str, config: dict[str, Any]) -> Any:
         key = (package.__name__, api_name)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.settings import Settings
-from connectors.errors import PermanentError
 from connectors.hubspot_client import ConflictError, HubSpotApi, NotFoundError
+from kernel.errors import PermanentError
+from kernel.settings import SharedSettings
 
 GROUP = "fullkit"
 GROUP_LABEL = "Fullkit"
@@ -119,7 +119,7 @@ class SetupError(PermanentError):
 
 
 def run_setup(
-    settings: Settings, api: HubSpotApi | None = None, result: SetupResult | None = None
+    settings: SharedSettings, api: HubSpotApi | None = None, result: SetupResult | None = None
 ) -> SetupResult:
     """Create what is missing; report what exists and every problem found (into `result`,
     so what was done before a failure is still reported)."""
@@ -134,7 +134,7 @@ def run_setup(
     return result
 
 
-def setup_properties(settings: Settings, api: HubSpotApi | None = None) -> list[str]:
+def setup_properties(settings: SharedSettings, api: HubSpotApi | None = None) -> list[str]:
     """Lines describing what was created or already present; SetupError on a problem."""
     result = run_setup(settings, api)
     if not result.ok:

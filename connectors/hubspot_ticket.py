@@ -9,11 +9,12 @@ from typing import Any, ClassVar
 
 from hubspot.crm.association_type import AssociationType
 
-from bridge.settings import Settings
-from connectors import register_target
-from connectors.base import OpsRequest, OpsResult, OpsTarget
-from connectors.errors import PermanentError
 from connectors.hubspot_client import ConflictError, HubSpotApi, NotFoundError, find_owner_id
+from connectors.hubspot_settings import HubSpotSettings
+from connectors.registry import register_target
+from kernel.connector import OpsRequest, OpsResult, OpsTarget
+from kernel.errors import PermanentError
+from kernel.settings import SharedSettings
 
 TICKET_OBJECT_TYPE_ID = "0-5"
 HANDOFF_PROPERTY = "fullkit_handoff_id"  # unique-value ticket property (fullkit hubspot setup)
@@ -26,9 +27,10 @@ DEFAULT_OPTIONS: dict[str, str] = {"pipeline": "0", "stage": "1"}
 @register_target
 class HubSpotTicketTarget(OpsTarget):
     name = "hubspot_ticket"
+    settings_class = HubSpotSettings
     option_keys: ClassVar[frozenset[str]] = frozenset({"pipeline", "stage"})
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: SharedSettings) -> None:
         super().__init__(settings)
         self._api: HubSpotApi | None = None
         self._owners: dict[str, str] = {}

@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from alembic import command
 
 from bridge import db, intake, ledger
-from bridge.decision import Decision, packet_snapshot, snapshot_digest
 from bridge.handoff import Handoffs
 from bridge.models import Attempt
-from bridge.packet import Packet
 from bridge.rules import load_rules
+from kernel.decision import Decision, packet_snapshot, snapshot_digest
+from kernel.packet import Packet
 from sandbox import WriteSource
 from tests.conftest import ROOT
 from tests.e2e import KICKOFF, Stack, start_stack

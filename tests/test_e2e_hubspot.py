@@ -17,8 +17,8 @@ import requests
 from bridge import jobs, ledger
 from bridge.lease import LEASE_SECONDS, lease_key
 from bridge.models import Attempt
-from bridge.rate_budget import RateBudgets
 from connectors.hubspot_client import HubSpotApi
+from kernel.rate_budget import RateBudgets
 from tests.conftest import ROOT
 from tests.e2e import KICKOFF, Stack, start_stack
 

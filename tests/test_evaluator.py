@@ -12,16 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.evaluator import (
-    LIMIT_NOTE,
-    LimitExceeded,
-    compile_expression,
-    evaluate,
-    field_present,
-    select_kit,
-)
-from bridge.packet import Finding, Packet
+from bridge.evaluator import evaluate, select_kit
+from bridge.expressions import LIMIT_NOTE, LimitExceeded, compile_expression, field_present
 from bridge.rules import Kit, OpsSpec, Requirement, load_rules
+from kernel.packet import Finding, Packet
 
 REPO = Path(__file__).resolve().parent.parent
 DEALS = Path(__file__).parent / "fixtures" / "deals"

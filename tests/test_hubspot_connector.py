@@ -12,10 +12,7 @@ import requests
 import responses
 from responses import matchers
 
-from bridge.mapping import FieldSpec, Mapping
 from bridge.settings import Settings
-from connectors.base import Acceptance, OpsRequest, PushBack
-from connectors.errors import AuthError, PermanentError, RetryableError
 from connectors.hubspot import (
     HubSpotConnector,
     marker_of,
@@ -26,6 +23,9 @@ from connectors.hubspot import (
 from connectors.hubspot_client import DISABLED_MESSAGE, HubSpotApi
 from connectors.hubspot_setup import SetupError, run_setup, setup_properties
 from connectors.hubspot_ticket import HubSpotTicketTarget
+from kernel.connector import Acceptance, OpsRequest, PushBack
+from kernel.errors import AuthError, PermanentError, RetryableError
+from kernel.mapping import FieldSpec, Mapping
 from sandbox.hubspot import HubSpotSandbox
 from sandbox.server import RunningSandbox, start_sandbox
 from tests.conftest import APP, sandbox_settings

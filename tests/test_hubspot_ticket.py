@@ -12,12 +12,12 @@ import pytest
 import responses
 from responses import matchers
 
-from bridge.packet import Packet
 from bridge.settings import Settings
 from connectors import load_all
-from connectors.base import OpsRequest
-from connectors.errors import PermanentError
 from connectors.hubspot_ticket import HubSpotTicketTarget
+from kernel.connector import OpsRequest
+from kernel.errors import PermanentError
+from kernel.packet import Packet
 from sandbox.server import RunningSandbox
 from tests.conftest import APP, sandbox_settings
 

@@ -14,14 +14,14 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from bridge.mapping import FieldSpec, Mapping
 from bridge.rules import load_rules
 from bridge.settings import Settings
-from connectors.base import OpsRequest, PushBack
-from connectors.errors import QuotaError, RetryableError
 from connectors.hubspot import HubSpotConnector
 from connectors.hubspot_client import daily_reset
 from connectors.hubspot_ticket import HubSpotTicketTarget
+from kernel.connector import OpsRequest, PushBack
+from kernel.errors import QuotaError, RetryableError
+from kernel.mapping import FieldSpec, Mapping
 from sandbox import RunningSandbox
 from sandbox.hubspot import WriteSource
 from tests.conftest import ROOT, sandbox_settings

@@ -6,8 +6,8 @@ import datetime as dt
 from pathlib import Path
 
 from bridge.kitcheck import check_deal, no_kit_reason
-from bridge.packet import Packet
 from bridge.rules import Rules, load_rules
+from kernel.packet import Packet
 
 REPO = Path(__file__).resolve().parent.parent
 TODAY = dt.date(2026, 12, 2)

@@ -14,8 +14,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rq import Queue
 
-from bridge.rate_budget import BudgetSpent, Limit, Observed, RateBudget, RateBudgets
 from bridge.settings import SettingsError, load_settings
+from connectors.hubspot_settings import HubSpotSettings
+from kernel.rate_budget import BudgetSpent, Limit, Observed, RateBudget, RateBudgets
 from tests.conftest import Backend
 from tests.e2e import Stack, start_stack
 
@@ -190,12 +191,12 @@ def test_metrics_show_the_calls_hubspot_says_are_left(tight_stack: Stack) -> Non
     [("100/10s", (100, 10.0)), ("190", (190, 10.0)), ("10/500ms", (10, 0.5)), ("off", None)],
 )
 def test_the_limit_is_set_per_portal_tier(value: str, rate: tuple[int, float] | None) -> None:
-    assert load_settings(HUBSPOT_RATE_LIMIT=value).hubspot_rate == rate
+    assert load_settings(HUBSPOT_RATE_LIMIT=value).section(HubSpotSettings).rate == rate
 
 
 def test_a_malformed_limit_is_one_line_naming_the_setting() -> None:
     with pytest.raises(SettingsError) as error:
-        load_settings(HUBSPOT_RATE_LIMIT="fast")
+        load_settings(HUBSPOT_RATE_LIMIT="fast").section(HubSpotSettings)
     assert str(error.value) == (
         'invalid setting HUBSPOT_RATE_LIMIT: must be requests per window, e.g. "100/10s", or "off"'
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import connectors
 from bridge.rules import Problem, Rules, RulesError, load_rules, packet_from_json
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,7 +59,7 @@ def write_rules(root: Path, kits: dict[str, str], mappings: dict[str, str] | Non
 
 def problems_of(folder: Path) -> list[str]:
     with pytest.raises(RulesError) as info:
-        load_rules(folder)
+        load_rules(folder, connectors.load_all())
     return [str(problem) for problem in info.value.problems]
 
 

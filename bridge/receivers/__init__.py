@@ -15,6 +15,7 @@ from werkzeug.utils import import_string
 
 if TYPE_CHECKING:
     from bridge.rules import Rules
+    from kernel.settings import Section
 
 
 @dataclass(frozen=True)
@@ -22,11 +23,18 @@ class Receiver:
     crm: str
     # "module:attribute" of each blueprint, imported only when an app mounts it.
     blueprints: tuple[str, ...]
+    settings: str  # "module:attribute" of the receiver's own settings class (a Section)
 
 
 RECEIVERS: dict[str, Receiver] = {
     receiver.crm: receiver
-    for receiver in (Receiver("hubspot", ("bridge.receivers.hubspot:blueprint",)),)
+    for receiver in (
+        Receiver(
+            "hubspot",
+            ("bridge.receivers.hubspot:blueprint",),
+            "bridge.receivers.hubspot_settings:HubSpotReceiverSettings",
+        ),
+    )
 }
 
 
@@ -35,6 +43,10 @@ def blueprints() -> Iterator[Blueprint]:
         for path in receiver.blueprints:
             blueprint: Blueprint = import_string(path)
             yield blueprint
+
+
+def settings_classes() -> list[type[Section]]:
+    return [import_string(receiver.settings) for receiver in RECEIVERS.values()]
 
 
 def watched_stages(rules: Rules) -> dict[str, frozenset[str]]:

@@ -24,6 +24,7 @@ from bridge.metrics import EVENTS_QUEUED, RECEIVER_SECONDS
 from bridge.queue import QueueUnavailable
 from bridge.receivers import hubspot_signature
 from bridge.receivers.common import Refusal, count, public_url, read_body, require_content_type
+from bridge.receivers.hubspot_settings import HubSpotReceiverSettings
 
 log = structlog.get_logger("fullkit.receivers")
 blueprint = Blueprint("hubspot_webhooks", __name__)
@@ -75,7 +76,8 @@ def _receive() -> int:
     body = read_body(request)
     require_content_type(request, "application/json")
     app = current_app.config["FULLKIT"]
-    secret = app.settings.hubspot_client_secret
+    own = app.settings.section(HubSpotReceiverSettings)
+    secret = own.client_secret
     if secret is None:
         raise Refusal(503, "HUBSPOT_CLIENT_SECRET is not set")
     text = _text(body)
@@ -90,7 +92,7 @@ def _receive() -> int:
         raise Refusal(400, "body is not UTF-8")
     events = _parse(text)
     stages = app.handoff_stages[RECEIVER]
-    _queue(app, [_change(e) for e in events if _is_handoff(e, stages, app.settings.hubspot_app_id)])
+    _queue(app, [_change(e) for e in events if _is_handoff(e, stages, own.app_id)])
     return 204
 
 

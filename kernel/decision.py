@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.packet import Finding, Packet
+from kernel.packet import Finding, Packet
 
 ACCEPTED, RETURNED = "accepted", "returned"
 OUTCOMES = (ACCEPTED, RETURNED)

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from bridge.decision import Decision
-from bridge.mapping import Mapping
-from bridge.packet import Packet
-from bridge.rate_budget import RateBudgets
-from bridge.settings import Settings
-from connectors.errors import PermanentError, Unsupported
+from kernel.decision import Decision
+from kernel.errors import PermanentError, Unsupported
+from kernel.mapping import Mapping
+from kernel.packet import Packet
+from kernel.rate_budget import RateBudgets
+from kernel.settings import Section, SharedSettings
 
 
 @dataclass(frozen=True)
@@ -96,12 +96,14 @@ class StageEntry:
 
 class CrmConnector(ABC):
     name: ClassVar[str]
+    # Its own settings (its own environment prefix), read from the process's settings.
+    settings_class: ClassVar[type[Section] | None] = None
 
     # The runtime hands every connector its process's shared rate budgets; None: unpaced
     # (one-off commands, tests of a single call).
     rate_budgets: RateBudgets | None = None
 
-    def __init__(self, settings: Settings, mapping: Mapping) -> None:
+    def __init__(self, settings: SharedSettings, mapping: Mapping) -> None:
         self.settings = settings
         self.mapping = mapping
 
@@ -148,10 +150,11 @@ class OpsTarget(ABC):
 
     name: ClassVar[str]
     option_keys: ClassVar[frozenset[str]] = frozenset()
+    settings_class: ClassVar[type[Section] | None] = None  # as for CrmConnector
 
     rate_budgets: RateBudgets | None = None  # as for CrmConnector
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: SharedSettings) -> None:
         self.settings = settings
 
     @classmethod
