@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from bridge.metrics import EVENTS_QUEUED, RECEIVER_SECONDS
-from bridge.queue import QueueUnavailable, job_id
+from bridge.queue import HandoffQueue, QueueUnavailable, job_id
 from bridge.receivers import hubspot_signature
 from bridge.receivers.common import Refusal, count, public_url, read_body, require_content_type
 
@@ -126,15 +126,18 @@ def _is_handoff(event: HubSpotEvent, stages: frozenset[str], app_id: str | None)
 def _queue(app: Any, changes: list[HubSpotEvent]) -> None:
     from bridge.jobs import INTAKE_RETRY, handle_stage_change
 
+    calls = []
+    for event in changes:
+        deal_id, stage = str(event.objectId), str(event.propertyValue)
+        key = job_id("hubspot", deal_id, stage, event.occurredAt)
+        calls.append(HandoffQueue.call(
+            handle_stage_change, key, "hubspot", deal_id, stage, event.occurredAt,
+            f"hubspot-event:{event.eventId}", retry=INTAKE_RETRY,
+        ))  # fmt: skip
+    if not calls:
+        return
     try:
-        queue = app.queue()
-        for event in changes:
-            deal_id, stage = str(event.objectId), str(event.propertyValue)
-            key = job_id("hubspot", deal_id, stage, event.occurredAt)
-            if queue.enqueue_unique(
-                handle_stage_change, key, "hubspot", deal_id, stage, event.occurredAt,
-                f"hubspot-event:{event.eventId}", retry=INTAKE_RETRY,
-            ):  # fmt: skip
-                EVENTS_QUEUED.labels(crm="hubspot").inc()
+        queued = app.enqueue_unique_many(calls)
     except QueueUnavailable:
         raise Refusal(503, "queue unavailable; retry later") from None
+    EVENTS_QUEUED.labels(crm="hubspot").inc(sum(queued))
