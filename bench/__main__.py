@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, printing its figures."""
 
-from bench import bench_evaluator, bench_handoff, bench_reads, bench_sweep
+from bench import bench_evaluator, bench_handoff, bench_ingest, bench_reads, bench_sweep
 
 bench_evaluator.main()
 print()
@@ -9,3 +9,5 @@ print()
 bench_reads.main()
 print()
 bench_sweep.main([])
+print()
+bench_ingest.main([])
