@@ -46,8 +46,9 @@ class WebApp:
     def enqueue_unique_many(self, calls: Sequence[EnqueueData]) -> list[bool]:
         try:
             return self.queue().enqueue_unique_many(calls)
-        except QueueUnavailable:
-            if self.settings.redis_url:
+        except QueueUnavailable as exc:
+            # A server that does not answer in time gets no second wait: 503 within 2 s.
+            if self.settings.redis_url or exc.timed_out:
                 raise
         # The embedded server may have been restarted on another port: look once more.
         # Safe to repeat, since every job is unique by its key.

@@ -25,7 +25,9 @@ JOB_TIMEOUT_SECONDS = 300
 
 
 class QueueUnavailable(Exception):
-    pass
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 def redis_url(settings: Settings) -> str:
@@ -122,7 +124,8 @@ class HandoffQueue:
         try:
             answers = pipe.execute()[1:]
         except redis.RedisError as exc:
-            raise QueueUnavailable(str(exc)) from None
+            timed_out = isinstance(exc, redis.TimeoutError)
+            raise QueueUnavailable(str(exc), timed_out=timed_out) from None
         return [
             answer == 1
             or (answer in _REQUEUED_ON_REDELIVERY and self._requeue_if_failed(data.job_id))
