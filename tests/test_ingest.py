@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -174,3 +175,30 @@ def test_the_receiver_finds_a_restarted_embedded_valkey(tmp_path: Path) -> None:
             assert Queue(QUEUE_NAME, connection=connection).count == 2
     finally:
         EmbeddedValkey(home).stop()
+
+
+def test_the_procfile_web_process_uses_the_serve_settings(tmp_path: Path) -> None:
+    web = next(
+        line.split(":", 1)[1].strip()
+        for line in (ROOT / "Procfile").read_text().splitlines()
+        if line.startswith("web:")
+    )
+    args = shlex.split(web)
+    assert args[0] == "gunicorn"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "DATABASE"))}
+    env.update(FULLKIT_HOME=str(tmp_path), FULLKIT_RULES_DIR=str(ROOT / "kit_rules"),
+               WEB_CONCURRENCY="3")  # fmt: skip
+    printed = subprocess.run(
+        [sys.executable, "-m", "gunicorn", *args[1:], "--print-config"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    settings = dict(
+        (name.strip(), value.strip())
+        for name, value in (
+            line.split("=", 1) for line in printed.stdout.splitlines() if "=" in line
+        )
+    )
+    assert settings["workers"] == "3"
+    assert settings["worker_class"] == "gthread"
+    assert settings["keepalive"] == "75"  # the file's own choices, not gunicorn's defaults
