@@ -1,6 +1,13 @@
 """`make bench`: every benchmark, printing its figures."""
 
-from bench import bench_budget, bench_evaluator, bench_handoff, bench_reads, bench_sweep
+from bench import (
+    bench_budget,
+    bench_evaluator,
+    bench_handoff,
+    bench_ingest,
+    bench_reads,
+    bench_sweep,
+)
 
 bench_evaluator.main()
 print()
@@ -11,3 +18,5 @@ print()
 bench_reads.main()
 print()
 bench_sweep.main([])
+print()
+bench_ingest.main([])

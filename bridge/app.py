@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.registry import Collector
+from rq.queue import EnqueueData
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import sessionmaker
 
 from bridge import db, ledger, receivers
 from bridge.deal_ids import InvalidDealId, canonical_deal_id
 from bridge.logging import configure_logging
-from bridge.metrics import REGISTRY, LedgerCollector, RateLimitCollector
+from bridge.metrics import LedgerCollector, RateLimitCollector, scrape_registry
 from bridge.queue import HandoffQueue, QueueUnavailable, connect
 from bridge.rules import Rules, load_rules
 from bridge.settings import Settings, load_settings
@@ -37,10 +38,32 @@ class WebApp:
     _extra: dict[str, Any] = field(default_factory=dict)
 
     def queue(self) -> HandoffQueue:
-        if self._redis is None or not self.settings.redis_url:
-            # The embedded server may have been restarted on another port: look again.
+        # One client (and its connection pool) per process: a connection per request
+        # would cost the receivers a TCP handshake and more on every webhook.
+        if self._redis is None:
             self._redis = connect(self.settings, timeout=RECEIVER_QUEUE_TIMEOUT)
         return HandoffQueue(self._redis)
+
+    def enqueue_unique_many(self, calls: Sequence[EnqueueData]) -> list[bool]:
+        try:
+            return self.queue().enqueue_unique_many(calls)
+        except QueueUnavailable as exc:
+            # A server that does not answer in time gets no second wait: 503 within 2 s.
+            if self.settings.redis_url or exc.timed_out:
+                raise
+        # The embedded server may have been restarted on another port: look once more.
+        # Safe to repeat, since every job is unique by its key.
+        self._redis = None
+        return self.queue().enqueue_unique_many(calls)
+
+    def ping_queue(self) -> None:
+        try:
+            self.queue().connection.ping()
+        except (redis.RedisError, QueueUnavailable):
+            if self.settings.redis_url:
+                raise
+            self._redis = None
+            self.queue().connection.ping()
 
     @property
     def engine(self) -> Engine:
@@ -73,7 +96,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(blueprint)
     app.register_blueprint(ops)
     app.register_blueprint(api)
-    _register_collector(state)
+    app.config["METRICS"] = scrape_registry(
+        LedgerCollector(state.count_by_state),
+        RateLimitCollector(lambda: rate_budget.observed(state.queue().connection)),
+    )
     return app
 
 
@@ -85,20 +111,6 @@ def _prepare_ledger(state: WebApp) -> None:
         raise
     except Exception:
         pass  # /healthz reports it until the database is back
-
-
-_collectors: list[Collector] = []
-
-
-def _register_collector(state: WebApp) -> None:
-    for old in _collectors:
-        REGISTRY.unregister(old)
-    _collectors[:] = [
-        LedgerCollector(state.count_by_state),
-        RateLimitCollector(lambda: rate_budget.observed(state.queue().connection)),
-    ]
-    for collector in _collectors:
-        REGISTRY.register(collector)
 
 
 ops = Blueprint("ops", __name__)
@@ -114,7 +126,7 @@ def healthz() -> tuple[Response, int]:
     state = _state()
     checks = {"queue": "ok", "ledger": "ok"}
     try:
-        state.queue().connection.ping()
+        state.ping_queue()
     except (redis.RedisError, QueueUnavailable):
         checks["queue"] = "unreachable"
     try:
@@ -130,7 +142,8 @@ def healthz() -> tuple[Response, int]:
 
 @ops.get("/metrics")
 def metrics() -> Response:
-    return Response(generate_latest(REGISTRY), mimetype=CONTENT_TYPE_LATEST)
+    registry = current_app.config["METRICS"]
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
 api = Blueprint("api", __name__, url_prefix="/api")

@@ -54,12 +54,10 @@ def cli() -> None:
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default: $PORT or 8000).")
 @click.option(
     "--workers",
-    default=1,
-    show_default=True,
     type=click.IntRange(1, 64),
-    help="Gunicorn processes (each runs 8 threads; /metrics counts per process).",
+    help="Gunicorn processes (default: $WEB_CONCURRENCY or one per core; 8 threads each).",
 )
-def serve(host: str, port: int | None, workers: int) -> None:
+def serve(host: str, port: int | None, workers: int | None) -> None:
     """Serve the webhook receivers, /healthz, /metrics and the API (gunicorn)."""
     from bridge.server import PortUnavailable, serve_forever
 

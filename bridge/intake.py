@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from rq import Retry
 
 from bridge.deal_ids import canonical_deal_id
-from bridge.queue import HandoffQueue, job_id
+from bridge.queue import Enqueuer, HandoffQueue, job_id
 
 INTAKE_JOB = "bridge.jobs.handle_stage_change"
 # Recording a stage change only needs our own ledger; if that is down, try again for
@@ -136,13 +136,14 @@ def salesforce_event_key(event_id: str) -> str:
     return bounded(f"event:{event_id}")
 
 
-def queue_changes(queue: HandoffQueue, changes: Iterable[StageChange]) -> int:
+def queue_changes(queue: Enqueuer, changes: Iterable[StageChange]) -> int:
     """Queue one intake job per change; returns how many were new to the queue.
 
     Raises QueueUnavailable when the queue cannot be reached.
     """
-    queued = 0
-    for change in changes:
-        if queue.enqueue_unique(INTAKE_JOB, change.job_key, *change.job_args(), retry=INTAKE_RETRY):
-            queued += 1
-    return queued
+    calls = [
+        HandoffQueue.call(INTAKE_JOB, change.job_key, *change.job_args(), retry=INTAKE_RETRY)
+        for change in changes
+    ]
+    # One round trip for the whole batch (see HandoffQueue.enqueue_unique_many).
+    return sum(queue.enqueue_unique_many(calls))

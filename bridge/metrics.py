@@ -1,17 +1,25 @@
-"""Prometheus metrics. Ledger figures are read at scrape time, so every process agrees."""
+"""Prometheus metrics. Ledger figures are read at scrape time, so every process agrees.
+
+Under `serve` every gunicorn process counts into files of its own in
+PROMETHEUS_MULTIPROC_DIR (see bridge/gunicorn_config.py), and a scrape adds up the files of
+all processes, those that exited included: whichever process answers /metrics, the counts
+are whole. The variable must be set before prometheus_client is first imported.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from kernel.rate_budget import Observed
 
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REGISTRY = CollectorRegistry()
 
 WEBHOOK_ANSWERS = Counter(
@@ -77,3 +85,16 @@ class RateLimitCollector(Collector):
             maximum.add_metric([crm], seen.maximum)
         yield remaining
         yield maximum
+
+
+def scrape_registry(*collectors: Collector) -> CollectorRegistry:
+    """What /metrics exposes: this process's counts, or every process's in multiprocess mode."""
+    registry = CollectorRegistry()
+    if os.environ.get(MULTIPROC_DIR_ENV):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        for metric in (WEBHOOK_ANSWERS, EVENTS_QUEUED, RECEIVER_SECONDS):
+            registry.register(metric)
+    for collector in collectors:
+        registry.register(collector)
+    return registry

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.queue import EnqueueData
 from rq.types import FunctionReferenceType
+from rq.utils import now
 
 from bridge.settings import Settings
 from bridge.valkey import EmbeddedValkey
@@ -24,7 +26,9 @@ JOB_TIMEOUT_SECONDS = 300
 
 
 class QueueUnavailable(Exception):
-    pass
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 def redis_url(settings: Settings) -> str:
@@ -48,6 +52,28 @@ def job_id(*parts: object) -> str:
     return digest[:40]
 
 
+# One job, atomically: a job hash that exists already makes the call a duplicate, and its
+# status comes back so that a job which failed for good can be requeued. RQ's own unique
+# enqueue only says "exists", and enqueue_many has no unique mode at all.
+_ENQUEUE_UNIQUE = b"""
+if redis.call("EXISTS", KEYS[1]) == 1 then
+    return redis.call("HGET", KEYS[1], "status") or ""
+end
+redis.call("HSET", KEYS[1], unpack(ARGV, 3))
+redis.call("RPUSH", KEYS[2], ARGV[1])
+redis.call("SADD", KEYS[3], ARGV[2])
+return 1
+"""
+_ENQUEUE_UNIQUE_SHA = hashlib.sha1(_ENQUEUE_UNIQUE).hexdigest()
+_REQUEUED_ON_REDELIVERY = {b"failed", b"stopped", b"canceled"}
+
+
+class Enqueuer(Protocol):
+    """What queues jobs: a HandoffQueue, or the web app's, which reconnects once."""
+
+    def enqueue_unique_many(self, calls: Sequence[EnqueueData]) -> list[bool]: ...
+
+
 @dataclass
 class HandoffQueue:
     """The only way work enters RQ: every job id is deterministic, every enqueue unique."""
@@ -58,30 +84,60 @@ class HandoffQueue:
     def rq(self) -> Queue:
         return Queue(QUEUE_NAME, connection=self.connection)
 
+    @staticmethod
+    def call(
+        func: FunctionReferenceType, job_key: str, *args: Any, retry: Retry | None = None
+    ) -> EnqueueData:
+        """One job for enqueue_unique_many: func(*args) under job_key."""
+        return Queue.prepare_data(
+            func,
+            args=args,
+            job_id=job_key,
+            result_ttl=DEDUPE_SECONDS,
+            failure_ttl=DEDUPE_SECONDS,
+            timeout=JOB_TIMEOUT_SECONDS,
+            retry=retry,
+        )
+
     def enqueue_unique(
         self, func: FunctionReferenceType, job_key: str, *args: Any, retry: Retry | None = None
     ) -> bool:
-        """Queue func(*args) under job_key; False when that job is queued or done already.
+        """Queue func(*args) under job_key; False when that job is queued or done already."""
+        return self.enqueue_unique_many([self.call(func, job_key, *args, retry=retry)])[0]
 
-        A job of that key that failed for good is queued again: a redelivery is then the
-        way a lost piece of work comes back, not something to drop as a duplicate.
+    def enqueue_unique_many(self, calls: Sequence[EnqueueData]) -> list[bool]:
+        """Queue every call in one round trip; for each, False when it is a duplicate.
+
+        The batch is one MULTI/EXEC: HubSpot gets its 204 only once all of it is written,
+        and a batch cut off half-way is not half-queued. A job of a key that failed for good
+        is queued again: a redelivery is then the way a lost piece of work comes back, not
+        something to drop as a duplicate.
         """
+        if not calls:
+            return []
+        queue = self.rq
+        enqueued_at = now()
+        pipe = self.connection.pipeline(transaction=True)
+        # Loaded in the same round trip: EVALSHA after a server restart (or SCRIPT FLUSH)
+        # never meets NOSCRIPT, and there is no SCRIPT EXISTS round trip first.
+        pipe.script_load(_ENQUEUE_UNIQUE)
+        for data in calls:
+            job = _job(queue, data, enqueued_at)
+            fields = [part for item in job.to_dict().items() for part in item]
+            pipe.evalsha(
+                _ENQUEUE_UNIQUE_SHA, 3, job.key, queue.key, queue.redis_queues_keys,
+                job.id, queue.key, *fields,
+            )  # fmt: skip
         try:
-            self.rq.enqueue_call(
-                func,
-                args=args,
-                job_id=job_key,
-                unique=True,
-                result_ttl=DEDUPE_SECONDS,
-                failure_ttl=DEDUPE_SECONDS,
-                timeout=JOB_TIMEOUT_SECONDS,
-                retry=retry,
-            )
-        except DuplicateJobError:
-            return self._requeue_if_failed(job_key)
+            answers = pipe.execute()[1:]
         except redis.RedisError as exc:
-            raise QueueUnavailable(str(exc)) from None
-        return True
+            timed_out = isinstance(exc, redis.TimeoutError)
+            raise QueueUnavailable(str(exc), timed_out=timed_out) from None
+        return [
+            answer == 1
+            or (answer in _REQUEUED_ON_REDELIVERY and self._requeue_if_failed(data.job_id))
+            for data, answer in zip(calls, answers, strict=True)
+        ]
 
     def _requeue_if_failed(self, job_key: str) -> bool:
         try:
@@ -112,3 +168,14 @@ class HandoffQueue:
             )
         except redis.RedisError as exc:
             raise QueueUnavailable(str(exc)) from None
+
+
+def _job(queue: Queue, data: EnqueueData, enqueued_at: dt.datetime) -> Job:
+    """The job RQ's enqueue would write, built without touching the server."""
+    job = queue.create_job(
+        data.func, args=data.args, kwargs=data.kwargs, timeout=data.timeout,
+        result_ttl=data.result_ttl, failure_ttl=data.failure_ttl, job_id=data.job_id,
+        retry=data.retry, status=JobStatus.QUEUED,
+    )  # fmt: skip
+    job.enqueued_at = enqueued_at
+    return job

@@ -9,8 +9,9 @@ from typing import Any
 
 import structlog
 from gunicorn.app.base import BaseApplication
+from gunicorn.config import Config
 
-from bridge import backends, db
+from bridge import backends, db, gunicorn_config
 from bridge.logging import configure_logging
 from bridge.settings import Settings
 from bridge.valkey import EmbeddedValkey
@@ -43,7 +44,11 @@ class _Gunicorn(BaseApplication):
 
 
 def serve_forever(
-    settings: Settings, host: str, port: int, workers: int, sections: Sequence[type[Section]] = ()
+    settings: Settings,
+    host: str,
+    port: int,
+    workers: int | None,
+    sections: Sequence[type[Section]] = (),
 ) -> None:
     configure_logging()
     check_port(host, port)
@@ -52,27 +57,36 @@ def serve_forever(
     _report_backends(settings)
     url = f"http://{host}:{port}"
 
-    def when_ready(_server: Any) -> None:
-        log.info(f"listening on {url}", workers=workers)
+    def when_ready(server: Any) -> None:
+        log.info(f"listening on {url}", workers=server.num_workers)
 
     def on_exit(_server: Any) -> None:
         if not settings.redis_url:
             EmbeddedValkey(settings.home).stop_if_unused()
 
+    def on_starting(_server: Any) -> None:
+        gunicorn_config.prepare_metrics_dir(gunicorn_config.metrics_dir(settings.home))
+
     _Gunicorn(
         {
+            **gunicorn_settings(),
             "bind": f"{host}:{port}",
-            "workers": workers,
-            "threads": 8,
-            "worker_class": "gthread",
-            "timeout": 30,
-            "graceful_timeout": 10,
-            "accesslog": "-",
-            "loglevel": "warning",
+            "workers": workers or gunicorn_config.workers,
+            "on_starting": on_starting,
             "when_ready": when_ready,
             "on_exit": on_exit,
         }
     ).run()
+
+
+def gunicorn_settings() -> dict[str, Any]:
+    """The Procfile's settings (bridge/gunicorn_config.py), as gunicorn reads a config module."""
+    known = Config().settings
+    return {
+        name: value
+        for name, value in vars(gunicorn_config).items()
+        if name in known and not name.startswith("_")
+    }
 
 
 def unset_secrets(settings: Settings, sections: Sequence[type[Section]] = ()) -> list[str]:

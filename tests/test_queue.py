@@ -46,3 +46,54 @@ def test_redelivery_requeues_a_job_that_failed(backend: Any) -> None:
     job = queue.rq.fetch_job("job-b")
     assert job is not None and job.is_finished and job.return_value() == "recorded"
     assert queue.enqueue_unique(flaky, "job-b", backend.redis_url) is False  # done: no-op
+
+
+class CountingConnection(redis.Connection):
+    """Counts what reaches the wire: a pipeline is one send, whatever it holds."""
+
+    sends = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sends += 1
+        super().send_packed_command(command, check_health)
+
+
+def counted(url: str) -> redis.Redis:
+    connection = redis.Redis.from_url(url, connection_class=CountingConnection)
+    connection.ping()  # the connection's own handshake is not the batch's
+    CountingConnection.sends = 0
+    return connection
+
+
+def test_a_batch_of_100_is_queued_in_one_round_trip(backend: Any) -> None:
+    queue = HandoffQueue(counted(backend.redis_url))
+    calls = [queue.call(flaky, f"batch-{n}", backend.redis_url) for n in range(100)]
+    assert queue.enqueue_unique_many(calls) == [True] * 100
+    assert CountingConnection.sends == 1
+    assert Queue(QUEUE_NAME, connection=queue.connection).count == 100
+
+    CountingConnection.sends = 0
+    assert queue.enqueue_unique_many(calls) == [False] * 100  # HubSpot delivered it again
+    assert CountingConnection.sends == 1
+    assert Queue(QUEUE_NAME, connection=queue.connection).count == 100
+
+
+def test_a_duplicate_inside_one_batch_is_queued_once(backend: Any) -> None:
+    queue = HandoffQueue(redis.Redis.from_url(backend.redis_url))
+    call = queue.call(flaky, "twice", backend.redis_url)
+    assert queue.enqueue_unique_many([call, call]) == [True, False]
+    assert queue.rq.count == 1
+
+
+def test_a_batch_redelivery_requeues_only_the_job_that_failed(backend: Any) -> None:
+    connection = redis.Redis.from_url(backend.redis_url)
+    queue = HandoffQueue(connection)
+    assert queue.enqueue_unique(flaky, "fails-first", backend.redis_url)
+    drain(connection)
+    batch = [queue.call(flaky, key, backend.redis_url) for key in ("fails-first", "new-one")]
+    assert queue.enqueue_unique_many(batch) == [True, True]
+    drain(connection)
+    assert queue.enqueue_unique_many(batch) == [False, False]  # both done: no-ops
+    for key in ("fails-first", "new-one"):
+        job = queue.rq.fetch_job(key)
+        assert job is not None and job.is_finished and job.return_value() == "recorded"

@@ -138,7 +138,7 @@ def _change(event: HubSpotEvent) -> intake.StageChange:
 
 def _queue(app: Any, changes: list[intake.StageChange]) -> None:
     try:
-        queued = intake.queue_changes(app.queue(), changes)
+        queued = intake.queue_changes(app, changes)
     except QueueUnavailable:
         raise Refusal(503, "queue unavailable; retry later") from None
     EVENTS_QUEUED.labels(crm=RECEIVER).inc(queued)

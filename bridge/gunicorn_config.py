@@ -1,0 +1,95 @@
+"""Gunicorn settings of the web process, for `fullkit serve` and the Procfile alike.
+
+    gunicorn -c python:bridge.gunicorn_config 'bridge.app:create_app()'
+
+Tuned for a small machine (2 cores) that also runs Valkey and the RQ worker. What a
+receiver does per request is short and mostly Python (verify, parse, one round trip to the
+queue), so the GIL, not waiting, bounds a process: throughput comes from processes, and
+threads only cover the moments a request waits on the queue or on a slow client.
+
+Nothing here may import prometheus_client or the app: the master sets the metrics directory
+before any worker is forked, and each worker imports the app itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+# One process per core: a process can use a core's worth of Python, no more. Platforms
+# that size dynos set WEB_CONCURRENCY, which wins, as gunicorn's own default does.
+workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
+
+# gthread: a thread answers one request at a time, and idle keep-alive connections wait in
+# the worker's poller, not in a thread. An event-loop worker (gevent) would be the choice
+# to hold thousands of slow clients (issue 15), at the price of monkey-patching redis,
+# psycopg and requests; with gthread a client that sends its body slowly holds a thread
+# until it is done, so workers * threads such clients at once delay everyone else. Put a
+# buffering proxy in front (most platforms' routers buffer already) or revisit this then.
+worker_class = "gthread"
+# Enough to overlap the queue round trips and a few slow uploads; more threads in one
+# process only contend for its GIL.
+threads = 8
+
+# The master restarts a worker whose main loop is silent this long. Receivers answer in
+# milliseconds (and 503 within 2 s when the queue is down), so 30 s means a stuck worker.
+timeout = 30
+# On SIGTERM, requests in flight get this long to finish; longer only delays deploys.
+graceful_timeout = 10
+# Longer than a load balancer's idle timeout (60 s on common ones): the balancer, not
+# gunicorn, closes an idle connection, so a request never races the close and gets a 502.
+# HubSpot and Salesforce reuse connections for bursts of deliveries, which saves a TCP
+# (and TLS at the proxy) handshake per webhook.
+keepalive = 75
+
+# Restart each worker after this many requests, so slow leaks in libraries cannot grow
+# without bound; the jitter keeps both workers from restarting at the same moment. Counts
+# survive the restart: a dead process's metric files are still added up.
+max_requests = 20_000
+max_requests_jitter = 2_000
+
+# Each worker builds the app after the fork: database engines and Redis pools are not
+# shared across a fork, and the metrics directory is set before the app is imported.
+preload_app = False
+
+# Heartbeat files in memory: on a busy disk a heartbeat write that stalls gets a healthy
+# worker killed for being silent.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+# The SPEC: forwarded headers count only from proxies the operator trusts; none by default.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "")
+
+bind = f"0.0.0.0:{os.environ.get('PORT') or 8000}"
+accesslog = "-"
+loglevel = "warning"
+
+
+def metrics_dir(home: Path | None = None) -> Path:
+    """Where every process of this server keeps its metric files."""
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if configured:
+        return Path(configured)
+    home = home or Path(os.environ.get("FULLKIT_HOME") or ".fullkit")
+    return (home / "metrics").resolve()
+
+
+def prepare_metrics_dir(path: Path) -> None:
+    """An empty directory, named in the environment every worker inherits."""
+    # Files of an earlier run would be added to this run's counts.
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+def on_starting(_server: Any) -> None:
+    """In the master, before the first worker is forked."""
+    prepare_metrics_dir(metrics_dir())
+
+
+def child_exit(_server: Any, worker: Any) -> None:
+    """A worker exited (restart or crash): its live gauges stop counting; counters stay."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
