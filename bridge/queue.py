@@ -59,7 +59,12 @@ class HandoffQueue:
         return Queue(QUEUE_NAME, connection=self.connection)
 
     def enqueue_unique(
-        self, func: FunctionReferenceType, job_key: str, *args: Any, retry: Retry | None = None
+        self,
+        func: FunctionReferenceType,
+        job_key: str,
+        *args: Any,
+        retry: Retry | None = None,
+        result_ttl: int = DEDUPE_SECONDS,
     ) -> bool:
         """Queue func(*args) under job_key; False when that job is queued or done already.
 
@@ -72,7 +77,7 @@ class HandoffQueue:
                 args=args,
                 job_id=job_key,
                 unique=True,
-                result_ttl=DEDUPE_SECONDS,
+                result_ttl=result_ttl,
                 failure_ttl=DEDUPE_SECONDS,
                 timeout=JOB_TIMEOUT_SECONDS,
                 retry=retry,
