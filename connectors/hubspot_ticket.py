@@ -75,7 +75,8 @@ class HubSpotTicketTarget(OpsTarget):
         for request in todo:
             try:
                 bodies[request.handoff_id] = self._ticket_input(request)
-            except PermanentError as exc:
+            except (PermanentError, RetryableError) as exc:
+                # The owner lookup failed for this ticket's owner: the others go on.
                 failed[request.handoff_id] = exc
         ready = [request for request in todo if request.handoff_id in bodies]
         ticket_ids: dict[str, str] = {}
