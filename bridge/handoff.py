@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 from sqlalchemy.orm import Session
 
@@ -201,7 +202,7 @@ class Handoffs:
                         [items[attempt.handoff_id] for attempt in untasked], may_exist=may_exist
                     )
                 except PartialFailure as partial:
-                    tasks = dict(partial.done or {})  # type: ignore[call-overload]
+                    tasks = cast(dict[str, str], partial.done or {})
                     self._set_aside_by(untasked, partial, key=_handoff_key)
                 for attempt in untasked:
                     if attempt.handoff_id in tasks:
@@ -249,7 +250,7 @@ class Handoffs:
             try:
                 results.update(self.runtime.target(target).create(requests))
             except PartialFailure as partial:
-                results.update(partial.done or {})  # type: ignore[call-overload]
+                results.update(cast(dict[str, OpsResult], partial.done or {}))
                 self._set_aside_by(unticketed, partial, key=_handoff_key)
         for attempt in unticketed:
             result = results.get(attempt.handoff_id)
