@@ -89,10 +89,10 @@ class Handoffs:
             elif attempt.state == "evaluating":
                 # `evaluating` runs twice for a push-back: once to judge, once to write the
                 # judgement back. The stored decision tells the two apart.
-                step = self._evaluate if attempt.decision is None else self._push_back
+                step = self._evaluate if attempt.decision is None else self._write_back
                 groups.setdefault(step, []).append(attempt)
             elif attempt.state == "accepted":
-                groups.setdefault(self._open_ops_tickets, []).append(attempt)
+                groups.setdefault(self._write_back, []).append(attempt)
         return list(groups.items())
 
     def _start(self, attempts: list[Attempt]) -> None:
@@ -177,48 +177,60 @@ class Handoffs:
 
     # --- acting on the decision ------------------------------------------------------
 
-    def _push_back(self, attempts: list[Attempt]) -> None:
-        for crm, of_crm in _by_crm(attempts).items():
-            now = ledger.utcnow()
-            items: dict[str, PushBack] = {}
+    def _write_back(self, attempts: list[Attempt]) -> None:
+        """Tasks for the push-backs, tickets for the acceptances, then every deal of the
+        batch written back in one call."""
+        pushbacks = self._make_tasks([a for a in attempts if a.state == "evaluating"])
+        acceptances = self._open_ops_tickets([a for a in attempts if a.state == "accepted"])
+        live = [a for a in attempts if a.id in pushbacks or a.id in acceptances]
+        for crm, of_crm in _by_crm(live).items():
+            try:
+                self.runtime.crm(crm).write_outcomes(
+                    [pushbacks[a.id] for a in of_crm if a.id in pushbacks],
+                    [acceptances[a.id] for a in of_crm if a.id in acceptances],
+                )
+            except PartialFailure as partial:
+                self._set_aside_by(of_crm, partial, key=_deal_key)
             for attempt in of_crm:
+                if self._aside(attempt):
+                    continue
+                if attempt.id in pushbacks:
+                    count = len(pushbacks[attempt.id].missing)
+                    detail = f"{count} item{'s' if count != 1 else ''} missing"
+                    ledger.move(attempt, "returned", detail)
+                else:
+                    ledger.move(attempt, "ops_created", f"ops ticket {attempt.ops_ref}")
+
+    def _make_tasks(self, attempts: list[Attempt]) -> dict[int, PushBack]:
+        """The push-back of each attempt whose task exists, by attempt id."""
+        items: dict[int, PushBack] = {}
+        now = ledger.utcnow()
+        for attempt in attempts:
+            try:
+                decision = _decision(attempt)
+                items[attempt.id] = PushBack.of(attempt.handoff_id, attempt.deal_id, decision, now)
+            except PermanentError as exc:
+                self._set_aside(attempt, exc)
+        untasked = [a for a in attempts if not self._aside(a) and a.task_ref is None]
+        if untasked:
+            # A retry after a crash looks for the tasks the first try may have made.
+            may_exist = any(attempt.task_started for attempt in untasked)
+            for attempt in untasked:
+                attempt.task_started = True
+            self.session.commit()
+            for crm, of_crm in _by_crm(untasked).items():
                 try:
-                    decision = _decision(attempt)
-                    items[attempt.handoff_id] = PushBack.of(
-                        attempt.handoff_id, attempt.deal_id, decision, now
-                    )
-                except PermanentError as exc:
-                    self._set_aside(attempt, exc)
-            connector = self.runtime.crm(crm)
-            untasked = [a for a in of_crm if not self._aside(a) and a.task_ref is None]
-            if untasked:
-                # A retry after a crash looks for the tasks the first try may have made.
-                may_exist = any(attempt.task_started for attempt in untasked)
-                for attempt in untasked:
-                    attempt.task_started = True
-                self.session.commit()
-                try:
-                    tasks = connector.create_return_tasks(
-                        [items[attempt.handoff_id] for attempt in untasked], may_exist=may_exist
+                    tasks = self.runtime.crm(crm).create_return_tasks(
+                        [items[attempt.id] for attempt in of_crm], may_exist=may_exist
                     )
                 except PartialFailure as partial:
                     tasks = cast(dict[str, str], partial.done or {})
-                    self._set_aside_by(untasked, partial, key=_handoff_key)
-                for attempt in untasked:
+                    self._set_aside_by(of_crm, partial, key=_handoff_key)
+                for attempt in of_crm:
                     if attempt.handoff_id in tasks:
                         attempt.task_ref = tasks[attempt.handoff_id]
-                self.session.commit()
-            live = [attempt for attempt in of_crm if not self._aside(attempt)]
-            try:
-                connector.write_returns([items[attempt.handoff_id] for attempt in live])
-            except PartialFailure as partial:
-                self._set_aside_by(live, partial, key=_deal_key)
-            for attempt in live:
-                if self._aside(attempt):
-                    continue
-                count = len(items[attempt.handoff_id].missing)
-                detail = f"{count} item{'s' if count != 1 else ''} missing"
-                ledger.move(attempt, "returned", detail)
+            self.session.commit()
+        return {a.id: items[a.id] for a in attempts if not self._aside(a)}
 
     def _set_aside_by(
         self, attempts: list[Attempt], partial: PartialFailure, *, key: Callable[[Attempt], str]
@@ -228,7 +240,8 @@ class Handoffs:
             if error is not None:
                 self._set_aside(attempt, error)
 
-    def _open_ops_tickets(self, attempts: list[Attempt]) -> None:
+    def _open_ops_tickets(self, attempts: list[Attempt]) -> dict[int, Acceptance]:
+        """The acceptance of each attempt whose ticket exists, by attempt id."""
         kickoffs: dict[int, dt.date] = {}
         for attempt in attempts:
             try:
@@ -258,26 +271,17 @@ class Handoffs:
                 attempt.ops_ref, attempt.ops_link = result.ref, result.link
         if unticketed:
             self.session.commit()
-        live = [attempt for attempt in attempts if not self._aside(attempt)]
-        for crm, of_crm in _by_crm(live).items():
-            try:
-                self.runtime.crm(crm).write_acceptances(
-                    [
-                        Acceptance(
-                            handoff_id=attempt.handoff_id,
-                            deal_id=attempt.deal_id,
-                            ops_owner_email=attempt.ops_owner,
-                            ops_link=attempt.ops_link or "",
-                            expected_kickoff=kickoffs[attempt.id],
-                        )
-                        for attempt in of_crm
-                    ]
-                )
-            except PartialFailure as partial:
-                self._set_aside_by(of_crm, partial, key=_deal_key)
-            for attempt in of_crm:
-                if not self._aside(attempt):
-                    ledger.move(attempt, "ops_created", f"ops ticket {attempt.ops_ref}")
+        return {
+            attempt.id: Acceptance(
+                handoff_id=attempt.handoff_id,
+                deal_id=attempt.deal_id,
+                ops_owner_email=attempt.ops_owner,
+                ops_link=attempt.ops_link or "",
+                expected_kickoff=kickoffs[attempt.id],
+            )
+            for attempt in attempts
+            if not self._aside(attempt)
+        }
 
     def _ops_request(self, attempt: Attempt, kit: Kit, kickoff: dt.date) -> OpsRequest:
         decision = _decision(attempt)

@@ -18,7 +18,7 @@ from bridge.mapping import Mapping
 from bridge.packet import Packet
 from bridge.rate_budget import RateBudgets
 from bridge.settings import Settings
-from connectors.errors import PermanentError, Unsupported
+from connectors.errors import ConnectorError, PartialFailure, PermanentError, Unsupported
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,27 @@ class CrmConnector(ABC):
     @abstractmethod
     def write_acceptances(self, items: Sequence[Acceptance]) -> None:
         """Status `accepted`, ops owner, link, expected kickoff; missing emptied. Idempotent."""
+
+    def write_outcomes(
+        self, returns: Sequence[PushBack], acceptances: Sequence[Acceptance]
+    ) -> None:
+        """Both kinds of write-back of a batch at once (a connector may make it one call).
+
+        Deals the CRM refuses raise PartialFailure keyed by deal id; the rest are written.
+        """
+        failed: dict[str, ConnectorError] = {}
+        try:
+            if returns:
+                self.write_returns(returns)
+        except PartialFailure as partial:
+            failed.update(partial.failed)
+        try:
+            if acceptances:
+                self.write_acceptances(acceptances)
+        except PartialFailure as partial:
+            failed.update(partial.failed)
+        if failed:
+            raise PartialFailure(f"{self.name} write-back", failed)
 
 
 class OpsTarget(ABC):

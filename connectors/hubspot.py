@@ -442,33 +442,18 @@ class HubSpotConnector(CrmConnector):
         return found
 
     def write_returns(self, items: Sequence[PushBack]) -> None:
-        self._update_deals(
-            "write push-back",
-            {
-                item.deal_id: {
-                    "dealstage": item.return_stage_ref,
-                    "fullkit_status": "returned",
-                    "fullkit_missing": "\n".join(item.missing),
-                }
-                for item in items
-            },
-        )
+        self._update_deals("write push-back", {item.deal_id: _returned(item) for item in items})
 
     def write_acceptances(self, items: Sequence[Acceptance]) -> None:
-        self._update_deals(
-            "write acceptance",
-            {
-                item.deal_id: {
-                    "fullkit_status": "accepted",
-                    "fullkit_ops_owner": item.ops_owner_email or "",
-                    "fullkit_ops_link": item.ops_link,
-                    # Date properties take an ISO date; HubSpot stores it as midnight UTC.
-                    "fullkit_expected_kickoff": item.expected_kickoff.isoformat(),
-                    "fullkit_missing": "",
-                }
-                for item in items
-            },
-        )
+        self._update_deals("write acceptance", {item.deal_id: _accepted(item) for item in items})
+
+    def write_outcomes(
+        self, returns: Sequence[PushBack], acceptances: Sequence[Acceptance]
+    ) -> None:
+        """Push-backs and acceptances of a batch in one batch update (distinct deals)."""
+        updates = {item.deal_id: _returned(item) for item in returns}
+        updates.update({item.deal_id: _accepted(item) for item in acceptances})
+        self._update_deals("write back", updates)
 
     def _update_deals(self, operation: str, updates: dict[str, dict[str, str]]) -> None:
         """One PATCH for one deal, batch updates of up to 100 otherwise (a deal's last wins).
@@ -519,6 +504,25 @@ class HubSpotConnector(CrmConnector):
             )
         except PermanentError as exc:
             failed[deal_id] = exc
+
+
+def _returned(item: PushBack) -> dict[str, str]:
+    return {
+        "dealstage": item.return_stage_ref,
+        "fullkit_status": "returned",
+        "fullkit_missing": "\n".join(item.missing),
+    }
+
+
+def _accepted(item: Acceptance) -> dict[str, str]:
+    return {
+        "fullkit_status": "accepted",
+        "fullkit_ops_owner": item.ops_owner_email or "",
+        "fullkit_ops_link": item.ops_link,
+        # Date properties take an ISO date; HubSpot stores it as midnight UTC.
+        "fullkit_expected_kickoff": item.expected_kickoff.isoformat(),
+        "fullkit_missing": "",
+    }
 
 
 def _stage_query(
