@@ -255,7 +255,13 @@ def _run(home: Path, keep: bool, deal_count: int | None, started: float) -> int:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def start_stack(home: Path, sandbox_url: str, box: HubSpotSandbox, verbose: bool = True) -> Stack:
+def start_stack(
+    home: Path,
+    sandbox_url: str,
+    box: HubSpotSandbox,
+    verbose: bool = True,
+    env_overrides: dict[str, str] | None = None,
+) -> Stack:
     port = free_port()
     env = {
         **os.environ,
@@ -272,6 +278,7 @@ def start_stack(home: Path, sandbox_url: str, box: HubSpotSandbox, verbose: bool
     }
     for name in ("REDIS_URL", "DATABASE_URL"):
         env.pop(name, None)  # the demo runs on the embedded defaults
+    env.update(env_overrides or {})  # e.g. the benchmark's portal limit and batch size
     settings = load_settings(**{k: v for k, v in env.items() if k.isupper()})
     for line in hubspot_setup(settings):
         if verbose:

@@ -6,16 +6,19 @@ Evaluation reads the deal once and stores a decision with the packet it judged; 
 later step acts on that decision, so what ops and sales are told is what was judged.
 
 Steps take a list of attempts and make one connector call per list (connectors take
-collections keyed by id), so a batching job can advance many attempts at the price of
-one; the hand-off job passes a list of one. A connector error fails its whole call, so
-it reaches every attempt of the list.
+collections keyed by id), so the batching job advances up to a hundred attempts at the
+price of one. What fails for one item (a deal the CRM lacks, an ops owner who is no
+user, a per-item error in a 207 answer) sets that attempt aside with its error and the
+others go on; an error of a whole call (429, 5xx, a refused token) sets aside every
+attempt of that step. The job layer then retries or fails each attempt set aside.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import cast
 
 from sqlalchemy.orm import Session
 
@@ -28,7 +31,7 @@ from bridge.runtime import Runtime
 from bridge.summary import ticket_subject, ticket_summary
 from kernel.connector import Acceptance, OpsRequest, OpsResult, PushBack
 from kernel.decision import Decision
-from kernel.errors import PermanentError
+from kernel.errors import ConnectorError, PartialFailure, PermanentError
 from kernel.packet import Packet
 
 Step = Callable[[list[Attempt]], None]
@@ -39,16 +42,28 @@ class Handoffs:
     runtime: Runtime
     session: Session
     attempts: list[Attempt]
+    # Attempts a step could not advance (by id), with why: the job layer's to handle.
+    failures: dict[int, ConnectorError] = field(default_factory=dict)
 
     def run(self) -> None:
-        """Advance every attempt until each reaches a terminal state (or a step raises)."""
+        """Advance every attempt until each is terminal or set aside with an error."""
         while True:
             groups = self._next_steps()
             if not groups:
                 return
             for step, attempts in groups:
-                step(attempts)
+                try:
+                    step(attempts)
+                except ConnectorError as exc:
+                    # The whole call failed: what the step did not commit is undone, and
+                    # every attempt it was carrying waits for the same retry or failure.
+                    self.session.rollback()
+                    for attempt in attempts:
+                        self._set_aside(attempt, exc)
+                    continue
                 for attempt in attempts:
+                    if self._aside(attempt):
+                        continue
                     # Each step gets its own retry window and backoff from the start.
                     attempt.next_run_at = None
                     attempt.first_retry_at = None
@@ -57,19 +72,27 @@ class Handoffs:
                         attempt.error = None  # a retried step that finally worked leaves none
                 self.session.commit()
 
+    def _set_aside(self, attempt: Attempt, error: ConnectorError) -> None:
+        self.failures.setdefault(attempt.id, error)
+
+    def _aside(self, attempt: Attempt) -> bool:
+        return attempt.id in self.failures
+
     def _next_steps(self) -> list[tuple[Step, list[Attempt]]]:
         """The attempts still in progress, grouped by the step each takes next."""
         groups: dict[Step, list[Attempt]] = {}
         for attempt in self.attempts:
+            if self._aside(attempt):
+                continue
             if attempt.state == "received":
                 groups.setdefault(self._start, []).append(attempt)
             elif attempt.state == "evaluating":
                 # `evaluating` runs twice for a push-back: once to judge, once to write the
                 # judgement back. The stored decision tells the two apart.
-                step = self._evaluate if attempt.decision is None else self._push_back
+                step = self._evaluate if attempt.decision is None else self._write_back
                 groups.setdefault(step, []).append(attempt)
             elif attempt.state == "accepted":
-                groups.setdefault(self._open_ops_tickets, []).append(attempt)
+                groups.setdefault(self._write_back, []).append(attempt)
         return list(groups.items())
 
     def _start(self, attempts: list[Attempt]) -> None:
@@ -81,13 +104,21 @@ class Handoffs:
     def _evaluate(self, attempts: list[Attempt]) -> None:
         for crm, of_crm in _by_crm(attempts).items():
             kits = {attempt.id: self._kits_for_trigger(attempt) for attempt in of_crm}
-            packets = self._fetch(
-                crm,
+            packets = self.runtime.crm(crm).fetch_packets(
                 [attempt.deal_id for attempt in of_crm],
                 with_attachments=any(kit.uses("attachments") for k in kits.values() for kit in k),
             )
             for attempt in of_crm:
-                self._judge(attempt, kits[attempt.id], packets[attempt.deal_id])
+                packet = packets.get(attempt.deal_id)
+                if packet is None:
+                    self._set_aside(
+                        attempt, PermanentError(f"the CRM has no deal {attempt.deal_id}")
+                    )
+                    continue
+                try:
+                    self._judge(attempt, kits[attempt.id], packet)
+                except PermanentError as exc:
+                    self._set_aside(attempt, exc)
 
     def _judge(self, attempt: Attempt, kits: list[Kit], packet: Packet) -> None:
         today = ledger.utcnow().date()
@@ -146,69 +177,111 @@ class Handoffs:
 
     # --- acting on the decision ------------------------------------------------------
 
-    def _push_back(self, attempts: list[Attempt]) -> None:
-        for crm, of_crm in _by_crm(attempts).items():
-            now = ledger.utcnow()
-            items = {
-                attempt.handoff_id: PushBack.of(
-                    attempt.handoff_id, attempt.deal_id, _decision(attempt), now
+    def _write_back(self, attempts: list[Attempt]) -> None:
+        """Tasks for the push-backs, tickets for the acceptances, then every deal of the
+        batch written back in one call."""
+        pushbacks = self._make_tasks([a for a in attempts if a.state == "evaluating"])
+        acceptances = self._open_ops_tickets([a for a in attempts if a.state == "accepted"])
+        live = [a for a in attempts if a.id in pushbacks or a.id in acceptances]
+        for crm, of_crm in _by_crm(live).items():
+            try:
+                self.runtime.crm(crm).write_outcomes(
+                    [pushbacks[a.id] for a in of_crm if a.id in pushbacks],
+                    [acceptances[a.id] for a in of_crm if a.id in acceptances],
                 )
-                for attempt in of_crm
-            }
-            connector = self.runtime.crm(crm)
-            untasked = [attempt for attempt in of_crm if attempt.task_ref is None]
-            if untasked:
-                # A retry after a crash looks for the tasks the first try may have made.
-                may_exist = any(attempt.task_started for attempt in untasked)
-                for attempt in untasked:
-                    attempt.task_started = True
-                self.session.commit()
-                tasks = connector.create_return_tasks(
-                    [items[attempt.handoff_id] for attempt in untasked], may_exist=may_exist
-                )
-                for attempt in untasked:
-                    attempt.task_ref = tasks[attempt.handoff_id]
-                self.session.commit()
-            connector.write_returns(list(items.values()))
+            except PartialFailure as partial:
+                self._set_aside_by(of_crm, partial, key=_deal_key)
             for attempt in of_crm:
-                count = len(items[attempt.handoff_id].missing)
-                detail = f"{count} item{'s' if count != 1 else ''} missing"
-                ledger.move(attempt, "returned", detail)
+                if self._aside(attempt):
+                    continue
+                if attempt.id in pushbacks:
+                    count = len(pushbacks[attempt.id].missing)
+                    detail = f"{count} item{'s' if count != 1 else ''} missing"
+                    ledger.move(attempt, "returned", detail)
+                else:
+                    ledger.move(attempt, "ops_created", f"ops ticket {attempt.ops_ref}")
 
-    def _open_ops_tickets(self, attempts: list[Attempt]) -> None:
-        kickoffs = {
-            attempt.id: attempt.expected_kickoff or _decision(attempt).judged_on
-            for attempt in attempts
-        }
-        unticketed = [attempt for attempt in attempts if attempt.ops_ref is None]
+    def _make_tasks(self, attempts: list[Attempt]) -> dict[int, PushBack]:
+        """The push-back of each attempt whose task exists, by attempt id."""
+        items: dict[int, PushBack] = {}
+        now = ledger.utcnow()
+        for attempt in attempts:
+            try:
+                decision = _decision(attempt)
+                items[attempt.id] = PushBack.of(attempt.handoff_id, attempt.deal_id, decision, now)
+            except PermanentError as exc:
+                self._set_aside(attempt, exc)
+        untasked = [a for a in attempts if not self._aside(a) and a.task_ref is None]
+        if untasked:
+            # A retry after a crash looks for the tasks the first try may have made.
+            may_exist = any(attempt.task_started for attempt in untasked)
+            for attempt in untasked:
+                attempt.task_started = True
+            self.session.commit()
+            for crm, of_crm in _by_crm(untasked).items():
+                try:
+                    tasks = self.runtime.crm(crm).create_return_tasks(
+                        [items[attempt.id] for attempt in of_crm], may_exist=may_exist
+                    )
+                except PartialFailure as partial:
+                    tasks = cast(dict[str, str], partial.done or {})
+                    self._set_aside_by(of_crm, partial, key=_handoff_key)
+                for attempt in of_crm:
+                    if attempt.handoff_id in tasks:
+                        attempt.task_ref = tasks[attempt.handoff_id]
+            self.session.commit()
+        return {a.id: items[a.id] for a in attempts if not self._aside(a)}
+
+    def _set_aside_by(
+        self, attempts: list[Attempt], partial: PartialFailure, *, key: Callable[[Attempt], str]
+    ) -> None:
+        for attempt in attempts:
+            error = partial.failed.get(key(attempt))
+            if error is not None:
+                self._set_aside(attempt, error)
+
+    def _open_ops_tickets(self, attempts: list[Attempt]) -> dict[int, Acceptance]:
+        """The acceptance of each attempt whose ticket exists, by attempt id."""
+        kickoffs: dict[int, dt.date] = {}
+        for attempt in attempts:
+            try:
+                kickoffs[attempt.id] = attempt.expected_kickoff or _decision(attempt).judged_on
+            except PermanentError as exc:
+                self._set_aside(attempt, exc)
+        unticketed = [a for a in attempts if not self._aside(a) and a.ops_ref is None]
         by_target: dict[str, list[OpsRequest]] = {}
         for attempt in unticketed:
-            kit = self._kit(_decision(attempt))
-            request = self._ops_request(attempt, kit, kickoffs[attempt.id])
+            try:
+                kit = self._kit(_decision(attempt))
+                request = self._ops_request(attempt, kit, kickoffs[attempt.id])
+            except PermanentError as exc:
+                self._set_aside(attempt, exc)
+                continue
             by_target.setdefault(attempt.ops_target or kit.ops.target, []).append(request)
         results: dict[str, OpsResult] = {}
         for target, requests in by_target.items():
-            results.update(self.runtime.target(target).create(requests))
+            try:
+                results.update(self.runtime.target(target).create(requests))
+            except PartialFailure as partial:
+                results.update(cast(dict[str, OpsResult], partial.done or {}))
+                self._set_aside_by(unticketed, partial, key=_handoff_key)
         for attempt in unticketed:
-            result = results[attempt.handoff_id]
-            attempt.ops_ref, attempt.ops_link = result.ref, result.link
+            result = results.get(attempt.handoff_id)
+            if result is not None:
+                attempt.ops_ref, attempt.ops_link = result.ref, result.link
         if unticketed:
             self.session.commit()
-        for crm, of_crm in _by_crm(attempts).items():
-            self.runtime.crm(crm).write_acceptances(
-                [
-                    Acceptance(
-                        handoff_id=attempt.handoff_id,
-                        deal_id=attempt.deal_id,
-                        ops_owner_email=attempt.ops_owner,
-                        ops_link=attempt.ops_link or "",
-                        expected_kickoff=kickoffs[attempt.id],
-                    )
-                    for attempt in of_crm
-                ]
+        return {
+            attempt.id: Acceptance(
+                handoff_id=attempt.handoff_id,
+                deal_id=attempt.deal_id,
+                ops_owner_email=attempt.ops_owner,
+                ops_link=attempt.ops_link or "",
+                expected_kickoff=kickoffs[attempt.id],
             )
-            for attempt in of_crm:
-                ledger.move(attempt, "ops_created", f"ops ticket {attempt.ops_ref}")
+            for attempt in attempts
+            if not self._aside(attempt)
+        }
 
     def _ops_request(self, attempt: Attempt, kit: Kit, kickoff: dt.date) -> OpsRequest:
         decision = _decision(attempt)
@@ -260,6 +333,14 @@ def _decision(attempt: Attempt) -> Decision:
     if decision is None:
         raise PermanentError(f"{attempt.handoff_id} has no stored decision to act on")
     return decision
+
+
+def _handoff_key(attempt: Attempt) -> str:
+    return attempt.handoff_id
+
+
+def _deal_key(attempt: Attempt) -> str:
+    return attempt.deal_id
 
 
 def _by_crm(attempts: list[Attempt]) -> dict[str, list[Attempt]]:

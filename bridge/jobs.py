@@ -1,9 +1,23 @@
-"""RQ job functions. Jobs carry ids, never objects or secrets; state is loaded fresh."""
+"""RQ job functions. Jobs carry ids, never objects or secrets; state is loaded fresh.
+
+Attempts are advanced in batches: intake records a stage change and makes sure one
+batching job (`advance_ready`) is queued for the CRM account; that job leases up to
+`FULLKIT_BATCH_SIZE` ready attempts and runs their steps together, one API call per step.
+Job ids are deterministic per generation of the account's batching job, so a burst of
+intakes queues a handful of jobs while a single deal on a quiet system starts at once.
+
+The worker that runs a job hands it the process's runtime (see `serving` and
+bridge.worker.FullkitWorker); nothing here is a global a test must reset.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import redis
 import structlog
@@ -16,16 +30,13 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from bridge import intake, ledger
 from bridge.handoff import Handoffs
-from bridge.lease import attempt_lease, lease_key
+from bridge.lease import Leases, lease_key
 from bridge.models import Attempt
 from bridge.queue import job_id
 from bridge.runtime import Runtime
-from bridge.settings import load_settings
-from kernel.errors import AuthError, PermanentError, QuotaError, RetryableError
+from kernel.errors import ConnectorError, QuotaError, RetryableError
 
 log = structlog.get_logger("fullkit.jobs")
-
-_runtime: Runtime | None = None
 
 # Retry delays: exponential from BASE, capped, with full jitter (see `retry_delay`).
 BACKOFF_BASE_SECONDS = 2.0
@@ -35,19 +46,33 @@ STALL_SECONDS = 30
 # Attempts waiting for a quota reset spread over this many seconds after it, so a
 # quarter-end backlog does not spend the fresh quota in its first second.
 RESET_SPREAD_SECONDS = 60.0
+# One CRM account per CRM today (one token each); the key leaves room for more.
+DEFAULT_ACCOUNT = "default"
+# Candidates looked at per batch beyond its size: others may be leased by other workers.
+CANDIDATES_PER_SLOT = 3
+# A batching job's record only has to outlive its generation.
+BATCH_RESULT_TTL = 3600
+
+_runtime: ContextVar[Runtime] = ContextVar("fullkit_runtime")
 
 
-def runtime() -> Runtime:
-    global _runtime
-    if _runtime is None:
-        _runtime = Runtime.build(load_settings())
-    return _runtime
+@contextmanager
+def serving(rt: Runtime) -> Iterator[Runtime]:
+    """Jobs run inside this block reach `rt` through `current_runtime()`."""
+    token = _runtime.set(rt)
+    try:
+        yield rt
+    finally:
+        _runtime.reset(token)
 
 
-def use_runtime(value: Runtime | None) -> None:
-    """Let a worker (or a test) hand over the runtime it built."""
-    global _runtime
-    _runtime = value
+def current_runtime() -> Runtime:
+    try:
+        return _runtime.get()
+    except LookupError:
+        raise RuntimeError(
+            "no Fullkit runtime: jobs run inside `fullkit worker` (bridge.worker.FullkitWorker)"
+        ) from None
 
 
 def handle_stage_change(
@@ -63,58 +88,119 @@ def handle_stage_change(
     Queued by name (`bridge.intake.INTAKE_JOB`) with `StageChange.job_args()`; jobs
     queued before change keys (epoch milliseconds, no key) still run.
     """
-    rt = runtime()
+    rt = current_runtime()
     change = intake.StageChange.from_job_args(
         crm, deal_id, stage_ref, occurred_at, event_ref, change_key
     )
     result = ledger.record_stage_change(rt.sessions, change)
     log.info("stage change", crm=crm, deal_id=deal_id, stage=stage_ref, outcome=result.outcome)
-    if result.outcome == "started" and result.attempt_id is not None:
-        advance_attempt(result.attempt_id)
+    if result.outcome == "started":
+        kick(rt, crm)
     return result.outcome
 
 
+def _generation_key(crm: str, account: str) -> str:
+    return f"fullkit:batch:{crm}:{account}:generation"
+
+
+def kick(rt: Runtime, crm: str, account: str = DEFAULT_ACCOUNT) -> bool:
+    """Make sure a batching job that has not yet looked for ready attempts is queued.
+
+    The job of the current generation is that job: it moves the generation on before it
+    looks, so an attempt recorded before this call is seen by it or by the next one.
+    """
+    generation = int(rt.redis.get(_generation_key(crm, account)) or 0)
+    key = job_id("batch", crm, account, generation)
+    return rt.queue.enqueue_unique(advance_ready, key, crm, account, result_ttl=BATCH_RESULT_TTL)
+
+
+def advance_ready(
+    crm: str, account: str = DEFAULT_ACCOUNT, attempt_ids: list[int] | None = None
+) -> dict[str, int]:
+    """The batching job: advance the account's ready attempts, a batch at a time."""
+    return advance_batch(current_runtime(), crm, account, attempt_ids)
+
+
 def advance_attempt(attempt_id: int) -> str | None:
-    """Carry an attempt as far as it goes; one worker at a time per attempt."""
-    rt = runtime()
-    with attempt_lease(rt.redis, attempt_id) as held:
-        if not held:
-            return None  # another worker is on it; if that worker dies the resumer steps in
+    """Jobs queued before batching: the attempt joins its account's next batch."""
+    rt = current_runtime()
+    with rt.sessions() as session:
+        attempt = session.get(Attempt, attempt_id)
+        if attempt is None:
+            return None
+        crm = attempt.crm
+    advance_batch(rt, crm, DEFAULT_ACCOUNT, [attempt_id])
+    with rt.sessions() as session:
+        attempt = session.get(Attempt, attempt_id)
+        return attempt.state if attempt is not None else None
+
+
+def advance_batch(
+    rt: Runtime, crm: str, account: str = DEFAULT_ACCOUNT, named: list[int] | None = None
+) -> dict[str, int]:
+    """Lease up to a batch of ready attempts (those named first) and advance them together.
+
+    Returns how many of the batch ended in each state. Leases keep any other worker off
+    these attempts; the next batch is queued at once when more are ready, so several
+    workers drain a burst side by side.
+    """
+    rt.redis.incr(_generation_key(crm, account))
+    named = list(named or [])
+    with Leases(rt.redis) as leases:
+        more = _claim(rt, leases, crm, named)
+        leases.keep()
+        if more:
+            kick(rt, crm, account)
+        if not leases.held:
+            return {}
         with rt.sessions() as session:
-            attempt = session.get(Attempt, attempt_id)
-            if attempt is None:
-                return None
-            _run(rt, session, [attempt])
-            return attempt.state
+            attempts = ledger.claimed_attempts(session, leases.held, set(named))
+            if not attempts:
+                return {}
+            _run(rt, session, attempts, account)
+            states: dict[str, int] = {}
+            for attempt in attempts:
+                states[attempt.state] = states.get(attempt.state, 0) + 1
+            return states
 
 
-def _run(rt: Runtime, session: ledger.Session, attempts: list[Attempt]) -> None:
-    """Advance the attempts together; an error of a step reaches every one of them."""
+def _claim(rt: Runtime, leases: Leases, crm: str, named: list[int]) -> bool:
+    """Lease the batch; True when ready attempts remain beyond it."""
+    size = rt.settings.batch_size
+    limit = size * CANDIDATES_PER_SLOT
+    with rt.sessions() as session:
+        ready = ledger.ready_attempt_ids(session, crm, ledger.utcnow(), limit)
+    candidates = list(dict.fromkeys([*named, *ready]))
+    for attempt_id in candidates:
+        if len(leases.held) == size:
+            return True
+        leases.take(attempt_id)
+    return len(ready) == limit
+
+
+def _run(rt: Runtime, session: ledger.Session, attempts: list[Attempt], account: str) -> None:
+    """Advance the attempts together; each one a step set aside is retried or failed alone."""
+    handoffs = Handoffs(rt, session, attempts)
     try:
-        Handoffs(rt, session, attempts).run()
-    except RetryableError as exc:
-        session.rollback()
-        for attempt in _unfinished(attempts):
-            _retry_later(rt, session, attempt, exc)
-    except (AuthError, PermanentError) as exc:
-        session.rollback()
-        for attempt in _unfinished(attempts):
-            _fail(session, attempt, f"{type(exc).__name__}: {exc}")
+        handoffs.run()
     except BaseTimeoutException:
         session.rollback()
-        for attempt in _unfinished(attempts):
-            _retry_later(rt, session, attempt, RetryableError("the step ran past the job timeout"))
+        late = RetryableError("the step ran past the job timeout")
+        handoffs.failures.update({a.id: late for a in _unfinished(attempts)})
     except StaleDataError:
         session.rollback()  # another runner took an attempt over (our lease lapsed): theirs
-        log.warning("attempt taken over", handoffs=[a.handoff_id for a in attempts])
+        log.warning("batch taken over", handoffs=[a.handoff_id for a in attempts])
         return
     except (DBAPIError, redis.RedisError):
         raise  # our own storage is down: nothing can be written; the resumer retries later
     except Exception as exc:  # a bug must not spin forever through the resumer
         session.rollback()
-        log.exception("attempt crashed", handoffs=[a.handoff_id for a in attempts])
+        log.exception("batch crashed", handoffs=[a.handoff_id for a in attempts])
         for attempt in _unfinished(attempts):
-            _fail(session, attempt, f"internal error: {type(exc).__name__}: {exc}")
+            _fail(attempt, f"internal error: {type(exc).__name__}: {exc}")
+        session.commit()
+        return
+    _settle(rt, session, attempts, handoffs.failures, account)
     for attempt in attempts:
         log.info("attempt", handoff=attempt.handoff_id, state=attempt.state, error=attempt.error)
 
@@ -124,11 +210,44 @@ def _unfinished(attempts: list[Attempt]) -> list[Attempt]:
     return [attempt for attempt in attempts if attempt.state in ledger.IN_PROGRESS]
 
 
-def _fail(session: ledger.Session, attempt: Attempt, reason: str) -> None:
+def _settle(
+    rt: Runtime,
+    session: ledger.Session,
+    attempts: list[Attempt],
+    failures: dict[int, ConnectorError],
+    account: str,
+) -> None:
+    """Retry or fail each attempt set aside; those that failed together retry together."""
+    by_error: dict[int, tuple[ConnectorError, list[Attempt]]] = {}
+    for attempt in attempts:
+        error = failures.get(attempt.id)
+        if error is not None and attempt.state in ledger.IN_PROGRESS:
+            by_error.setdefault(id(error), (error, []))[1].append(attempt)
+    now = ledger.utcnow()
+    due: set[dt.datetime] = set()
+    for error, group in by_error.values():
+        if isinstance(error, QuotaError):
+            due.update(_wait_for_reset(attempt, error, now) for attempt in group)
+        elif isinstance(error, RetryableError):
+            due.update(_retry_later(rt, group, error, now))
+        else:
+            for attempt in group:
+                _fail(attempt, f"{type(error).__name__}: {error}")
+    session.commit()
+    crms = {attempt.crm for attempt in attempts}
+    for moment in due:
+        # One job per second of due times: attempts due together are served together.
+        second = math.ceil(moment.timestamp())
+        delay = dt.timedelta(seconds=max(0.0, second - now.timestamp()))
+        for crm in crms:
+            key = job_id("retry", crm, account, second)
+            rt.queue.enqueue_later(delay, advance_ready, key, crm, account)
+
+
+def _fail(attempt: Attempt, reason: str) -> None:
     attempt.error = reason
     attempt.next_run_at = None
     ledger.move(attempt, "failed", reason)
-    session.commit()
 
 
 def retry_delay(retries: int, retry_after: float | None) -> float:
@@ -138,30 +257,26 @@ def retry_delay(retries: int, retry_after: float | None) -> float:
 
 
 def _retry_later(
-    rt: Runtime, session: ledger.Session, attempt: Attempt, exc: RetryableError
-) -> None:
-    now = ledger.utcnow()
-    if isinstance(exc, QuotaError):
-        _wait_for_reset(rt, session, attempt, exc, now)
-        return
-    first = attempt.first_retry_at or now
-    if (now - first).total_seconds() > rt.settings.retry_window_seconds:
-        _fail(session, attempt, f"retries exhausted: {exc}")
-        return
-    delay = retry_delay(attempt.retries, exc.retry_after)
-    attempt.first_retry_at = first
-    attempt.retries += 1
-    attempt.error = f"retrying: {exc}"
-    attempt.next_run_at = now + dt.timedelta(seconds=delay)
-    attempt.updated_at = now
-    session.commit()
-    key = job_id("retry", attempt.id, attempt.retries)
-    rt.queue.enqueue_later(dt.timedelta(seconds=delay), advance_attempt, key, attempt.id)
+    rt: Runtime, group: list[Attempt], exc: RetryableError, now: dt.datetime
+) -> set[dt.datetime]:
+    """Attempts that failed in one call retry after one delay; returns when they are due."""
+    delay = retry_delay(max(attempt.retries for attempt in group), exc.retry_after)
+    due: set[dt.datetime] = set()
+    for attempt in group:
+        first = attempt.first_retry_at or now
+        if (now - first).total_seconds() > rt.settings.retry_window_seconds:
+            _fail(attempt, f"retries exhausted: {exc}")
+            continue
+        attempt.first_retry_at = first
+        attempt.retries += 1
+        attempt.error = f"retrying: {exc}"
+        attempt.next_run_at = now + dt.timedelta(seconds=delay)
+        attempt.updated_at = now
+        due.add(attempt.next_run_at)
+    return due
 
 
-def _wait_for_reset(
-    rt: Runtime, session: ledger.Session, attempt: Attempt, exc: QuotaError, now: dt.datetime
-) -> None:
+def _wait_for_reset(attempt: Attempt, exc: QuotaError, now: dt.datetime) -> dt.datetime:
     """Sleep until the quota resets; the retry window starts afresh after it.
 
     The window bounds retries that might succeed at any moment; before the reset none
@@ -174,10 +289,8 @@ def _wait_for_reset(
     attempt.error = exc.waiting()
     attempt.next_run_at = now + dt.timedelta(seconds=delay)
     attempt.updated_at = now
-    session.commit()
     log.info("waiting for quota reset", handoff=attempt.handoff_id, resets_at=str(exc.resets_at))
-    key = job_id("retry", attempt.id, attempt.retries)
-    rt.queue.enqueue_later(dt.timedelta(seconds=delay), advance_attempt, key, attempt.id)
+    return attempt.next_run_at
 
 
 def resume_stalled(rt: Runtime, now: dt.datetime | None = None) -> list[int]:
@@ -186,19 +299,21 @@ def resume_stalled(rt: Runtime, now: dt.datetime | None = None) -> list[int]:
     stale = now - dt.timedelta(seconds=STALL_SECONDS)
     with rt.sessions() as session:
         rows = session.execute(
-            select(Attempt.id, Attempt.updated_at, Attempt.next_run_at).where(
+            select(Attempt.id, Attempt.crm, Attempt.next_run_at).where(
                 Attempt.state.in_(ledger.IN_PROGRESS), Attempt.updated_at < stale
             )
         ).all()
-    resumed = []
-    for attempt_id, updated_at, next_run_at in rows:
+    resumed: list[int] = []
+    crms: set[str] = set()
+    for attempt_id, crm, next_run_at in rows:
         if next_run_at is not None and next_run_at > stale:
             continue  # a retry is scheduled and not overdue
         if rt.redis.exists(lease_key(attempt_id)):
             continue
-        key = job_id("resume", attempt_id, updated_at.isoformat())
-        if rt.queue.enqueue_unique(advance_attempt, key, attempt_id):
-            resumed.append(attempt_id)
+        resumed.append(attempt_id)
+        crms.add(crm)
+    for crm in sorted(crms):
+        kick(rt, crm)  # the account's next batch takes them: they are ready and unleased
     return resumed
 
 
@@ -213,6 +328,7 @@ def replay_failed(rt: Runtime, deals: list[tuple[str, str]] | None = None) -> li
     if deals:
         query = query.where(tuple_(Attempt.crm, Attempt.deal_id).in_(deals))
     queued: list[str] = []
+    crms: set[str] = set()
     with rt.sessions() as session:
         for attempt in session.scalars(query.order_by(Attempt.id)):
             resume_at = next(
@@ -223,9 +339,10 @@ def replay_failed(rt: Runtime, deals: list[tuple[str, str]] | None = None) -> li
             attempt.error, attempt.retries = None, 0
             attempt.first_retry_at = attempt.next_run_at = None
             session.commit()
-            key = job_id("replay", attempt.id, attempt.version)
-            rt.queue.enqueue_unique(advance_attempt, key, attempt.id)
             queued.append(attempt.handoff_id)
+            crms.add(attempt.crm)
+    for crm in sorted(crms):
+        kick(rt, crm)
     return queued
 
 

@@ -1,10 +1,8 @@
-"""A per-attempt lease in Redis: one worker at a time, lost soon after its worker dies."""
+"""Per-attempt leases in Redis: one worker at a time, lost soon after its worker dies."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import redis
 from redis.exceptions import LockError
@@ -18,33 +16,56 @@ def lease_key(attempt_id: int) -> str:
     return f"fullkit:lock:attempt:{attempt_id}"
 
 
-@contextmanager
-def attempt_lease(connection: redis.Redis, attempt_id: int) -> Iterator[bool]:
-    """Yields True while this process holds the attempt, False when another one does."""
-    # Not thread-local: the renewer thread must see the token the job thread acquired.
-    lock = connection.lock(
-        lease_key(attempt_id), timeout=LEASE_SECONDS, blocking=False, thread_local=False
-    )
-    if not lock.acquire():
-        yield False
-        return
-    stop = threading.Event()
-    renewer = threading.Thread(target=_renew, args=(lock, stop), daemon=True)
-    renewer.start()
-    try:
-        yield True
-    finally:
-        stop.set()
-        renewer.join()
-        try:
-            lock.release()
-        except LockError:
-            pass  # it expired (the renewer could not reach Redis): nothing to release
+class Leases:
+    """Leases on many attempts at once (a batch), renewed by one thread while held."""
 
+    def __init__(self, connection: redis.Redis) -> None:
+        self.connection = connection
+        self._locks: dict[int, redis.lock.Lock] = {}
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
 
-def _renew(lock: redis.lock.Lock, stop: threading.Event) -> None:
-    while not stop.wait(LEASE_SECONDS / 3):
-        try:
-            lock.reacquire()
-        except (LockError, redis.RedisError):
-            return  # lost it: the optimistic version check stops a stale commit
+    def take(self, attempt_id: int) -> bool:
+        """True when this process now holds the attempt; False when another one does."""
+        lock = self.connection.lock(
+            lease_key(attempt_id), timeout=LEASE_SECONDS, blocking=False, thread_local=False
+        )
+        if not lock.acquire():
+            return False
+        self._locks[attempt_id] = lock
+        return True
+
+    def keep(self) -> None:
+        """Renew every lease taken so far until `release` (take them all first)."""
+        if self._renewer is None:
+            self._renewer = threading.Thread(target=self._renew, daemon=True)
+            self._renewer.start()
+
+    @property
+    def held(self) -> list[int]:
+        return list(self._locks)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        for lock in self._locks.values():
+            try:
+                lock.release()
+            except (LockError, redis.RedisError):
+                pass  # lapsed: the version check stops any stale commit of ours
+        self._locks.clear()
+
+    def __enter__(self) -> Leases:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LEASE_SECONDS / 3):
+            for lock in list(self._locks.values()):
+                try:
+                    lock.reacquire()
+                except (LockError, redis.RedisError):
+                    continue

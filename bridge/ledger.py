@@ -6,9 +6,9 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from bridge.intake import StageChange as Change
 from bridge.models import Attempt, DecisionRecord, RoundRobin, StageChange, Transition
@@ -144,6 +144,39 @@ def latest_attempt(session: Session, crm: str, deal_id: str) -> Attempt | None:
         .limit(1)
     )
     return session.scalar(query)
+
+
+def ready_attempt_ids(session: Session, crm: str, now: dt.datetime, limit: int) -> list[int]:
+    """Attempts of a CRM in progress with no retry pending (oldest first), leased or not."""
+    query = (
+        select(Attempt.id)
+        .where(
+            Attempt.crm == crm,
+            Attempt.state.in_(IN_PROGRESS),
+            or_(Attempt.next_run_at.is_(None), Attempt.next_run_at <= now),
+        )
+        .order_by(Attempt.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def claimed_attempts(session: Session, ids: list[int], named: set[int]) -> list[Attempt]:
+    """The leased attempts still ready now that they are ours (another worker may have
+    advanced or rescheduled one between the look and the lease); named ones even early."""
+    now = utcnow()
+    query = (
+        select(Attempt)
+        .where(Attempt.id.in_(ids))
+        .options(selectinload(Attempt.transitions))
+        .order_by(Attempt.id)
+    )
+    return [
+        attempt
+        for attempt in session.scalars(query)
+        if attempt.state in IN_PROGRESS
+        and (attempt.next_run_at is None or attempt.next_run_at <= now or attempt.id in named)
+    ]
 
 
 def move(attempt: Attempt, state: str, detail: str | None = None) -> None:

@@ -86,24 +86,34 @@ class HandoffQueue:
 
     @staticmethod
     def call(
-        func: FunctionReferenceType, job_key: str, *args: Any, retry: Retry | None = None
+        func: FunctionReferenceType,
+        job_key: str,
+        *args: Any,
+        retry: Retry | None = None,
+        result_ttl: int = DEDUPE_SECONDS,
     ) -> EnqueueData:
         """One job for enqueue_unique_many: func(*args) under job_key."""
         return Queue.prepare_data(
             func,
             args=args,
             job_id=job_key,
-            result_ttl=DEDUPE_SECONDS,
+            result_ttl=result_ttl,
             failure_ttl=DEDUPE_SECONDS,
             timeout=JOB_TIMEOUT_SECONDS,
             retry=retry,
         )
 
     def enqueue_unique(
-        self, func: FunctionReferenceType, job_key: str, *args: Any, retry: Retry | None = None
+        self,
+        func: FunctionReferenceType,
+        job_key: str,
+        *args: Any,
+        retry: Retry | None = None,
+        result_ttl: int = DEDUPE_SECONDS,
     ) -> bool:
         """Queue func(*args) under job_key; False when that job is queued or done already."""
-        return self.enqueue_unique_many([self.call(func, job_key, *args, retry=retry)])[0]
+        call = self.call(func, job_key, *args, retry=retry, result_ttl=result_ttl)
+        return self.enqueue_unique_many([call])[0]
 
     def enqueue_unique_many(self, calls: Sequence[EnqueueData]) -> list[bool]:
         """Queue every call in one round trip; for each, False when it is a duplicate.

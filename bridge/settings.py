@@ -42,6 +42,10 @@ class Settings(SharedSettings):
         default=20 * 60, gt=0, validation_alias=_env("FULLKIT_RETRY_WINDOW_SECONDS")
     )
 
+    # Attempts one batching job advances together. HubSpot's batch endpoints take 100;
+    # 1 gives the old one-deal-per-job path (for comparison in the benchmark).
+    batch_size: int = Field(default=100, ge=1, le=100, validation_alias=_env("FULLKIT_BATCH_SIZE"))
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import redis
 import structlog
 from rq import Queue, SimpleWorker
+from rq.job import Job
 
 from bridge import backends, db, jobs
 from bridge.logging import configure_logging
@@ -20,17 +22,34 @@ RESUME_EVERY_SECONDS = 10.0
 MAX_WAIT_SECONDS = 30.0
 
 
+class FullkitWorker(SimpleWorker):
+    """An RQ worker that holds its process's runtime and hands it to every job it runs.
+
+    SimpleWorker runs jobs in this process: the runtime (connections, compiled kits,
+    connector clients) is built once instead of once per job in a forked horse.
+    """
+
+    def __init__(self, *args: Any, runtime: Runtime, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.runtime = runtime
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        with jobs.serving(self.runtime):
+            super().execute_job(job, queue)
+
+
+def build_worker(rt: Runtime) -> FullkitWorker:
+    return FullkitWorker([Queue(QUEUE_NAME, connection=rt.redis)], connection=rt.redis, runtime=rt)
+
+
 def run_worker(settings: Settings, *, burst: bool = False) -> None:
     configure_logging()
     rt = Runtime.build(settings)
     stop = threading.Event()
     _await_backends(rt, burst=burst, stop=stop)
-    jobs.use_runtime(rt)
     if not burst:
         threading.Thread(target=_resume_loop, args=(rt, stop), daemon=True).start()
-    # SimpleWorker runs jobs in this process: the runtime (connections, compiled kits,
-    # connector clients) is built once instead of once per job in a forked horse.
-    worker = SimpleWorker([Queue(QUEUE_NAME, connection=rt.redis)], connection=rt.redis)
+    worker = build_worker(rt)
     log.info("worker ready", queue=QUEUE_NAME, pid_name=worker.name)
     try:
         worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")

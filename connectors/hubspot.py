@@ -27,7 +27,7 @@ from connectors.hubspot_client import (
 from connectors.hubspot_settings import HubSpotSettings
 from connectors.registry import register_crm
 from kernel.connector import Acceptance, CrmConnector, PushBack, StageEntry
-from kernel.errors import PermanentError, QuotaError, RetryableError
+from kernel.errors import ConnectorError, PartialFailure, PermanentError, QuotaError, RetryableError
 from kernel.mapping import Mapping
 from kernel.packet import Packet
 from kernel.settings import SharedSettings
@@ -337,30 +337,50 @@ class HubSpotConnector(CrmConnector):
         if not todo:
             return done
         api = self.api
-        inputs = [self._task_input(item) for item in todo]
-        if len(inputs) == 1:
-            created = api.call(
-                "create task", api.client.crm.objects.tasks.basic_api.create, inputs[0]
-            )
-            done[todo[0].handoff_id] = str(created["id"])
-            return done
-        for part in chunks(inputs):
-            answer = api.call(
-                "batch create tasks",
-                api.client.crm.objects.tasks.batch_api.create,
-                {"inputs": part},
-            )
+        failed: dict[str, ConnectorError] = {}
+        if len(todo) == 1:
+            self._create_task_alone(todo[0], done, failed)
+        for part in chunks(todo) if len(todo) > 1 else []:
+            try:
+                answer = api.call(
+                    "batch create tasks",
+                    api.client.crm.objects.tasks.batch_api.create,
+                    {"inputs": [self._task_input(item) for item in part]},
+                )
+            except PermanentError:
+                # HubSpot refuses a whole batch create for one bad input (nothing is
+                # created then): each alone tells which one it was.
+                for item in part:
+                    self._create_task_alone(item, done, failed)
+                continue
             # Batch answers are not in input order: the marker in each body says whose it is.
             for result in results_of(answer):
                 handoff_id = marker_of((result.get("properties") or {}).get("hs_task_body"))
                 if handoff_id is not None:
                     done[handoff_id] = str(result.get("id"))
-            _raise_batch_errors("batch create tasks", answer)
-        lost = [item.handoff_id for item in todo if item.handoff_id not in done]
-        if lost:
-            # Some tasks may exist without us knowing their ids; a may_exist retry finds them.
-            raise RetryableError(f"HubSpot batch create tasks: no task id for {', '.join(lost)}")
+            errors = _batch_errors("batch create tasks", answer)
+            for item in part:
+                if item.handoff_id not in done:
+                    # Without an id the task may exist; a may_exist retry finds it.
+                    failed[item.handoff_id] = (errors or {}).get("") or RetryableError(
+                        f"HubSpot batch create tasks: no task id for {item.handoff_id}"
+                    )
+        if failed:
+            raise PartialFailure("HubSpot create tasks", failed, done)
         return done
+
+    def _create_task_alone(
+        self, item: PushBack, done: dict[str, str], failed: dict[str, ConnectorError]
+    ) -> None:
+        api = self.api
+        try:
+            created = api.call(
+                "create task", api.client.crm.objects.tasks.basic_api.create, self._task_input(item)
+            )
+        except PermanentError as exc:
+            failed[item.handoff_id] = exc
+            return
+        done[item.handoff_id] = str(created["id"])
 
     def _task_input(self, item: PushBack) -> dict[str, Any]:
         properties = {
@@ -418,55 +438,87 @@ class HubSpotConnector(CrmConnector):
         return found
 
     def write_returns(self, items: Sequence[PushBack]) -> None:
-        self._update_deals(
-            "write push-back",
-            {
-                item.deal_id: {
-                    "dealstage": item.return_stage_ref,
-                    "fullkit_status": "returned",
-                    "fullkit_missing": "\n".join(item.missing),
-                }
-                for item in items
-            },
-        )
+        self._update_deals("write push-back", {item.deal_id: _returned(item) for item in items})
 
     def write_acceptances(self, items: Sequence[Acceptance]) -> None:
-        self._update_deals(
-            "write acceptance",
-            {
-                item.deal_id: {
-                    "fullkit_status": "accepted",
-                    "fullkit_ops_owner": item.ops_owner_email or "",
-                    "fullkit_ops_link": item.ops_link,
-                    # Date properties take an ISO date; HubSpot stores it as midnight UTC.
-                    "fullkit_expected_kickoff": item.expected_kickoff.isoformat(),
-                    "fullkit_missing": "",
-                }
-                for item in items
-            },
-        )
+        self._update_deals("write acceptance", {item.deal_id: _accepted(item) for item in items})
+
+    def write_outcomes(
+        self, returns: Sequence[PushBack], acceptances: Sequence[Acceptance]
+    ) -> None:
+        """Push-backs and acceptances of a batch in one batch update (distinct deals)."""
+        updates = {item.deal_id: _returned(item) for item in returns}
+        updates.update({item.deal_id: _accepted(item) for item in acceptances})
+        self._update_deals("write back", updates)
 
     def _update_deals(self, operation: str, updates: dict[str, dict[str, str]]) -> None:
-        """One PATCH for one deal, batch updates of up to 100 otherwise (a deal's last wins)."""
+        """One PATCH for one deal, batch updates of up to 100 otherwise (a deal's last wins).
+
+        A deal HubSpot refuses fails alone (PartialFailure keyed by deal id); a failure of
+        the whole call (429, 5xx) is raised as it is, for the whole batch to retry.
+        """
         if not updates:
             return
-        api = self.api
+        failed: dict[str, ConnectorError] = {}
         if len(updates) == 1:
             ((deal_id, properties),) = updates.items()
+            self._update_alone(operation, deal_id, properties, failed)
+        api = self.api
+        for part in chunks(list(updates.items())) if len(updates) > 1 else []:
+            try:
+                answer = api.call(
+                    operation,
+                    api.client.crm.deals.batch_api.update,
+                    {"inputs": [{"id": deal_id, "properties": props} for deal_id, props in part]},
+                )
+            except PermanentError:
+                # A value refused for one input refuses the whole batch: each alone says whose.
+                for deal_id, properties in part:
+                    self._update_alone(operation, deal_id, properties, failed)
+                continue
+            errors = _batch_errors(operation, answer)
+            if "" in errors:
+                raise errors[""]  # an error naming no deal: the whole call
+            failed.update(errors)
+        if failed:
+            raise PartialFailure(f"HubSpot {operation}", failed)
+
+    def _update_alone(
+        self,
+        operation: str,
+        deal_id: str,
+        properties: dict[str, str],
+        failed: dict[str, ConnectorError],
+    ) -> None:
+        api = self.api
+        try:
             api.call(
                 operation,
                 api.client.crm.deals.basic_api.update,
                 deal_id,
                 {"properties": properties},
             )
-            return
-        for part in chunks(list(updates.items())):
-            answer = api.call(
-                operation,
-                api.client.crm.deals.batch_api.update,
-                {"inputs": [{"id": deal_id, "properties": props} for deal_id, props in part]},
-            )
-            _raise_batch_errors(operation, answer)
+        except PermanentError as exc:
+            failed[deal_id] = exc
+
+
+def _returned(item: PushBack) -> dict[str, str]:
+    return {
+        "dealstage": item.return_stage_ref,
+        "fullkit_status": "returned",
+        "fullkit_missing": "\n".join(item.missing),
+    }
+
+
+def _accepted(item: Acceptance) -> dict[str, str]:
+    return {
+        "fullkit_status": "accepted",
+        "fullkit_ops_owner": item.ops_owner_email or "",
+        "fullkit_ops_link": item.ops_link,
+        # Date properties take an ISO date; HubSpot stores it as midnight UTC.
+        "fullkit_expected_kickoff": item.expected_kickoff.isoformat(),
+        "fullkit_missing": "",
+    }
 
 
 def _stage_query(
@@ -510,8 +562,16 @@ def _instant(raw: Any) -> dt.datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-def _raise_batch_errors(operation: str, answer: Any) -> None:
-    """A 207 batch write that refused some inputs: permanent unless HubSpot failed."""
+_RETRYABLE_CATEGORIES = {"RATE_LIMITS", "INTERNAL_ERROR", "SERVICE_UNAVAILABLE"}
+
+
+def _batch_errors(operation: str, answer: Any) -> dict[str, ConnectorError]:
+    """A 207 answer's per-item errors: {object id: error}, "" for errors naming no id.
+
+    HubSpot names the inputs an error concerns in `context.ids` (e.g. OBJECT_NOT_FOUND);
+    the error is permanent unless HubSpot itself failed.
+    """
+    found: dict[str, ConnectorError] = {}
     errors = answer.get("errors") if isinstance(answer, dict) else None
     for error in errors or []:
         if not isinstance(error, dict):
@@ -519,9 +579,12 @@ def _raise_batch_errors(operation: str, answer: Any) -> None:
         category = str(error.get("category") or "")
         message = str(error.get("message") or "")
         text = f"HubSpot {operation}: {category}: {message}".rstrip(": ")
-        if category in {"RATE_LIMITS", "INTERNAL_ERROR", "SERVICE_UNAVAILABLE"}:
-            raise RetryableError(text)
-        raise PermanentError(text)
+        kind = RetryableError(text) if category in _RETRYABLE_CATEGORIES else PermanentError(text)
+        context = error.get("context")
+        ids = context.get("ids") if isinstance(context, dict) else None
+        for object_id in ids if isinstance(ids, list) and ids else [""]:
+            found.setdefault(str(object_id), kind)
+    return found
 
 
 def _unique(values: Iterable[str]) -> list[str]:

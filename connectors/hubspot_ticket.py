@@ -9,11 +9,18 @@ from typing import Any, ClassVar
 
 from hubspot.crm.association_type import AssociationType
 
-from connectors.hubspot_client import ConflictError, HubSpotApi, NotFoundError, find_owner_id
+from connectors.hubspot_client import (
+    ConflictError,
+    HubSpotApi,
+    NotFoundError,
+    chunks,
+    find_owner_id,
+    results_of,
+)
 from connectors.hubspot_settings import HubSpotSettings
 from connectors.registry import register_target
 from kernel.connector import OpsRequest, OpsResult, OpsTarget
-from kernel.errors import PermanentError
+from kernel.errors import ConnectorError, PartialFailure, PermanentError, RetryableError
 from kernel.settings import SharedSettings
 
 TICKET_OBJECT_TYPE_ID = "0-5"
@@ -57,19 +64,76 @@ class HubSpotTicketTarget(OpsTarget):
         return problems
 
     def create(self, requests: Sequence[OpsRequest]) -> dict[str, OpsResult]:
-        # One create per ticket: a batch create fails as a whole on one duplicate, and
-        # per-ticket conflicts are what make retries safe.
-        results: dict[str, OpsResult] = {}
-        for request in requests:
-            if request.handoff_id in results:
+        """One batch create (with associations) per 100 tickets; a request HubSpot refuses
+        fails alone (PartialFailure keyed by hand-off id).
+
+        A batch create is all or nothing: one input HubSpot refuses (a hand-off id that
+        already has its ticket after a crash, an unknown owner) refuses the batch, and
+        then each ticket is created alone, where the unique `fullkit_handoff_id` turns a
+        duplicate into the existing ticket.
+        """
+        todo = list({request.handoff_id: request for request in requests}.values())
+        failed: dict[str, ConnectorError] = {}
+        bodies: dict[str, dict[str, Any]] = {}
+        for request in todo:
+            try:
+                bodies[request.handoff_id] = self._ticket_input(request)
+            except (PermanentError, RetryableError) as exc:
+                # The owner lookup failed for this ticket's owner: the others go on.
+                failed[request.handoff_id] = exc
+        ready = [request for request in todo if request.handoff_id in bodies]
+        ticket_ids: dict[str, str] = {}
+        for part in chunks(ready):
+            if len(part) == 1:
+                self._create_alone(part[0], bodies, ticket_ids, failed)
                 continue
-            ticket_id = self._create_once(request)
-            results[request.handoff_id] = OpsResult(
+            try:
+                ticket_ids.update(self._create_batch([bodies[r.handoff_id] for r in part]))
+            except PermanentError:
+                for request in part:
+                    self._create_alone(request, bodies, ticket_ids, failed)
+                continue
+            for request in part:
+                if request.handoff_id not in ticket_ids:
+                    self._create_alone(request, bodies, ticket_ids, failed)
+        results = {
+            handoff_id: OpsResult(
                 ref=ticket_id, link=self.api.record_url(TICKET_OBJECT_TYPE_ID, ticket_id)
             )
+            for handoff_id, ticket_id in ticket_ids.items()
+        }
+        if failed:
+            raise PartialFailure("HubSpot create tickets", failed, results)
         return results
 
-    def _create_once(self, request: OpsRequest) -> str:
+    def _create_batch(self, bodies: list[dict[str, Any]]) -> dict[str, str]:
+        api = self.api
+        answer = api.call(
+            "batch create tickets",
+            api.client.crm.tickets.batch_api.create,
+            {"inputs": bodies},
+        )
+        # Batch answers are not in input order: each ticket's hand-off id says whose it is.
+        created: dict[str, str] = {}
+        for result in results_of(answer):
+            handoff_id = (result.get("properties") or {}).get(HANDOFF_PROPERTY)
+            if handoff_id:
+                created[str(handoff_id)] = str(result.get("id"))
+        return created
+
+    def _create_alone(
+        self,
+        request: OpsRequest,
+        bodies: dict[str, dict[str, Any]],
+        ticket_ids: dict[str, str],
+        failed: dict[str, ConnectorError],
+    ) -> None:
+        try:
+            ticket_ids[request.handoff_id] = self._create_once(request, bodies[request.handoff_id])
+        except (PermanentError, RetryableError) as exc:
+            failed[request.handoff_id] = exc
+
+    def _create_once(self, request: OpsRequest, body: dict[str, Any] | None = None) -> str:
         """Create the ticket with its associations; if it exists already, return that one.
 
         HubSpot refuses a second ticket with the same unique `fullkit_handoff_id`, even
@@ -77,7 +141,7 @@ class HubSpotTicketTarget(OpsTarget):
         ticket is then read by that property: a consistent read, unlike search.
         """
         api = self.api
-        body = self._ticket_input(request)
+        body = body or self._ticket_input(request)
         try:
             created = api.call("create ticket", api.client.crm.tickets.basic_api.create, body)
         except PermanentError as refused:

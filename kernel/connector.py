@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from kernel.decision import Decision
-from kernel.errors import PermanentError, Unsupported
+from kernel.errors import ConnectorError, PartialFailure, PermanentError, Unsupported
 from kernel.mapping import Mapping
 from kernel.packet import Packet
 from kernel.rate_budget import RateBudgets
@@ -143,6 +143,27 @@ class CrmConnector(ABC):
     @abstractmethod
     def write_acceptances(self, items: Sequence[Acceptance]) -> None:
         """Status `accepted`, ops owner, link, expected kickoff; missing emptied. Idempotent."""
+
+    def write_outcomes(
+        self, returns: Sequence[PushBack], acceptances: Sequence[Acceptance]
+    ) -> None:
+        """Both kinds of write-back of a batch at once (a connector may make it one call).
+
+        Deals the CRM refuses raise PartialFailure keyed by deal id; the rest are written.
+        """
+        failed: dict[str, ConnectorError] = {}
+        try:
+            if returns:
+                self.write_returns(returns)
+        except PartialFailure as partial:
+            failed.update(partial.failed)
+        try:
+            if acceptances:
+                self.write_acceptances(acceptances)
+        except PartialFailure as partial:
+            failed.update(partial.failed)
+        if failed:
+            raise PartialFailure(f"{self.name} write-back", failed)
 
 
 class OpsTarget(ABC):

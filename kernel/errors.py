@@ -48,3 +48,20 @@ class PermanentError(ConnectorError):
 
 class Unsupported(PermanentError):
     """The connector cannot do this (yet); asking again will not help."""
+
+
+class PartialFailure(ConnectorError):
+    """A batch call in which some items failed and the others were done.
+
+    `failed` maps each failed item's key (the key the method's answer uses: a hand-off id
+    or a deal id) to one of the three kinds above; `done` is the answer for the rest, so
+    one bad item retries or fails alone instead of taking its batch with it.
+    """
+
+    def __init__(
+        self, operation: str, failed: dict[str, ConnectorError], done: object = None
+    ) -> None:
+        first = next(iter(failed.values()), None)
+        super().__init__(f"{operation}: {len(failed)} item(s) failed, first: {first}")
+        self.failed = failed
+        self.done = done

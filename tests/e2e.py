@@ -3,20 +3,24 @@ the test backend, jobs run by a real RQ worker in burst mode (no sleeps: we drai
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.registry import ScheduledJobRegistry
+from sqlalchemy import update
 from werkzeug.serving import make_server
 
-from bridge import db, jobs, ledger
+from bridge import db, ledger
 from bridge.app import create_app
+from bridge.models import Attempt
 from bridge.queue import QUEUE_NAME
 from bridge.runtime import Runtime
 from bridge.settings import Settings
+from bridge.worker import build_worker
 from connectors.hubspot_setup import setup_properties
 from sandbox import HubSpotSandbox, RunningSandbox, start_sandbox
 
@@ -47,12 +51,18 @@ class Stack:
     def work(self) -> None:
         """Deliver pending webhooks, then run every queued job to completion."""
         assert self.sandbox.flush_webhooks(timeout=30)
-        SimpleWorker([self.queue], connection=self.runtime.redis).work(
-            burst=True, logging_level="WARNING"
-        )
+        build_worker(self.runtime).work(burst=True, logging_level="WARNING")
 
     def run_scheduled_now(self) -> int:
         """Treat every scheduled retry as due (time passing, without waiting for it)."""
+        with self.runtime.sessions() as session:
+            session.execute(
+                update(Attempt)
+                .where(Attempt.next_run_at.is_not(None))
+                .values(next_run_at=ledger.utcnow() - dt.timedelta(seconds=1))
+                .execution_options(synchronize_session=False)
+            )
+            session.commit()
         registry = ScheduledJobRegistry(queue=self.queue)
         ids = registry.get_job_ids()
         for job_id in ids:
@@ -103,7 +113,6 @@ def start_stack(settings_factory: Any, **sandbox_options: Any) -> Iterator[Stack
     setup_properties(settings)
     runtime = Runtime.build(settings)
     db.prepare(runtime.engine, settings)
-    jobs.use_runtime(runtime)
     app = create_app(settings)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -116,7 +125,6 @@ def start_stack(settings_factory: Any, **sandbox_options: Any) -> Iterator[Stack
     try:
         yield Stack(settings, box, running, runtime, app, url)
     finally:
-        jobs.use_runtime(None)
         server.shutdown()
         running.stop()
         runtime.engine.dispose()

@@ -24,7 +24,7 @@ from connectors.hubspot_client import DISABLED_MESSAGE, HubSpotApi
 from connectors.hubspot_setup import SetupError, run_setup, setup_properties
 from connectors.hubspot_ticket import HubSpotTicketTarget
 from kernel.connector import Acceptance, OpsRequest, PushBack
-from kernel.errors import AuthError, PermanentError, RetryableError
+from kernel.errors import AuthError, PartialFailure, PermanentError, RetryableError
 from kernel.mapping import FieldSpec, Mapping
 from sandbox.hubspot import HubSpotSandbox
 from sandbox.server import RunningSandbox, start_sandbox
@@ -625,8 +625,10 @@ def test_write_failure_is_translated(mocked: responses.RequestsMock) -> None:
             "category": "VALIDATION_ERROR",
         },
     )
-    with pytest.raises(PermanentError, match="VALIDATION_ERROR"):
+    with pytest.raises(PartialFailure) as caught:
         connector().write_returns([_push()])
+    assert isinstance(caught.value.failed["101"], PermanentError)
+    assert "VALIDATION_ERROR" in str(caught.value.failed["101"])
 
 
 # --- against the loopback sandbox (real HTTP, HubSpot's wire shapes) -----------------
@@ -895,8 +897,10 @@ def test_sandbox_writing_before_setup_is_permanent() -> None:
     with start_sandbox() as served:
         hub = HubSpotConnector(sandbox_settings(served), MAPPING)
         deal_id = served.sandbox.create_deal({"dealname": "x", "dealstage": "closedwon"})
-        with pytest.raises(PermanentError, match="VALIDATION_ERROR"):
+        with pytest.raises(PartialFailure) as caught:
             hub.write_returns([_pushback(deal_id, None)])
+        assert isinstance(caught.value.failed[deal_id], PermanentError)
+        assert "VALIDATION_ERROR" in str(caught.value.failed[deal_id])
 
 
 # --- fullkit hubspot setup -------------------------------------------------------------
@@ -956,16 +960,22 @@ def test_batch_create_refusal_is_permanent(mocked: responses.RequestsMock) -> No
             "errors": [{"status": "error", "category": "VALIDATION_ERROR", "message": "owner"}],
         },
     )
-    with pytest.raises(PermanentError, match="VALIDATION_ERROR: owner"):
+    with pytest.raises(PartialFailure) as caught:
         connector().create_return_tasks([_push(), _push(handoff="hubspot:102:1", deal="102")])
+    failed = caught.value.failed
+    assert sorted(failed) == ["hubspot:101:1", "hubspot:102:1"]
+    assert all(isinstance(error, PermanentError) for error in failed.values())
+    assert "VALIDATION_ERROR: owner" in str(failed["hubspot:101:1"])
 
 
 def test_batch_create_without_ids_asks_for_a_may_exist_retry(
     mocked: responses.RequestsMock,
 ) -> None:
     mocked.post(f"{BASE}/crm/v3/objects/tasks/batch/create", status=201, json={"results": []})
-    with pytest.raises(RetryableError, match="hubspot:101:1"):
+    with pytest.raises(PartialFailure) as caught:
         connector().create_return_tasks([_push(), _push(handoff="hubspot:102:1", deal="102")])
+    assert isinstance(caught.value.failed["hubspot:101:1"], RetryableError)
+    assert "hubspot:101:1" in str(caught.value.failed["hubspot:101:1"])
 
 
 def test_batch_update_refusal_is_permanent(mocked: responses.RequestsMock) -> None:

@@ -16,7 +16,7 @@ from bridge.settings import Settings
 from connectors import load_all
 from connectors.hubspot_ticket import HubSpotTicketTarget
 from kernel.connector import OpsRequest
-from kernel.errors import PermanentError
+from kernel.errors import PartialFailure, PermanentError
 from kernel.packet import Packet
 from sandbox.server import RunningSandbox
 from tests.conftest import APP, sandbox_settings
@@ -184,19 +184,26 @@ def test_unrelated_validation_error_is_permanent(mocked: responses.RequestsMock)
         status=400,
         json={"status": "error", "message": "bad stage", "category": "VALIDATION_ERROR"},
     )
-    with pytest.raises(PermanentError, match="bad stage"):
+    with pytest.raises(PartialFailure) as caught:
         target().create([request()])
+    assert_item_failed(caught.value, "hubspot:101:1", "bad stage")
     assert not any("/tickets/hubspot" in c.request.path_url for c in mocked.calls)
 
 
 def test_unknown_owner_email_is_permanent_and_named(mocked: responses.RequestsMock) -> None:
-    with pytest.raises(PermanentError, match="nobody@example.com"):
+    with pytest.raises(PartialFailure) as caught:
         target().create([request(owner="nobody@example.com")])
+    assert_item_failed(caught.value, "hubspot:101:1", "nobody@example.com")
     assert paths(mocked) == ["GET /crm/v3/owners/"]
 
 
 def test_owner_lookup_is_cached_per_instance(mocked: responses.RequestsMock) -> None:
     mocked.post(f"{BASE}/crm/v3/objects/tickets", status=201, json={"id": "58"})
+    created = [{"id": str(n), "properties": {"fullkit_handoff_id": f"hubspot:{n}:1"}}
+               for n in (101, 102)]  # fmt: skip
+    mocked.post(
+        f"{BASE}/crm/v3/objects/tickets/batch/create", status=201, json={"results": created}
+    )
     ops = target()
     ops.create([request(handoff="hubspot:101:1"), request(handoff="hubspot:102:1")])
     ops.create([request(handoff="hubspot:103:1")])
@@ -300,8 +307,9 @@ def test_sandbox_concurrent_workers_make_one_ticket(running: RunningSandbox) -> 
 
 def test_sandbox_unknown_owner_creates_nothing(running: RunningSandbox) -> None:
     request = sandbox_request(running, owner="nobody@example.com")
-    with pytest.raises(PermanentError, match="nobody@example.com"):
+    with pytest.raises(PartialFailure) as caught:
         target_for(running).create([request])
+    assert_item_failed(caught.value, request.handoff_id, "nobody@example.com")
     assert tickets_for(running, request.handoff_id) == []
 
 
@@ -315,3 +323,10 @@ def test_sandbox_unassigned_ticket_without_owner(running: RunningSandbox) -> Non
 
 def target_for(served: RunningSandbox) -> HubSpotTicketTarget:
     return HubSpotTicketTarget(sandbox_settings(served))
+
+
+def assert_item_failed(partial: PartialFailure, key: str, words: str) -> None:
+    """Only that item failed, for good, saying why."""
+    assert list(partial.failed) == [key]
+    assert isinstance(partial.failed[key], PermanentError)
+    assert words in str(partial.failed[key])
