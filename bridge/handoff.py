@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import TypeVar, cast
 
 from sqlalchemy.orm import Session
 
@@ -35,6 +35,7 @@ from kernel.errors import ConnectorError, PartialFailure, PermanentError
 from kernel.packet import Packet
 
 Step = Callable[[list[Attempt]], None]
+_Made = TypeVar("_Made")
 
 
 @dataclass
@@ -180,8 +181,12 @@ class Handoffs:
     def _write_back(self, attempts: list[Attempt]) -> None:
         """Tasks for the push-backs, tickets for the acceptances, then every deal of the
         batch written back in one call."""
-        pushbacks = self._make_tasks([a for a in attempts if a.state == "evaluating"])
-        acceptances = self._open_ops_tickets([a for a in attempts if a.state == "accepted"])
+        pushbacks = self._carried(
+            self._make_tasks, [a for a in attempts if a.state == "evaluating"]
+        )
+        acceptances = self._carried(
+            self._open_ops_tickets, [a for a in attempts if a.state == "accepted"]
+        )
         live = [a for a in attempts if a.id in pushbacks or a.id in acceptances]
         for crm, of_crm in _by_crm(live).items():
             try:
@@ -200,6 +205,21 @@ class Handoffs:
                     ledger.move(attempt, "returned", detail)
                 else:
                     ledger.move(attempt, "ops_created", f"ops ticket {attempt.ops_ref}")
+
+    def _carried(
+        self, make: Callable[[list[Attempt]], dict[int, _Made]], attempts: list[Attempt]
+    ) -> dict[int, _Made]:
+        """One kind of write (tasks, or tickets) whose whole call failed sets aside only
+        the attempts it carried: the other kind still goes out in this batch."""
+        if not attempts:
+            return {}
+        try:
+            return make(attempts)
+        except ConnectorError as exc:
+            self.session.rollback()  # what the failed call began; earlier commits stand
+            for attempt in attempts:
+                self._set_aside(attempt, exc)
+            return {}
 
     def _make_tasks(self, attempts: list[Attempt]) -> dict[int, PushBack]:
         """The push-back of each attempt whose task exists, by attempt id."""

@@ -233,3 +233,17 @@ def test_three_workers_settle_200_deals_each_exactly_once(backend: Backend, tmp_
     running.stop()
     if "REDIS_URL" not in env:
         EmbeddedValkey(home).stop()
+
+
+def test_an_ops_tool_refusing_the_token_leaves_the_batchs_push_backs_alone(stack: Stack) -> None:
+    complete, incomplete = mixed_deals(stack, 2)
+    stack.sandbox.fail_next(1, status=401, path_prefix="/crm/v3/owners")
+    move_together(stack, complete + incomplete)
+    stack.work()
+
+    # The ticket side stops for a human (auth); the push-backs of the same batch go out.
+    assert [stack.history(d)["attempts"][0]["state"] for d in complete] == ["failed"] * 2
+    assert states(stack, incomplete) == [RETURNED] * 2
+    assert all(stack.deal(d)["dealstage"] == "contractsent" for d in incomplete)
+    assert all(len(stack.sandbox.tasks_for_deal(d)) == 1 for d in incomplete)
+    assert stack.sandbox.tickets() == []

@@ -1,7 +1,7 @@
 """stored decisions: one per judged attempt, with the packet it judged
 
-Revision ID: decision
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-02
 """
 
