@@ -329,7 +329,7 @@ class Handoffs:
     def _judged_packet(self, attempt: Attempt, decision: Decision, kit: Kit) -> Packet:
         """The packet the decision judged, as evaluation saw it."""
         if decision.snapshot is None:
-            # Judged before decisions kept their packet (see migration `decision`).
+            # Judged before decisions kept their packet (see migration 0003).
             fetched = self._fetch(
                 attempt.crm, [attempt.deal_id], with_attachments=kit.uses("attachments")
             )
