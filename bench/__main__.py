@@ -1,4 +1,5 @@
-"""`make bench`: every benchmark, printing its figures."""
+"""`make bench`: every benchmark, printing its figures, then the issue's key figures in
+one table."""
 
 from bench import (
     bench_budget,
@@ -8,10 +9,11 @@ from bench import (
     bench_reads,
     bench_sweep,
 )
+from bench.figures import table
 
-bench_evaluator.main()
+evaluator = bench_evaluator.main()
 print()
-bench_handoff.main([])
+handoff = bench_handoff.main([])
 print()
 bench_budget.main([])
 print()
@@ -19,4 +21,7 @@ bench_reads.main()
 print()
 bench_sweep.main([])
 print()
-bench_ingest.main([])
+ingest = bench_ingest.main([])
+print()
+print("Key figures (issue 12 targets, 2-core machine)")
+print(table(ingest + handoff + evaluator))

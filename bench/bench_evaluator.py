@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.figures import Figure
 from bridge.evaluator import evaluate, select_kit
 from bridge.expressions import activation, compile_expression
 from bridge.rules import load_rules
@@ -83,7 +84,7 @@ def truth(expr: str, maps: dict[str, Any]) -> bool:
     return compile_expression(expr).is_true(activation(packet, TODAY))
 
 
-def main() -> None:
+def main() -> list[Figure]:
     rules = load_rules(RULES)
     packet = rules.packet_from_json(json.loads(DEAL.read_text()))
     kit = select_kit(rules, packet, TODAY)
@@ -114,6 +115,7 @@ def main() -> None:
     for name, expr, maps, expected in SEMANTICS:
         got = truth(expr, maps)
         print(f"  {name:<36} {'ok' if got == expected else f'WRONG ({got})'}")
+    return [Figure("kit evaluations per core (CPU time)", rate, "/s")]
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ SQLite) against the sandbox HubSpot over loopback HTTP:
     python -m bench.bench_handoff [--batch 100] [--burst 1000] [--cap 60]
 
 * HubSpot API calls one accepted and one returned hand-off make (the rate-limit budget);
-* seconds from a salesperson's stage change to the deal settled in HubSpot (quiet system);
+* single-deal end to end, 20 deals one at a time on a quiet system: p50 / p99 from the
+  webhook sent to the ticket present in HubSpot, and median / max to the deal settled;
 * webhook receiver answer time for a 100-event batch;
 * a quarter-end burst: N deals moved at once, time until all are settled, with the
   sandbox enforcing HubSpot's 100 requests / 10 s and with no limit;
@@ -25,6 +26,7 @@ from pathlib import Path
 import requests
 from sqlalchemy import func, select
 
+from bench.figures import Figure
 from bridge import db, ledger
 from bridge.demo import sample_contacts, start_stack, wait_for
 from bridge.models import Attempt
@@ -119,7 +121,7 @@ class Bench:
         return settled, (last.timestamp() - moved) if last else cap
 
 
-def burst_compare(count: int, cap: float) -> None:
+def burst_compare(count: int, cap: float) -> list[Figure]:
     """The quarter-end burst against HubSpot's real 100 requests / 10 s, both paths."""
     print(f"  {count}-deal burst, half complete, sandbox and Fullkit at 100 requests / 10 s:")
     rows = []
@@ -138,13 +140,38 @@ def burst_compare(count: int, cap: float) -> None:
         per_deal = len(calls) / max(settled, 1)
         print(f"    {label:>22}: {done} in {took:.1f} s, {len(calls)} API calls "
               f"({per_deal:.2f} per settled deal), {limited} answered 429")  # fmt: skip
-    (_, s_b, t_b, c_b, _), (_, s_1, t_1, c_1, _) = rows
-    print(f"    batched vs one per job: {(s_b / t_b) / max(s_1 / t_1, 1e-9):.0f}x deals settled "
-          f"per second, {(c_1 / max(s_1, 1)) / max(c_b / max(s_b, 1), 1e-9):.0f}x fewer calls "
-          "per deal")  # fmt: skip
+    (_, s_b, t_b, c_b, l_b), (_, s_1, t_1, c_1, l_1) = rows
+    faster = (s_b / t_b) / max(s_1 / t_1, 1e-9)
+    fewer = (c_1 / max(s_1, 1)) / max(c_b / max(s_b, 1), 1e-9)
+    print(f"    batched vs one per job: {faster:.0f}x deals settled "
+          f"per second, {fewer:.0f}x fewer calls per deal")  # fmt: skip
+    return [
+        *_burst_figures(f"{count}-deal burst, batched", count, cap, rows[0], batched=True),
+        *_burst_figures(f"{count}-deal burst, one per job", count, cap, rows[1], batched=False),
+        Figure(f"{count}-deal burst: batched / one per job, deals settled per s", faster, "x"),
+        Figure(f"{count}-deal burst: one per job / batched, calls per deal", fewer, "x"),
+    ]
 
 
-def api_calls(bench: Bench) -> None:
+def _burst_figures(
+    label: str, count: int, cap: float, row: tuple[str, int, float, int, int], batched: bool
+) -> list[Figure]:
+    _, settled, took, calls, limited = row
+    # A run stopped at its cap did not settle the burst: its time is "more than the cap".
+    stopped = "" if settled == count else f"(stopped: {settled}/{count} settled)"
+    seconds = took if settled == count else cap
+    return [
+        Figure(f"{label}: seconds until all settled", seconds, "s",
+               ("<", 13) if batched else None, stopped),
+        Figure(f"{label}: API calls", calls, ""),
+        Figure(f"{label}: API calls per settled deal", calls / max(settled, 1), "",
+               ("<=", 0.12) if batched else None),
+        Figure(f"{label}: answered 429", limited, "", ("==", 0) if batched else None),
+    ]  # fmt: skip
+
+
+def api_calls(bench: Bench) -> list[Figure]:
+    figures = []
     for complete, label in ((True, "accepted"), (False, "returned")):
         deal_id = _deal(bench.box, 900 + complete, complete)
         bench.box.flush_webhooks()
@@ -153,13 +180,58 @@ def api_calls(bench: Bench) -> None:
         calls = bench.box.calls()
         paths = ", ".join(f"{c.method} {c.path.split('?')[0]}" for c in calls)
         print(f"  one {label} hand-off: {len(calls)} HubSpot API calls, {took:.2f} s   [{paths}]")
+        if complete:
+            figures.append(Figure("one accepted deal: API calls", len(calls), "", ("<=", 6)))
+    return figures
 
 
-def quiet_latency(bench: Bench, runs: int = 5) -> None:
-    times = [bench.hand_off([_deal(bench.box, 800 + n)]) for n in range(runs)]
-    seconds = [t for batch in times for t in batch.values()]
-    print(f"  stage change -> settled, quiet system: median {statistics.median(seconds):.2f} s, "
-          f"max {max(seconds):.2f} s over {runs} deals")  # fmt: skip
+def _has_ticket(box: HubSpotSandbox, deal_id: str) -> bool:
+    with box.lock:
+        return any(otype == "tickets" for otype, _ in box.associations.get(("deals", deal_id), {}))
+
+
+def end_to_end(bench: Bench, runs: int = 20) -> list[Figure]:
+    """Complete deals moved one at a time, each after the previous one settled."""
+    to_ticket: list[float] = []
+    to_settled: list[float] = []
+    dispatcher = bench.box.webhooks
+    window = dispatcher.batch_window
+    # The sandbox holds each change back for HubSpot's batching window; with none, the
+    # webhook goes out the moment the stage changes, so the clock starts when it is sent.
+    dispatcher.batch_window = 0.0
+    try:
+        for n in range(runs):
+            deal_id = _deal(bench.box, 800 + n)
+            moved, started = time.time(), time.perf_counter()
+            bench.box.move_deal(deal_id, "closedwon")
+            # Polled every millisecond: wait_for's tenth of a second would swamp the figure.
+            while not _has_ticket(bench.box, deal_id):
+                if time.perf_counter() - started > 60:
+                    raise RuntimeError(f"no ticket for deal {deal_id} after 60 s")
+                time.sleep(0.001)
+            to_ticket.append(time.perf_counter() - started)
+            while (settled := bench.settled_at(deal_id)) is None:
+                if time.perf_counter() - started > 60:
+                    raise RuntimeError(f"deal {deal_id} not settled after 60 s")
+                time.sleep(0.1)
+            to_settled.append(settled - moved)
+    finally:
+        dispatcher.batch_window = window
+    p50, p99 = _percentile(to_ticket, 0.5) * 1000, _percentile(to_ticket, 0.99) * 1000
+    print(f"  webhook sent -> ticket present, quiet system: p50 {p50:.0f} ms, p99 {p99:.0f} ms "
+          f"over {runs} deals one at a time")  # fmt: skip
+    print(f"  stage change -> settled, quiet system: median {statistics.median(to_settled):.2f} s, "
+          f"max {max(to_settled):.2f} s over {runs} deals")  # fmt: skip
+    label = f"single deal, webhook sent -> ticket present ({runs} deals)"
+    return [
+        Figure(f"{label}: p50", p50, "ms", ("<", 50)),
+        Figure(f"{label}: p99", p99, "ms"),
+    ]
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def receiver_latency(bench: Bench, posts: int = 20) -> None:
@@ -215,7 +287,7 @@ def burst(bench: Bench, count: int, label: str) -> None:
           f"{len(bench.box.calls())} API calls, {limited} answered 429")  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[Figure]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--burst", type=int, default=1000)
@@ -225,13 +297,13 @@ def main(argv: list[str] | None = None) -> None:
     queue_down_latency()
     unlimited = Bench(rate_limit=None)
     try:
-        api_calls(unlimited)
-        quiet_latency(unlimited)
+        figures = api_calls(unlimited)
+        figures += end_to_end(unlimited)
         receiver_latency(unlimited)
         burst(unlimited, args.batch, "no rate limit")
     finally:
         unlimited.close()
-    burst_compare(args.burst, args.cap)
+    return burst_compare(args.burst, args.cap) + figures
 
 
 if __name__ == "__main__":
