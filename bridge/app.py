@@ -3,91 +3,30 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from rq.queue import EnqueueData
-from sqlalchemy import Engine, text
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import text
 
 from bridge import db, ledger, receivers
+from bridge.container import Container
 from bridge.deal_ids import InvalidDealId, canonical_deal_id
 from bridge.logging import configure_logging
 from bridge.metrics import LedgerCollector, RateLimitCollector, scrape_registry
-from bridge.queue import HandoffQueue, QueueUnavailable, connect
-from bridge.rules import Rules, load_rules
+from bridge.queue import QueueUnavailable
 from bridge.settings import Settings, load_settings
 from kernel import rate_budget
 
 RECEIVER_QUEUE_TIMEOUT = 1.5
 
 
-@dataclass
-class WebApp:
-    """What the web process holds: settings, rules' hand-off stages, lazy queue and ledger."""
-
-    settings: Settings
-    rules: Rules
-    handoff_stages: dict[str, frozenset[str]]  # per CRM: the stages its receivers watch
-    _engine: Engine | None = None
-    _redis: redis.Redis | None = None
-    _extra: dict[str, Any] = field(default_factory=dict)
-
-    def queue(self) -> HandoffQueue:
-        # One client (and its connection pool) per process: a connection per request
-        # would cost the receivers a TCP handshake and more on every webhook.
-        if self._redis is None:
-            self._redis = connect(self.settings, timeout=RECEIVER_QUEUE_TIMEOUT)
-        return HandoffQueue(self._redis)
-
-    def enqueue_unique_many(self, calls: Sequence[EnqueueData]) -> list[bool]:
-        try:
-            return self.queue().enqueue_unique_many(calls)
-        except QueueUnavailable as exc:
-            # A server that does not answer in time gets no second wait: 503 within 2 s.
-            if self.settings.redis_url or exc.timed_out:
-                raise
-        # The embedded server may have been restarted on another port: look once more.
-        # Safe to repeat, since every job is unique by its key.
-        self._redis = None
-        return self.queue().enqueue_unique_many(calls)
-
-    def ping_queue(self) -> None:
-        try:
-            self.queue().connection.ping()
-        except (redis.RedisError, QueueUnavailable):
-            if self.settings.redis_url:
-                raise
-            self._redis = None
-            self.queue().connection.ping()
-
-    @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = db.make_engine(self.settings)
-        return self._engine
-
-    def sessions(self) -> sessionmaker:
-        return db.session_factory(self.engine)
-
-    def count_by_state(self) -> dict[str, int]:
-        with self.sessions()() as session:
-            return ledger.count_by_state(session)
-
-
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     configure_logging()
-    rules = load_rules(settings.rules_dir)
-    state = WebApp(
-        settings=settings,
-        rules=rules,
-        handoff_stages=receivers.watched_stages(rules),
-    )
+    # No registry: the web process runs no connector, so kits' ops targets go unchecked.
+    state = Container.build(settings, queue_timeout=RECEIVER_QUEUE_TIMEOUT)
+    state.handoff_stages = receivers.watched_stages(state.rules)
     _prepare_ledger(state)
     app = Flask("fullkit")
     app.config["FULLKIT"] = state
@@ -98,12 +37,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(api)
     app.config["METRICS"] = scrape_registry(
         LedgerCollector(state.count_by_state),
-        RateLimitCollector(lambda: rate_budget.observed(state.queue().connection)),
+        RateLimitCollector(lambda: rate_budget.observed(state.redis)),
     )
     return app
 
 
-def _prepare_ledger(state: WebApp) -> None:
+def _prepare_ledger(state: Container) -> None:
     """Bring the SQLite default up to date; a down server must not stop `serve`."""
     try:
         db.prepare(state.engine, state.settings)
@@ -116,8 +55,8 @@ def _prepare_ledger(state: WebApp) -> None:
 ops = Blueprint("ops", __name__)
 
 
-def _state() -> WebApp:
-    app_state: WebApp = current_app.config["FULLKIT"]
+def _state() -> Container:
+    app_state: Container = current_app.config["FULLKIT"]
     return app_state
 
 
@@ -178,7 +117,7 @@ def handoffs(crm: str, deal_id: str) -> Response:
         # Never a recorded deal: answered as one unknown, with what an id looks like.
         return _error(404, str(exc))
     try:
-        with _state().sessions()() as session:
+        with _state().sessions() as session:
             history = ledger.deal_history(session, crm, deal_id)
     except Exception:
         return _error(503, "ledger unavailable")

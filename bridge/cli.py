@@ -242,13 +242,14 @@ def status(handoff: str) -> None:
 @click.argument("handoffs", nargs=-1, metavar="[CRM:DEAL_ID]...")
 def replay(handoffs: tuple[str, ...]) -> None:
     """Re-queue failed hand-offs (all, or the given deals) and failed intake jobs."""
+    import connectors
     from bridge import backends, jobs
     from bridge.runtime import Runtime
 
     deals = [_handoff_ref(ref) for ref in handoffs]
     settings = _settings()
-    _check_rules(settings)
-    rt = Runtime.build(settings)
+    # The rules just checked are the runtime's: the folder is read once.
+    rt = Runtime(settings=settings, rules=_check_rules(settings), registry=connectors.load_all())
     _prepare_ledger(settings, rt.engine)
     try:
         # Before the ledger is touched: an attempt moved back to work needs its job queued.

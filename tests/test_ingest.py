@@ -19,7 +19,7 @@ import requests
 from rq import Queue
 from rq.job import JobStatus
 
-import bridge.app
+import bridge.container
 from bridge.app import create_app
 from bridge.queue import QUEUE_NAME
 from tests.conftest import ROOT
@@ -56,9 +56,9 @@ def counted_app(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
         client.ping()  # the connection's own handshake is not the webhook's
         return client
 
-    monkeypatch.setattr(bridge.app, "connect", connect)
+    monkeypatch.setattr(bridge.container, "connect", connect)
     app = create_app(settings)
-    app.config["FULLKIT"].queue()
+    app.config["FULLKIT"].redis.ping()  # connected before the counting starts
     return app
 
 
@@ -68,7 +68,7 @@ def test_a_100_event_webhook_is_queued_in_one_round_trip(counted_app: Any) -> No
     CountingConnection.sends = 0
     assert post(client, body) == 204
     assert CountingConnection.sends == 1
-    queue = Queue(QUEUE_NAME, connection=counted_app.config["FULLKIT"].queue().connection)
+    queue = Queue(QUEUE_NAME, connection=counted_app.config["FULLKIT"].redis)
     assert sorted(int(job.args[1]) for job in queue.jobs) == list(range(5000, 5100))
 
     CountingConnection.sends = 0
@@ -81,7 +81,7 @@ def test_a_redelivered_batch_requeues_the_intake_job_that_failed(counted_app: An
     client = counted_app.test_client()
     body = batch(6000, 3)
     assert post(client, body) == 204
-    queue = Queue(QUEUE_NAME, connection=counted_app.config["FULLKIT"].queue().connection)
+    queue = Queue(QUEUE_NAME, connection=counted_app.config["FULLKIT"].redis)
     failed = queue.jobs[1]
     # As a worker leaves an intake job whose retries are spent.
     queue.remove(failed)

@@ -38,7 +38,7 @@ def client(app: Any) -> FlaskClient:
 
 
 def queued(app: Any) -> list[tuple[Any, ...]]:
-    queue = Queue(QUEUE_NAME, connection=app.config["FULLKIT"].queue().connection)
+    queue = Queue(QUEUE_NAME, connection=app.config["FULLKIT"].redis)
     return [tuple(job.args) for job in queue.jobs]
 
 
@@ -86,7 +86,7 @@ print(sorted(ours) + worker_side)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
-    queue = Queue(QUEUE_NAME, connection=create_app(settings).config["FULLKIT"].queue().connection)
+    queue = Queue(QUEUE_NAME, connection=create_app(settings).config["FULLKIT"].redis)
     assert [job.func_name for job in queue.jobs] == ["bridge.jobs.handle_stage_change"]
 
 

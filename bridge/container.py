@@ -1,0 +1,119 @@
+"""What a process builds once from its settings: ledger, queue, rules and, given a
+registry, connectors. The web process and the worker share this one container; the
+web process passes no registry, so it never imports connector code."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Self
+
+import redis
+from rq.queue import EnqueueData
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from bridge import db, ledger
+from bridge.queue import HandoffQueue, QueueUnavailable, connect
+from bridge.rules import Rules, load_rules
+from bridge.settings import Settings
+from kernel.connector import CrmConnector, OpsTarget, Registry
+from kernel.rate_budget import RateBudgets
+
+WORKER_QUEUE_TIMEOUT = 10.0
+
+
+@dataclass
+class Container:
+    settings: Settings
+    rules: Rules
+    registry: Registry | None = None
+    queue_timeout: float = WORKER_QUEUE_TIMEOUT
+    # Per CRM: the stages its receivers watch. Only the web process fills it in.
+    handoff_stages: dict[str, frozenset[str]] = field(default_factory=dict)
+    _redis: redis.Redis | None = None
+    _crms: dict[str, CrmConnector] = field(default_factory=dict)
+    _targets: dict[str, OpsTarget] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        registry: Registry | None = None,
+        *,
+        queue_timeout: float = WORKER_QUEUE_TIMEOUT,
+    ) -> Self:
+        """Rules are checked against the registry's connectors when one is given."""
+        rules = load_rules(settings.rules_dir, registry)
+        return cls(settings=settings, rules=rules, registry=registry, queue_timeout=queue_timeout)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return db.make_engine(self.settings)
+
+    @cached_property
+    def sessions(self) -> sessionmaker:
+        return db.session_factory(self.engine)
+
+    @property
+    def redis(self) -> redis.Redis:
+        # One client (and its connection pool) per process: a connection per job or
+        # webhook would cost a TCP handshake and more every time.
+        if self._redis is None:
+            self._redis = connect(self.settings, timeout=self.queue_timeout)
+        return self._redis
+
+    @property
+    def queue(self) -> HandoffQueue:
+        return HandoffQueue(self.redis)
+
+    @cached_property
+    def rate_budgets(self) -> RateBudgets:
+        """Every CRM account's request budget, shared through Redis with other processes."""
+        return RateBudgets(self.redis)
+
+    def enqueue_unique_many(self, calls: Sequence[EnqueueData]) -> list[bool]:
+        try:
+            return self.queue.enqueue_unique_many(calls)
+        except QueueUnavailable as exc:
+            # A server that does not answer in time gets no second wait: the receivers
+            # must answer 503 within 2 s.
+            if self.settings.redis_url or exc.timed_out:
+                raise
+        # The embedded server may have been restarted on another port: look once more.
+        # Safe to repeat, since every job is unique by its key.
+        self._redis = None
+        return self.queue.enqueue_unique_many(calls)
+
+    def ping_queue(self) -> None:
+        try:
+            self.redis.ping()
+        except (redis.RedisError, QueueUnavailable):
+            if self.settings.redis_url:
+                raise
+            self._redis = None
+            self.redis.ping()
+
+    def count_by_state(self) -> dict[str, int]:
+        with self.sessions() as session:
+            return ledger.count_by_state(session)
+
+    def crm(self, name: str) -> CrmConnector:
+        if name not in self._crms:
+            crm = self._connectors().crms[name](self.settings, self.rules.mappings[name])
+            crm.rate_budgets = self.rate_budgets
+            self._crms[name] = crm
+        return self._crms[name]
+
+    def target(self, name: str) -> OpsTarget:
+        if name not in self._targets:
+            target = self._connectors().targets[name](self.settings)
+            target.rate_budgets = self.rate_budgets
+            self._targets[name] = target
+        return self._targets[name]
+
+    def _connectors(self) -> Registry:
+        if self.registry is None:
+            raise RuntimeError("this process was built without connectors (the web process)")
+        return self.registry
