@@ -23,13 +23,15 @@ def stack(make_settings: Any) -> Iterator[Stack]:
 
 
 def states(stack: Stack, deal_id: str) -> list[str]:
-    return [t["state"] for t in stack.history(deal_id)["attempts"][-1]["transitions"]]
+    history = stack.history(deal_id)
+    assert history is not None
+    return [t["state"] for t in history["attempts"][-1]["transitions"]]
 
 
 def jobs_run(stack: Stack) -> list[str]:
     registry = FinishedJobRegistry(queue=stack.queue)
     return sorted(
-        job.func_name.rsplit(".", 1)[-1]
+        str(job.func_name).rsplit(".", 1)[-1]
         for job in (stack.queue.fetch_job(i) for i in registry.get_job_ids())
         if job is not None
     )
