@@ -22,6 +22,7 @@ from contextvars import ContextVar
 import redis
 import structlog
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.timeouts import BaseTimeoutException
 from sqlalchemy import select, tuple_
@@ -94,9 +95,37 @@ def handle_stage_change(
     )
     result = ledger.record_stage_change(rt.sessions, change)
     log.info("stage change", crm=crm, deal_id=deal_id, stage=stage_ref, outcome=result.outcome)
-    if result.outcome == "started":
-        kick(rt, crm)
+    if result.outcome == "started" and result.attempt_id is not None:
+        if not advance_alone(rt, crm, result.attempt_id):
+            kick(rt, crm)
     return result.outcome
+
+
+def advance_alone(rt: Runtime, crm: str, attempt_id: int, account: str = DEFAULT_ACCOUNT) -> bool:
+    """On a quiet system, advance a just-started attempt here rather than a queue hop later.
+
+    Returns False, having done nothing, unless the attempt would be a batch of one anyway:
+    no job waits in the queue (a burst's other intakes would join its batch), no batching
+    job of the account is queued, and no other attempt of the CRM is ready. The same lease
+    a batching job takes keeps one that is running off the attempt, and this off theirs.
+    """
+    if rt.queue.rq.count:
+        return False
+    generation = int(rt.redis.get(_generation_key(crm, account)) or 0)
+    if rt.redis.exists(Job.key_for(job_id("batch", crm, account, generation))):
+        return False
+    with rt.sessions() as session:
+        if ledger.ready_attempt_ids(session, crm, ledger.utcnow(), 2) != [attempt_id]:
+            return False
+    with Leases(rt.redis) as leases:
+        if not leases.take(attempt_id):
+            return False
+        leases.keep()
+        with rt.sessions() as session:
+            attempts = ledger.claimed_attempts(session, leases.held, {attempt_id})
+            if attempts:
+                _run(rt, session, attempts, account)
+    return True
 
 
 def _generation_key(crm: str, account: str) -> str:

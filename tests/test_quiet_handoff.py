@@ -1,0 +1,80 @@
+"""A lone deal on a quiet system is handed off by its intake job, without a second queue
+hop; anything else (a burst, a batching job already queued, an attempt another worker
+holds) still goes through the account's batching job."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from rq.registry import FinishedJobRegistry
+
+from bridge import intake, jobs, ledger
+from bridge.lease import Leases
+from tests.e2e import Stack, start_stack
+
+ACCEPTED = ["received", "evaluating", "accepted", "ops_created"]
+
+
+@pytest.fixture
+def stack(make_settings: Any) -> Iterator[Stack]:
+    yield from start_stack(make_settings)
+
+
+def states(stack: Stack, deal_id: str) -> list[str]:
+    history = stack.history(deal_id)
+    assert history is not None
+    return [t["state"] for t in history["attempts"][-1]["transitions"]]
+
+
+def jobs_run(stack: Stack) -> list[str]:
+    registry = FinishedJobRegistry(queue=stack.queue)
+    return sorted(
+        str(job.func_name).rsplit(".", 1)[-1]
+        for job in (stack.queue.fetch_job(i) for i in registry.get_job_ids())
+        if job is not None
+    )
+
+
+def test_a_lone_deal_is_handed_off_by_its_intake_job(stack: Stack) -> None:
+    deal_id = stack.complete_deal()
+    stack.sandbox.move_deal(deal_id, "closedwon")
+    stack.work()
+
+    assert states(stack, deal_id) == ACCEPTED
+    assert len(stack.sandbox.tickets()) == 1
+    assert jobs_run(stack) == ["handle_stage_change"]
+
+
+def test_a_queued_batching_job_keeps_the_deal(stack: Stack) -> None:
+    deal_id = stack.complete_deal()
+    stack.sandbox.move_deal(deal_id, "closedwon")
+    assert stack.sandbox.flush_webhooks(timeout=30)
+    assert jobs.kick(stack.runtime, "hubspot")  # queued behind the intake job
+    stack.work()
+
+    assert states(stack, deal_id) == ACCEPTED
+    assert len(stack.sandbox.tickets()) == 1
+    assert jobs_run(stack) == ["advance_ready", "handle_stage_change"]
+
+
+def test_an_attempt_another_worker_holds_is_left_to_it(stack: Stack) -> None:
+    deal_id = stack.complete_deal()
+    stack.sandbox.move_deal(deal_id, "closedwon")
+    assert stack.sandbox.flush_webhooks(timeout=30)
+    [queued] = stack.queue.jobs
+    change = intake.StageChange.from_job_args(*queued.args)
+    started = ledger.record_stage_change(stack.runtime.sessions, change)
+    assert started.outcome == "started" and started.attempt_id is not None
+    stack.queue.empty()  # its intake, now recorded, would only find a duplicate
+
+    with Leases(stack.runtime.redis) as other_worker:
+        assert other_worker.take(started.attempt_id)
+        assert not jobs.advance_alone(stack.runtime, "hubspot", started.attempt_id)
+        assert states(stack, deal_id) == ["received"]
+        assert stack.sandbox.tickets() == []
+
+    assert jobs.advance_alone(stack.runtime, "hubspot", started.attempt_id)
+    assert states(stack, deal_id) == ACCEPTED
+    assert len(stack.sandbox.tickets()) == 1
