@@ -36,6 +36,41 @@ def select_kit(rules_or_kits: Rules | Iterable[Kit], packet: Packet, today: dt.d
     return None
 
 
+def needs(
+    variable: str, rules_or_kits: Rules | Iterable[Kit], packet: Packet, today: dt.date
+) -> bool:
+    """Whether judging the packet may read `variable`, which the packet lacks so far.
+
+    A costly part of a deal (attachments) is read only for the deals whose verdict can
+    depend on it: when choosing the kit may read it, or one of the chosen kit's
+    requirements that read it applies (or cannot be told not to without it).
+    """
+    kits = rules_or_kits if isinstance(rules_or_kits, Iterable) else rules_or_kits.kits
+    variables: cel.Activation | None = None
+    for kit in kits:
+        if kit.crm is not None and kit.crm != packet.crm:
+            continue
+        if kit.chooser_uses(variable):
+            return True
+        if kit.applies_when is not None:
+            if variables is None:
+                variables = bound(packet, today)
+            try:
+                if not kit.applies_when.holds(variables):
+                    continue
+            except LimitExceeded:
+                return True
+        if variables is None:
+            variables = bound(packet, today)
+        return _requirements_need(kit, variable, variables)
+    return False
+
+
+def _requirements_need(kit: Kit, variable: str, variables: cel.Activation) -> bool:
+    readers = [req for req in kit.requirements if req.uses(variable)]
+    return any(req.when_uses(variable) or _applies(req, variables) for req in readers)
+
+
 def evaluate(kit: Kit, packet: Packet, today: dt.date) -> list[Finding]:
     """Every failing requirement of the kit, in kit order; empty means the kit is complete."""
     variables = bound(packet, today)

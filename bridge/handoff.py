@@ -23,7 +23,7 @@ from typing import TypeVar, cast
 from sqlalchemy.orm import Session
 
 from bridge import ledger
-from bridge.evaluator import LimitExceeded, applicable, evaluate, select_kit
+from bridge.evaluator import LimitExceeded, applicable, evaluate, needs, select_kit
 from bridge.kickoff import expected_kickoff
 from bridge.models import Attempt
 from bridge.rules import Kit, packet_from_json
@@ -105,9 +105,16 @@ class Handoffs:
     def _evaluate(self, attempts: list[Attempt]) -> None:
         for crm, of_crm in _by_crm(attempts).items():
             kits = {attempt.id: self._kits_for_trigger(attempt) for attempt in of_crm}
-            packets = self.runtime.crm(crm).fetch_packets(
-                [attempt.deal_id for attempt in of_crm],
-                with_attachments=any(kit.uses("attachments") for k in kits.values() for kit in k),
+            connector = self.runtime.crm(crm)
+            packets = connector.fetch_packets([attempt.deal_id for attempt in of_crm])
+            today = ledger.utcnow().date()
+            connector.fill_attachments(
+                [
+                    packet
+                    for attempt in of_crm
+                    if (packet := packets.get(attempt.deal_id)) is not None
+                    and needs("attachments", kits[attempt.id], packet, today)
+                ]
             )
             for attempt in of_crm:
                 packet = packets.get(attempt.deal_id)

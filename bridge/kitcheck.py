@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.evaluator import applicable, evaluate, select_kit
+from bridge.evaluator import applicable, evaluate, needs, select_kit
 from bridge.rules import Kit, Requirement, Rules, schema_for
 from bridge.settings import Settings
 from kernel.packet import Finding, Packet
@@ -133,14 +133,17 @@ def fetch_live(settings: Settings, rules: Rules, crm: str, deal_id: str) -> Pack
     if connector_class is None:
         raise DealUnavailable(f"no {crm} connector in this version of Fullkit")
     try:
-        packets = connector_class(settings, mapping).fetch_packets(
-            [deal_id], with_attachments=any(kit.uses("attachments") for kit in rules.kits)
-        )
+        connector = connector_class(settings, mapping)
+        packet = connector.fetch_packets([deal_id]).get(deal_id)
+        if packet is None:
+            raise DealUnavailable(f"{crm}:{deal_id}: the CRM has no such deal")
+        # Attachments cost calls of their own: read only when the verdict may depend on them.
+        kits = _candidate_kits(rules, _canonical_stage(rules, packet))
+        if needs("attachments", kits, packet, dt.datetime.now(dt.UTC).date()):
+            connector.fill_attachments([packet])
     except ConnectorError as exc:
         raise DealUnavailable(f"cannot read {crm}:{deal_id}: {exc}") from None
-    if deal_id not in packets:
-        raise DealUnavailable(f"{crm}:{deal_id}: the CRM has no such deal")
-    return packets[deal_id]
+    return packet
 
 
 # --- the deal file format ------------------------------------------------------------

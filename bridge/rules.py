@@ -84,6 +84,24 @@ class Requirement:
     check: Expression | None = None
     when: Expression | None = None
 
+    def uses(self, variable: str) -> bool:
+        """Whether its field, check or `when` may read `variable`."""
+        return _mentions([self.field, _text(self.check), _text(self.when)], variable)
+
+    def when_uses(self, variable: str) -> bool:
+        """Whether deciding if it applies may read `variable`."""
+        return _mentions([_text(self.when)], variable)
+
+
+def _text(expression: Expression | None) -> str | None:
+    return expression.source if expression is not None else None
+
+
+def _mentions(texts: list[str | None], variable: str) -> bool:
+    # A mention inside a string literal errs on the side of reading.
+    word = re.compile(rf"\b{re.escape(variable)}\b")
+    return any(word.search(text) for text in texts if text)
+
 
 @dataclass(frozen=True)
 class OpsSpec:
@@ -108,15 +126,14 @@ class Kit:
     def uses(self, variable: str) -> bool:
         """Whether any of the kit's expressions or fields may read `variable`.
 
-        A connector reads costly parts of a deal (attachments) only for kits that use
-        them; a mention inside a string literal errs on the side of reading.
+        A connector reads costly parts of a deal (attachments) only for deals whose kit
+        needs them (`bridge.evaluator.needs`).
         """
-        word = re.compile(rf"\b{re.escape(variable)}\b")
-        texts = [self.applies_when.source if self.applies_when else ""]
-        for req in self.requirements:
-            texts += [req.field or "", req.check.source if req.check else ""]
-            texts.append(req.when.source if req.when else "")
-        return any(word.search(text) for text in texts)
+        return self.chooser_uses(variable) or any(r.uses(variable) for r in self.requirements)
+
+    def chooser_uses(self, variable: str) -> bool:
+        """Whether deciding if the kit applies may read `variable`."""
+        return _mentions([_text(self.applies_when)], variable)
 
 
 @dataclass(frozen=True)

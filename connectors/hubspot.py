@@ -146,6 +146,13 @@ class HubSpotConnector(CrmConnector):
             packet.attachments = files.get(deal_id, [])
         return packets
 
+    def fill_attachments(self, packets: Sequence[Packet]) -> None:
+        if not packets:
+            return
+        files = Attachments(self.api).of_deals(list(dict.fromkeys(p.deal_id for p in packets)))
+        for packet in packets:
+            packet.attachments = files.get(packet.deal_id, [])
+
     def _deal_properties(self) -> list[str]:
         return sorted(set(self.mapping.properties("deal")) | set(DEAL_BASE_PROPERTIES))
 

@@ -126,6 +126,19 @@ class CrmConnector(ABC):
         when asked for: when a kit that may judge the deal uses them.
         """
 
+    def fill_attachments(self, packets: Sequence[Packet]) -> None:
+        """Read the attachments of packets fetched without them, in one batch.
+
+        The job layer reads them only for the deals whose kit needs them, after seeing
+        the rest of each packet. This default reads those deals again with attachments.
+        """
+        if not packets:
+            return
+        fetched = self.fetch_packets([p.deal_id for p in packets], with_attachments=True)
+        for packet in packets:
+            found = fetched.get(packet.deal_id)
+            packet.attachments = found.attachments if found is not None else []
+
     @abstractmethod
     def create_return_tasks(
         self, items: Sequence[PushBack], *, may_exist: bool = False

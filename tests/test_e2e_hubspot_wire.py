@@ -119,3 +119,31 @@ def test_a_kit_requiring_a_signed_order_form_reads_the_deals_attachments(
         assert [finding["id"] for finding in returned["findings"]] == ["order-form"]
         (task,) = stack.sandbox.tasks_for_deal(unsigned)
         assert "Attach the signed order form (PDF)" in task["properties"]["hs_task_body"]
+
+
+def engagement_reads(stack: Stack) -> list[str]:
+    """The association reads from deals to notes or emails the sandbox answered."""
+    return [
+        call.path
+        for kind in ("notes", "emails")
+        for call in stack.sandbox.calls("POST", f"/crm/v4/associations/deals/{kind}/")
+    ]
+
+
+def test_attachments_are_read_only_for_deals_whose_kit_needs_them(stack: Stack) -> None:
+    # The shipped kit asks for a signed order form from enterprise deals only.
+    pro = stack.complete_deal("Pro Co")
+    stack.sandbox.attach_file(pro, "Pricing proposal", "pdf")
+
+    hand_off(stack, pro)
+
+    assert stack.history(pro)["attempts"][0]["state"] == "ops_created"
+    assert engagement_reads(stack) == []
+
+    enterprise = stack.complete_deal("Big Co", plan_tier="enterprise", sso_provider="okta")
+    stack.sandbox.attach_file(enterprise, "Signed order form - Big Co", "pdf")
+
+    hand_off(stack, enterprise)
+
+    assert stack.history(enterprise)["attempts"][0]["state"] == "ops_created"
+    assert len(engagement_reads(stack)) == 2  # notes and emails, once each

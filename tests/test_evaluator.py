@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.evaluator import evaluate, select_kit
+from bridge.evaluator import needs as needs_variable
 from bridge.expressions import LIMIT_NOTE, LimitExceeded, compile_expression, field_present
 from bridge.rules import Kit, OpsSpec, Requirement, load_rules
 from kernel.packet import Finding, Packet
@@ -409,3 +410,37 @@ def test_an_applies_when_over_its_budget_names_the_kit_instead_of_choosing_anoth
     assert select_kit(kits, packet(contacts=roleless(3)), TODAY).id == "big"  # type: ignore[union-attr]
     with pytest.raises(LimitExceeded, match="kit big: applies_when"):
         select_kit(kits, packet(contacts=roleless(1000)), TODAY)
+
+
+ORDER_FORM_CHECK = 'attachments.exists(a, a.name.contains("order form"))'
+
+
+def test_attachments_are_needed_only_when_a_requirement_reading_them_applies() -> None:
+    k = kit(needs("plan", "deal.plan"), check("form", ORDER_FORM_CHECK, 'deal.plan == "ent"'))
+    enterprise = packet(deal={"plan": "ent"})
+
+    assert needs_variable("attachments", [k], enterprise, TODAY)
+    assert not needs_variable("attachments", [k], packet(deal={"plan": "pro"}), TODAY)
+    assert not needs_variable("attachments", [kit(needs("plan", "deal.plan"))], enterprise, TODAY)
+
+
+@pytest.mark.parametrize(
+    "k",
+    [
+        kit(check("form", ORDER_FORM_CHECK)),
+        kit(check("plan", "deal.amount > 0", when="size(attachments) > 0")),
+        kit(check("form", ORDER_FORM_CHECK, when="size(attachments) > 2")),
+        kit(check("plan", "deal.amount > 0"), applies_when="size(attachments) == 0"),
+    ],
+    ids=["no-when", "when-reads-them", "check-and-when", "applies-when-reads-them"],
+)
+def test_attachments_are_needed_when_choosing_or_applying_may_read_them(k: Kit) -> None:
+    other_crm = kit(kit_id="other", crm="salesforce")
+
+    assert needs_variable("attachments", [other_crm, k], packet(), TODAY)
+
+
+def test_attachments_are_not_needed_when_no_kit_applies() -> None:
+    k = kit(check("form", ORDER_FORM_CHECK), applies_when='deal.pipeline == "default"')
+
+    assert not needs_variable("attachments", [k], packet(deal={"pipeline": "other"}), TODAY)
