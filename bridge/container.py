@@ -18,6 +18,7 @@ from bridge import db, ledger
 from bridge.queue import HandoffQueue, QueueUnavailable, connect
 from bridge.rules import Rules, load_rules
 from bridge.settings import Settings
+from kernel.cache import RedisCache
 from kernel.connector import CrmConnector, OpsTarget, Registry
 from kernel.rate_budget import RateBudgets
 
@@ -73,6 +74,11 @@ class Container:
         """Every CRM account's request budget, shared through Redis with other processes."""
         return RateBudgets(self.redis)
 
+    @property
+    def cache(self) -> RedisCache:
+        """Facts about CRM accounts (time zones, owner ids) every process shares."""
+        return RedisCache(self.redis)
+
     def enqueue_unique_many(self, calls: Sequence[EnqueueData]) -> list[bool]:
         try:
             return self.queue.enqueue_unique_many(calls)
@@ -103,6 +109,7 @@ class Container:
         if name not in self._crms:
             crm = self._connectors().crms[name](self.settings, self.rules.mappings[name])
             crm.rate_budgets = self.rate_budgets
+            crm.cache = self.cache
             self._crms[name] = crm
         return self._crms[name]
 
@@ -110,6 +117,7 @@ class Container:
         if name not in self._targets:
             target = self._connectors().targets[name](self.settings)
             target.rate_budgets = self.rate_budgets
+            target.cache = self.cache
             self._targets[name] = target
         return self._targets[name]
 

@@ -112,7 +112,7 @@ class HubSpotConnector(CrmConnector):
     def api(self) -> HubSpotApi:
         # Built on first use so a disabled connector can still be constructed and listed.
         if self._api is None:
-            self._api = HubSpotApi(self.settings, budgets=self.rate_budgets)
+            self._api = HubSpotApi(self.settings, budgets=self.rate_budgets, cache=self.cache)
         return self._api
 
     # --- reading -------------------------------------------------------------------

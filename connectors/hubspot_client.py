@@ -39,6 +39,7 @@ import urllib3
 from hubspot import HubSpot
 
 from connectors.hubspot_settings import HubSpotSettings
+from kernel.cache import LocalCache, SharedCache, cache_key
 from kernel.errors import (
     AuthError,
     ConnectorError,
@@ -175,10 +176,15 @@ class AccountDetails:
     ui_domain: str  # where the portal's UI lives, e.g. "app-eu1.hubspot.com"
 
 
-# A portal's id and time zone do not change for a token; remembered per (API base, token
-# digest) so a long-lived worker asks once. The digest keeps the token itself out of the key.
-_ACCOUNTS: dict[tuple[str, str], AccountDetails] = {}
-_ACCOUNT_LOCK = threading.Lock()
+# A portal's details hardly ever change (a time zone setting, a data-centre move): every
+# process shares them for an hour. Owners come and go with staff, so their ids by email
+# are shared for minutes; an email that is no owner is not remembered at all, so adding
+# the user in HubSpot and replaying works at once.
+ACCOUNT_TTL_SECONDS = 3600.0
+OWNER_TTL_SECONDS = 600.0
+# What the shared cache said is held by this object for a while, sparing a Redis round
+# trip for each of the hundred record links a batch builds.
+ACCOUNT_MEMO_SECONDS = 60.0
 
 
 class HubSpotApi:
@@ -191,6 +197,7 @@ class HubSpotApi:
         session: requests.Session | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         budgets: RateBudgets | None = None,
+        cache: SharedCache | None = None,
     ) -> None:
         own = settings.section(HubSpotSettings)
         if own.access_token is None:
@@ -211,6 +218,11 @@ class HubSpotApi:
         self._pool = _SessionPool(self.session, timeout, self.budget)
         self._apis: dict[tuple[str, str], Any] = {}
         self._token_digest = hashlib.sha256(token.encode()).hexdigest()
+        # Facts about this portal (account details, owner ids), shared by every process
+        # when the runtime gives a cache; this object's own memory otherwise.
+        self.cache: SharedCache = cache if cache is not None else LocalCache()
+        self._account_memo: tuple[AccountDetails, float] | None = None
+        self._memo_lock = threading.Lock()
         self.client = HubSpot(access_token=token, api_factory=self._api_factory)
         # An explicit UI base (a loopback sandbox) wins over the portal's uiDomain.
         self.app_base = (own.app_base or "").rstrip("/") or None
@@ -298,12 +310,25 @@ class HubSpotApi:
         """The portal's time zone (UTC when HubSpot names one Python does not know)."""
         return _zone(self._account().time_zone)
 
+    def _key(self, *parts: str) -> str:
+        # The portal and app are named by the API base and the token's digest.
+        return cache_key("hubspot", self.base, self._token_digest, *parts)
+
     def _account(self) -> AccountDetails:
-        key = (self.base, self._token_digest)
-        with _ACCOUNT_LOCK:
-            cached = _ACCOUNTS.get(key)
-        if cached is not None:
-            return cached
+        with self._memo_lock:
+            memo = self._account_memo
+        if memo is not None and memo[1] > time.monotonic():
+            return memo[0]
+        key = self._key("account")
+        account = _account_from_json(self.cache.get(key))
+        if account is None:
+            account = self._read_account()
+            self.cache.set(key, json.dumps(account.__dict__), ACCOUNT_TTL_SECONDS)
+        with self._memo_lock:
+            self._account_memo = (account, time.monotonic() + ACCOUNT_MEMO_SECONDS)
+        return account
+
+    def _read_account(self) -> AccountDetails:
         operation = "read account details"
         try:
             details = self.request(operation, "GET", "/account-info/v3/details", plain=True)
@@ -313,15 +338,27 @@ class HubSpotApi:
         portal = str(details.get("portalId", ""))
         if not portal:
             raise PermanentError("HubSpot account details carry no portalId")
-        account = AccountDetails(
+        return AccountDetails(
             portal,
             str(details.get("timeZone") or "UTC"),
             # Portals older than the field live on the original domain.
             str(details.get("uiDomain") or "app.hubspot.com"),
         )
-        with _ACCOUNT_LOCK:
-            _ACCOUNTS[key] = account
-        return account
+
+    def owner_id(self, email: str) -> str | None:
+        """The id of the active owner with this email, remembered for minutes."""
+        key = self._key("owner", email.strip().lower())
+        cached = self.cache.get(key)
+        if cached:
+            return cached
+        found = find_owner_id(self, email)
+        if found is not None:
+            self.cache.set(key, found, OWNER_TTL_SECONDS)
+        return found
+
+    def forget_owner(self, email: str) -> None:
+        """HubSpot refused a remembered owner id (the user left): ask again next time."""
+        self.cache.forget(self._key("owner", email.strip().lower()))
 
     def record_url(self, object_type_id: str, object_id: str) -> str:
         """A record's page in HubSpot's UI, e.g. object type 0-3 (deal), 0-5 (ticket)."""
@@ -357,10 +394,16 @@ def _zone(name: str) -> dt.tzinfo:
         return dt.UTC
 
 
-def forget_portal_ids() -> None:
-    """For tests: start from an empty account-details cache."""
-    with _ACCOUNT_LOCK:
-        _ACCOUNTS.clear()
+def _account_from_json(raw: str | None) -> AccountDetails | None:
+    if not raw:
+        return None
+    try:
+        fields = json.loads(raw)
+        return AccountDetails(
+            str(fields["portal_id"]), str(fields["time_zone"]), str(fields["ui_domain"])
+        )
+    except (ValueError, KeyError, TypeError):
+        return None  # written by another version: ask HubSpot again
 
 
 def _json(answer: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -14,7 +13,6 @@ from connectors.hubspot_client import (
     HubSpotApi,
     NotFoundError,
     chunks,
-    find_owner_id,
     results_of,
 )
 from connectors.hubspot_settings import HubSpotSettings
@@ -40,13 +38,11 @@ class HubSpotTicketTarget(OpsTarget):
     def __init__(self, settings: SharedSettings) -> None:
         super().__init__(settings)
         self._api: HubSpotApi | None = None
-        self._owners: dict[str, str] = {}
-        self._owners_lock = threading.Lock()
 
     @property
     def api(self) -> HubSpotApi:
         if self._api is None:
-            self._api = HubSpotApi(self.settings, budgets=self.rate_budgets)
+            self._api = HubSpotApi(self.settings, budgets=self.rate_budgets, cache=self.cache)
         return self._api
 
     @classmethod
@@ -145,6 +141,10 @@ class HubSpotTicketTarget(OpsTarget):
         try:
             created = api.call("create ticket", api.client.crm.tickets.basic_api.create, body)
         except PermanentError as refused:
+            if request.owner_email and "hubspot_owner_id" in str(refused):
+                # The remembered owner id is no longer a user: look the email up afresh
+                # when the attempt is replayed.
+                self.api.forget_owner(request.owner_email)
             # HubSpot refuses a taken custom unique value with a 400 VALIDATION_ERROR naming
             # the property ("<id> already has that value"), elsewhere with 409 CONFLICT;
             # either way only the consistent lookup tells a duplicate for sure.
@@ -190,20 +190,13 @@ class HubSpotTicketTarget(OpsTarget):
         return {"properties": properties, "associations": associations}
 
     def owner_id(self, email: str) -> str:
-        """The HubSpot owner id of an ops user, by email (cached for this instance).
+        """The HubSpot owner id of an ops user, by email (shared by every process for minutes).
 
         An email that is no HubSpot owner is a PermanentError naming it: an ops ticket
         nobody owns would sit unseen, which is exactly what the hand-off must prevent.
         """
-        key = email.strip().lower()
-        with self._owners_lock:
-            cached = self._owners.get(key)
-        if cached is not None:
-            return cached
-        owner_id = find_owner_id(self.api, email)
+        owner_id = self.api.owner_id(email)
         if owner_id is not None:
-            with self._owners_lock:
-                self._owners[key] = owner_id
             return owner_id
         raise PermanentError(
             f"ops owner {email} is not a HubSpot user (no active owner with that email); "

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from kernel.cache import SharedCache
 from kernel.decision import Decision
 from kernel.errors import ConnectorError, PartialFailure, PermanentError, Unsupported
 from kernel.mapping import Mapping
@@ -102,6 +103,9 @@ class CrmConnector(ABC):
     # The runtime hands every connector its process's shared rate budgets; None: unpaced
     # (one-off commands, tests of a single call).
     rate_budgets: RateBudgets | None = None
+    # Facts about the CRM account (its time zone, owner ids) shared by every process of
+    # the runtime; None: the connector remembers them itself.
+    cache: SharedCache | None = None
 
     def __init__(self, settings: SharedSettings, mapping: Mapping) -> None:
         self.settings = settings
@@ -187,6 +191,7 @@ class OpsTarget(ABC):
     settings_class: ClassVar[type[Section] | None] = None  # as for CrmConnector
 
     rate_budgets: RateBudgets | None = None  # as for CrmConnector
+    cache: SharedCache | None = None  # as for CrmConnector
 
     def __init__(self, settings: SharedSettings) -> None:
         self.settings = settings

@@ -15,7 +15,6 @@ import sqlalchemy as sa
 
 from bridge.settings import Settings, load_settings
 from bridge.valkey import EmbeddedValkey
-from connectors.hubspot_client import forget_portal_ids
 from connectors.hubspot_setup import setup_properties
 from sandbox import HubSpotSandbox, RunningSandbox, start_sandbox
 
@@ -35,14 +34,6 @@ SPEC_ENV = [
 def _backends() -> list[str]:
     real = os.environ.get("FULLKIT_TEST_DATABASE_URL") and os.environ.get("FULLKIT_TEST_REDIS_URL")
     return ["embedded", "real"] if real else ["embedded"]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_hubspot_account_cache() -> Iterator[None]:
-    """Each test meets its own portal: no portal id or time zone remembered from another."""
-    forget_portal_ids()
-    yield
-    forget_portal_ids()
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,7 @@ from connectors.hubspot import (
 from connectors.hubspot_client import DISABLED_MESSAGE, HubSpotApi
 from connectors.hubspot_setup import SetupError, run_setup, setup_properties
 from connectors.hubspot_ticket import HubSpotTicketTarget
+from kernel.cache import LocalCache
 from kernel.connector import Acceptance, OpsRequest, PushBack
 from kernel.errors import AuthError, PartialFailure, PermanentError, RetryableError
 from kernel.mapping import FieldSpec, Mapping
@@ -794,8 +795,9 @@ def test_sandbox_accepted_handoff_call_count(running: RunningSandbox) -> None:
     deal_id = make_deal(running)
     settings_ = sandbox_settings(running)
     hub = HubSpotConnector(settings_, MAPPING)
-    packet = hub.fetch_packets([deal_id])[deal_id]
     ops = HubSpotTicketTarget(settings_)
+    hub.cache = ops.cache = LocalCache()  # as the runtime shares one between them
+    packet = hub.fetch_packets([deal_id])[deal_id]
     request = OpsRequest(
         handoff_id=f"hubspot:{deal_id}:1",
         crm="hubspot",

@@ -15,6 +15,7 @@ from responses import matchers
 from bridge.settings import Settings
 from connectors import load_all
 from connectors.hubspot_ticket import HubSpotTicketTarget
+from kernel.cache import LocalCache, SharedCache
 from kernel.connector import OpsRequest
 from kernel.errors import PartialFailure, PermanentError
 from kernel.packet import Packet
@@ -246,11 +247,12 @@ def tickets_for(served: RunningSandbox, handoff_id: str) -> list[dict[str, Any]]
 
 def test_sandbox_ticket_created_once_when_create_runs_twice(running: RunningSandbox) -> None:
     request = sandbox_request(running)
-    first = target_for(running).create([request])
+    shared = LocalCache()  # what the runtime's Redis cache is to every worker process
+    first = target_for(running, shared).create([request])
     calls_first = [f"{c.method} {c.path}" for c in running.sandbox.calls()]
     running.sandbox.reset_calls()
     # The worker died before recording the ticket: a fresh worker runs the job again.
-    second = target_for(running).create([request])
+    second = target_for(running, shared).create([request])
     calls_second = [f"{c.method} {c.path}" for c in running.sandbox.calls()]
 
     assert first == second
@@ -275,9 +277,8 @@ def test_sandbox_ticket_created_once_when_create_runs_twice(running: RunningSand
         "GET /account-info/v3/details",
     ]
     # The refused create, then the consistent read by the unique hand-off id; the portal
-    # id is remembered per process, the owner per target instance.
+    # details and the owner are remembered for every process.
     assert calls_second == [
-        "GET /crm/v3/owners/",
         "POST /crm/v3/objects/tickets",
         f"GET /crm/v3/objects/tickets/{request.handoff_id}",
     ]
@@ -321,8 +322,10 @@ def test_sandbox_unassigned_ticket_without_owner(running: RunningSandbox) -> Non
     assert not any(c.path.startswith("/crm/v3/owners") for c in running.sandbox.calls())
 
 
-def target_for(served: RunningSandbox) -> HubSpotTicketTarget:
-    return HubSpotTicketTarget(sandbox_settings(served))
+def target_for(served: RunningSandbox, cache: SharedCache | None = None) -> HubSpotTicketTarget:
+    target = HubSpotTicketTarget(sandbox_settings(served))
+    target.cache = cache
+    return target
 
 
 def assert_item_failed(partial: PartialFailure, key: str, words: str) -> None:
