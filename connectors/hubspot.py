@@ -18,6 +18,7 @@ from connectors.hubspot_attachments import Attachments
 from connectors.hubspot_client import (
     BATCH_LIMIT,
     HISTORY_BATCH_LIMIT,
+    ConflictError,
     HubSpotApi,
     NotFoundError,
     chunks,
@@ -52,7 +53,12 @@ SEARCH_INTERVAL_SECONDS = 0.25
 SEARCH_TRIES = 4
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
-# The marker that ties a task to its hand-off attempt, so a retry can find it.
+# The unique-value task property holding the hand-off id (`fullkit hubspot setup`): HubSpot
+# refuses a second task with the same value, however late the first create lands.
+HANDOFF_PROPERTY = "fullkit_handoff_id"
+
+# The marker that ties a task to its hand-off attempt in its body (tasks made before the
+# property existed are found by it).
 MARKER_PREFIX = "Fullkit hand-off "
 _MARKER = re.compile(re.escape(MARKER_PREFIX) + r"([^\s<]+)")
 
@@ -335,7 +341,13 @@ class HubSpotConnector(CrmConnector):
     def create_return_tasks(
         self, items: Sequence[PushBack], *, may_exist: bool = False
     ) -> dict[str, str]:
-        """One task per hand-off. After any failure, call again with may_exist=True."""
+        """One task per hand-off, guarded by the unique task property `fullkit_handoff_id`.
+
+        HubSpot refuses a second task with the same hand-off id, so a retry after a
+        timeout whose create landed late (or lands later still) cannot make a second
+        task: the refused create turns into a consistent read of the existing one. With
+        may_exist (a retry), tasks made before the property existed are looked for too.
+        """
         todo = list({item.handoff_id: item for item in items}.values())
         done: dict[str, str] = {}
         if may_exist and todo:
@@ -343,51 +355,96 @@ class HubSpotConnector(CrmConnector):
             todo = [item for item in todo if item.handoff_id not in done]
         if not todo:
             return done
-        api = self.api
         failed: dict[str, ConnectorError] = {}
         if len(todo) == 1:
             self._create_task_alone(todo[0], done, failed)
         for part in chunks(todo) if len(todo) > 1 else []:
-            try:
-                answer = api.call(
-                    "batch create tasks",
-                    api.client.crm.objects.tasks.batch_api.create,
-                    {"inputs": [self._task_input(item) for item in part]},
-                )
-            except PermanentError:
-                # HubSpot refuses a whole batch create for one bad input (nothing is
-                # created then): each alone tells which one it was.
-                for item in part:
-                    self._create_task_alone(item, done, failed)
-                continue
-            # Batch answers are not in input order: the marker in each body says whose it is.
-            for result in results_of(answer):
-                handoff_id = marker_of((result.get("properties") or {}).get("hs_task_body"))
-                if handoff_id is not None:
-                    done[handoff_id] = str(result.get("id"))
-            errors = _batch_errors("batch create tasks", answer)
-            for item in part:
-                if item.handoff_id not in done:
-                    # Without an id the task may exist; a may_exist retry finds it.
-                    failed[item.handoff_id] = (errors or {}).get("") or RetryableError(
-                        f"HubSpot batch create tasks: no task id for {item.handoff_id}"
-                    )
+            self._create_task_batch(part, done, failed)
         if failed:
             raise PartialFailure("HubSpot create tasks", failed, done)
         return done
 
+    def _create_task_batch(
+        self, part: list[PushBack], done: dict[str, str], failed: dict[str, ConnectorError]
+    ) -> None:
+        """A multi-status batch create: each input carries its hand-off id as its
+        `objectWriteTraceId`, so HubSpot names the input each error belongs to."""
+        api = self.api
+        try:
+            answer = api.call(
+                "batch create tasks",
+                api.client.crm.objects.tasks.batch_api.create,
+                {
+                    "inputs": [
+                        {**self._task_input(i), "objectWriteTraceId": i.handoff_id} for i in part
+                    ]
+                },
+            )
+        except PermanentError:
+            # Refused as a whole (nothing is created then): each alone tells which one.
+            for item in part:
+                self._create_task_alone(item, done, failed)
+            return
+        for result in results_of(answer):
+            handoff_id = _task_handoff_id(result)
+            if handoff_id is not None:
+                done[handoff_id] = str(result.get("id"))
+        errors = _batch_errors("batch create tasks", answer, key="objectWriteTraceId")
+        for item in part:
+            if item.handoff_id in done:
+                continue
+            error = errors.get(item.handoff_id) or errors.get("")
+            existing = (
+                self._task_by_handoff_id(item.handoff_id) if error and _taken(error) else None
+            )
+            if existing is not None:
+                done[item.handoff_id] = existing  # made by an earlier try: ours
+            else:
+                # Without an id the task may exist; the unique hand-off id guards a retry.
+                failed[item.handoff_id] = error or RetryableError(
+                    f"HubSpot batch create tasks: no task id for {item.handoff_id}"
+                )
+
     def _create_task_alone(
         self, item: PushBack, done: dict[str, str], failed: dict[str, ConnectorError]
     ) -> None:
+        """Create one task; if its hand-off id is taken, the task that holds it is ours."""
         api = self.api
         try:
-            created = api.call(
-                "create task", api.client.crm.objects.tasks.basic_api.create, self._task_input(item)
-            )
-        except PermanentError as exc:
+            try:
+                created = api.call(
+                    "create task",
+                    api.client.crm.objects.tasks.basic_api.create,
+                    self._task_input(item),
+                )
+            except PermanentError as refused:
+                if not _taken(refused):
+                    raise
+                existing = self._task_by_handoff_id(item.handoff_id)
+                if existing is None:
+                    raise
+                done[item.handoff_id] = existing
+                return
+        except (PermanentError, RetryableError) as exc:
+            # This item waits for its retry (or fails) alone; the batch goes on.
             failed[item.handoff_id] = exc
             return
         done[item.handoff_id] = str(created["id"])
+
+    def _task_by_handoff_id(self, handoff_id: str) -> str | None:
+        """A consistent read by the unique property (search could miss a new task)."""
+        api = self.api
+        try:
+            found = api.call(
+                "read task by hand-off id",
+                api.client.crm.objects.tasks.basic_api.get_by_id,
+                handoff_id,
+                id_property=HANDOFF_PROPERTY,
+                properties=[HANDOFF_PROPERTY],
+            )
+        except NotFoundError:
+            return None
+        return str(found["id"]) if isinstance(found, dict) and found.get("id") else None
 
     def _task_input(self, item: PushBack) -> dict[str, Any]:
         properties = {
@@ -397,6 +454,7 @@ class HubSpotConnector(CrmConnector):
             "hs_task_status": "NOT_STARTED",
             "hs_task_priority": "HIGH",
             "hs_task_type": "TODO",
+            HANDOFF_PROPERTY: item.handoff_id,
         }
         if item.owner_ref:
             properties["hubspot_owner_id"] = str(item.owner_ref)
@@ -484,9 +542,14 @@ class HubSpotConnector(CrmConnector):
                     self._update_alone(operation, deal_id, properties, failed)
                 continue
             errors = _batch_errors(operation, answer)
-            if "" in errors:
-                raise errors[""]  # an error naming no deal: the whole call
+            unnamed = errors.pop("", None)
             failed.update(errors)
+            if unnamed is not None:
+                # An error naming no deal: whose it was only each deal alone can tell
+                # (writing the same values again changes nothing for those it reached).
+                for deal_id, properties in part:
+                    if deal_id not in errors:
+                        self._update_alone(operation, deal_id, properties, failed)
         if failed:
             raise PartialFailure(f"HubSpot {operation}", failed)
 
@@ -505,8 +568,8 @@ class HubSpotConnector(CrmConnector):
                 deal_id,
                 {"properties": properties},
             )
-        except PermanentError as exc:
-            failed[deal_id] = exc
+        except (PermanentError, RetryableError) as exc:
+            failed[deal_id] = exc  # this deal alone retries or fails; the others go on
 
 
 def _returned(item: PushBack) -> dict[str, str]:
@@ -572,11 +635,12 @@ def _instant(raw: Any) -> dt.datetime | None:
 _RETRYABLE_CATEGORIES = {"RATE_LIMITS", "INTERNAL_ERROR", "SERVICE_UNAVAILABLE"}
 
 
-def _batch_errors(operation: str, answer: Any) -> dict[str, ConnectorError]:
-    """A 207 answer's per-item errors: {object id: error}, "" for errors naming no id.
+def _batch_errors(operation: str, answer: Any, key: str = "ids") -> dict[str, ConnectorError]:
+    """A 207 answer's per-item errors: {item: error}, "" for errors naming no item.
 
-    HubSpot names the inputs an error concerns in `context.ids` (e.g. OBJECT_NOT_FOUND);
-    the error is permanent unless HubSpot itself failed.
+    HubSpot names the inputs an error concerns in its context: object ids under `ids`
+    (e.g. OBJECT_NOT_FOUND of an update), a create's own `objectWriteTraceId`. The
+    error is permanent unless HubSpot itself failed.
     """
     found: dict[str, ConnectorError] = {}
     errors = answer.get("errors") if isinstance(answer, dict) else None
@@ -588,10 +652,30 @@ def _batch_errors(operation: str, answer: Any) -> dict[str, ConnectorError]:
         text = f"HubSpot {operation}: {category}: {message}".rstrip(": ")
         kind = RetryableError(text) if category in _RETRYABLE_CATEGORIES else PermanentError(text)
         context = error.get("context")
-        ids = context.get("ids") if isinstance(context, dict) else None
+        ids = context.get(key) if isinstance(context, dict) else None
         for object_id in ids if isinstance(ids, list) and ids else [""]:
             found.setdefault(str(object_id), kind)
     return found
+
+
+def _task_handoff_id(result: dict[str, Any]) -> str | None:
+    """Whose task a batch result is (answers are not in input order)."""
+    props = result.get("properties") or {}
+    return (
+        str(props.get(HANDOFF_PROPERTY) or "")
+        or marker_of(props.get("hs_task_body"))
+        or str(result.get("objectWriteTraceId") or "")
+        or None
+    )
+
+
+def _taken(error: ConnectorError) -> bool:
+    """HubSpot's refusal of a unique value another record holds: 400 VALIDATION_ERROR
+    naming the property ("... already has that value"), elsewhere 409 CONFLICT."""
+    text = str(error)
+    return isinstance(error, ConflictError) or (
+        HANDOFF_PROPERTY in text and "already has that value" in text
+    )
 
 
 def _unique(values: Iterable[str]) -> list[str]:

@@ -97,6 +97,15 @@ PROPERTIES: tuple[PropertySpec, ...] = (
         "Set by Fullkit: the hand-off attempt this ticket belongs to (one ticket each)",
         unique=True,
     ),
+    PropertySpec(
+        "tasks",
+        "fullkit_handoff_id",
+        "Fullkit hand-off id",
+        "string",
+        "text",
+        "Set by Fullkit: the returned hand-off this task belongs to (one task each)",
+        unique=True,
+    ),
 )
 
 

@@ -222,6 +222,16 @@ class StoredFile:
 
 
 AssocKey = tuple[str, str]  # (object type, id)
+CreateInput = tuple[dict[str, Any], list[tuple[str, str, int]]]  # properties, associations
+
+
+@dataclass
+class LateCreate:
+    """A create answered with a timeout that HubSpot applies afterwards."""
+
+    object_type: str
+    inputs: list[CreateInput]
+    source: WriteSource
 
 
 class HubSpotSandbox:
@@ -321,6 +331,10 @@ class HubSpotSandbox:
         self.request_times: dict[tuple[str, str], deque[float]] = {}
         self.files: dict[str, StoredFile] = {}
         self._file_ids = itertools.count(190_000_001)
+        # Creates HubSpot took but answered with a timeout: applied when the test says.
+        self.late_creates_pending = 0
+        self.late_creates: list[LateCreate] = []
+        self.late_refusals: list[ApiError] = []
 
     # ------------------------------------------------------------------ set-up
 
@@ -448,6 +462,29 @@ class HubSpotSandbox:
         """Answer the next n API calls with HubSpot's 429 for a spent daily limit."""
         with self.lock:
             self.faults.append(Fault(n, 429, path_prefix, policy="DAILY"))
+
+    def answer_creates_late(self, n: int = 1) -> None:
+        """The next n object creates (single or batch) answer 504 at once, as a gateway
+        gives up on a slow backend, yet HubSpot still applies them: when
+        `apply_late_creates()` says, after the client has moved on."""
+        with self.lock:
+            self.late_creates_pending += n
+
+    def apply_late_creates(self) -> int:
+        """Apply the creates answered late, as HubSpot would; -> how many records were made.
+
+        Each is checked as any create is: one whose unique value is taken by then is
+        refused (kept in `late_refusals`), as HubSpot refuses it.
+        """
+        made = 0
+        with self.lock:
+            pending, self.late_creates = self.late_creates, []
+            for late in pending:
+                try:
+                    made += len(self.create_many(late.object_type, late.inputs, late.source))
+                except ApiError as refused:
+                    self.late_refusals.append(refused)
+        return made
 
     def attach_file(
         self,
@@ -665,10 +702,31 @@ class HubSpotSandbox:
             otype = self._object_type(object_type)
             return self.create_many(otype, [(dict(properties), list(associations))], source)[0]
 
+    def take_late_create(self, otype: str, inputs: list[CreateInput], source: WriteSource) -> bool:
+        """Hold this create to apply late, if the test asked for one (see answer_creates_late)."""
+        if self.late_creates_pending <= 0:
+            return False
+        self.late_creates_pending -= 1
+        self.late_creates.append(LateCreate(otype, inputs, source))
+        return True
+
+    def create_each(
+        self, otype: str, inputs: list[CreateInput], source: WriteSource
+    ) -> list[Record | ApiError]:
+        """Each input created on its own, as a multi-status batch create does: a refused
+        input (bad value, taken unique value) is its error, the others are made."""
+        outcomes: list[Record | ApiError] = []
+        for item in inputs:
+            try:
+                outcomes.append(self.create_many(otype, [item], source)[0])
+            except ApiError as refused:
+                outcomes.append(refused)
+        return outcomes
+
     def create_many(
         self,
         otype: str,
-        inputs: list[tuple[dict[str, Any], list[tuple[str, str, int]]]],
+        inputs: list[CreateInput],
         source: WriteSource,
     ) -> list[Record]:
         prepared = []

@@ -309,6 +309,8 @@ class HubSpotApp:
     def do_object_create(self, otype: str, body: Any, source: WriteSource, **_: Any) -> Answer:
         kind = self._otype(otype)
         props, assocs = self._create_input(kind, _object(body))
+        if self.sandbox.take_late_create(kind, [(props, assocs)], source):
+            raise _late_answer()
         rec = self.sandbox.create_many(kind, [(props, assocs)], source)[0]
         return 201, self.sandbox.record_wire(rec, list(rec.properties))
 
@@ -370,14 +372,39 @@ class HubSpotApp:
         return found, missing
 
     def do_batch_create(self, otype: str, body: Any, source: WriteSource, **_: Any) -> Answer:
+        """All or nothing; with an `objectWriteTraceId` on every input, multi-status: each
+        input is created or refused alone, its error naming its trace id (HubSpot's
+        "multi-status errors" for batch creates)."""
         kind = self._otype(otype)
         started = now()
-        prepared = [self._create_input(kind, _object(i)) for i in _inputs(_object(body))]
-        records = self.sandbox.create_many(kind, prepared, source)
-        status, payload = _batch(
-            [self.sandbox.record_wire(r, list(r.properties)) for r in records], [], started
-        )
-        return 201, payload
+        inputs = _inputs(_object(body))
+        prepared = [self._create_input(kind, _object(i)) for i in inputs]
+        if self.sandbox.take_late_create(kind, prepared, source):
+            raise _late_answer()
+        traces = [i.get("objectWriteTraceId") for i in inputs]
+        if not inputs or not all(isinstance(t, str) and t for t in traces):
+            records = self.sandbox.create_many(kind, prepared, source)
+            status, payload = _batch(
+                [self.sandbox.record_wire(r, list(r.properties)) for r in records], [], started
+            )
+            return 201, payload
+        if len(set(traces)) < len(traces):
+            raise ApiError(400, "VALIDATION_ERROR", "objectWriteTraceId values must be unique")
+        results: list[Any] = []
+        errors: list[dict[str, Any]] = []
+        for trace, outcome in zip(
+            traces, self.sandbox.create_each(kind, prepared, source), strict=True
+        ):
+            if isinstance(outcome, ApiError):
+                error = outcome.body()
+                context = dict(error.get("context") or {})
+                error.pop("correlationId", None)
+                errors.append({**error, "context": {**context, "objectWriteTraceId": [trace]}})
+            else:
+                wired = self.sandbox.record_wire(outcome, list(outcome.properties))
+                results.append({**wired, "objectWriteTraceId": trace})
+        status, payload = _batch(results, errors, started)
+        return (207 if errors else 201), payload
 
     def do_batch_update(self, otype: str, body: Any, source: WriteSource, **_: Any) -> Answer:
         kind = self._otype(otype)
@@ -841,6 +868,11 @@ def _fault_answer(fault: Fault, portal_id: int) -> Response:
     return _json(
         fault.status, _error_body(fault.status, category, f"{message} (injected)"), headers
     )
+
+
+def _late_answer() -> ApiError:
+    # What a client sees when HubSpot's edge gives up on a slow write that still lands.
+    return ApiError(504, "GATEWAY_TIMEOUT", "The request timed out (injected; applied later)")
 
 
 def _html(status: int, title: str, body: str) -> Response:

@@ -46,6 +46,8 @@ SCHEMA_SCOPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "contacts": (("crm.schemas.contacts.read",), ("crm.schemas.contacts.write",)),
     "line_items": (("crm.objects.line_items.read",), ("crm.schemas.line_items.write",)),
     "tickets": (("tickets",), ("tickets",)),
+    # Task properties ride on the contact scopes, as task records do.
+    "tasks": (("crm.objects.contacts.read",), ("crm.objects.contacts.write",)),
 }
 # Types the sandbox may not model yet, by the ids and names HubSpot's paths accept.
 _EXTRA_TYPES = {"0-46": "notes", "note": "notes", "0-49": "emails", "email": "emails"}

@@ -912,7 +912,8 @@ def test_setup_is_idempotent() -> None:
     with start_sandbox() as served:
         first = run_setup(sandbox_settings(served))
         assert first.ok
-        assert sum("created" in line for line in first.lines) == 8
+        # Groups on deals, tickets and tasks; five deal properties and the two unique ids.
+        assert sum("created" in line for line in first.lines) == 10
         served.sandbox.reset_calls()
         second = run_setup(sandbox_settings(served))
         assert second.ok
@@ -920,6 +921,7 @@ def test_setup_is_idempotent() -> None:
         assert {c.split()[0] for c in calls(served)} == {"GET"}
         props = served.sandbox.properties
         assert props["tickets"]["fullkit_handoff_id"].has_unique_value
+        assert props["tasks"]["fullkit_handoff_id"].has_unique_value
         assert props["deals"]["fullkit_status"].option_values() == ["accepted", "returned"]
         assert props["deals"]["fullkit_expected_kickoff"].type == "date"
         assert props["deals"]["fullkit_missing"].field_type == "textarea"
@@ -980,14 +982,33 @@ def test_batch_create_without_ids_asks_for_a_may_exist_retry(
     assert "hubspot:101:1" in str(caught.value.failed["hubspot:101:1"])
 
 
-def test_batch_update_refusal_is_permanent(mocked: responses.RequestsMock) -> None:
+def test_batch_update_error_naming_no_deal_is_found_deal_by_deal(
+    mocked: responses.RequestsMock,
+) -> None:
     mocked.post(
         f"{BASE}/crm/v3/objects/deals/batch/update",
         status=207,
         json={"results": [], "errors": [{"category": "OBJECT_NOT_FOUND", "message": "gone"}]},
     )
-    with pytest.raises(PermanentError, match="OBJECT_NOT_FOUND"):
-        connector().write_returns([_push(), _push(handoff="hubspot:102:1", deal="102")])
+    mocked.patch(f"{BASE}/crm/v3/objects/deals/101", json={"id": "101"})
+    mocked.patch(
+        f"{BASE}/crm/v3/objects/deals/102",
+        status=404,
+        json={"status": "error", "category": "OBJECT_NOT_FOUND", "message": "gone"},
+    )
+    mocked.patch(f"{BASE}/crm/v3/objects/deals/103", status=503, json={})
+    items = [_push(), *(_push(handoff=f"hubspot:{d}:1", deal=d) for d in ("102", "103"))]
+    with pytest.raises(PartialFailure) as caught:
+        connector().write_returns(items)
+    # 101 is written; 102 is gone for good; 103 met a passing failure and retries alone.
+    assert sorted(caught.value.failed) == ["102", "103"]
+    assert isinstance(caught.value.failed["102"], PermanentError)
+    assert isinstance(caught.value.failed["103"], RetryableError)
+    assert api_calls(mocked)[1:] == [
+        "PATCH /crm/v3/objects/deals/101",
+        "PATCH /crm/v3/objects/deals/102",
+        "PATCH /crm/v3/objects/deals/103",
+    ]
 
 
 def test_task_is_due_today_in_the_portals_time_zone(mocked: responses.RequestsMock) -> None:
@@ -1002,3 +1023,67 @@ def test_task_is_due_today_in_the_portals_time_zone(mocked: responses.RequestsMo
     body = sent(next(c for c in mocked.calls if c.request.path_url == "/crm/v3/objects/tasks"))
     tokyo_end = dt.datetime(2026, 11, 28, 23, 59, tzinfo=dt.timezone(dt.timedelta(hours=9)))
     assert body["properties"]["hs_timestamp"] == str(int(tokyo_end.timestamp() * 1000))
+
+
+# --- the task guard: one task per hand-off, whatever HubSpot does late ----------------
+
+
+def test_sandbox_a_second_create_of_a_task_finds_the_first(running: RunningSandbox) -> None:
+    deal_id = make_deal(running)
+    hub = HubSpotConnector(sandbox_settings(running), MAPPING)
+    item = _pushback(deal_id, None)
+    first = hub.create_return_tasks([item])
+    running.sandbox.reset_calls()
+
+    # No association scan (may_exist=False): only HubSpot's unique property stands guard.
+    again = hub.create_return_tasks([item])
+
+    assert again == first
+    assert len(running.sandbox.tasks_for_deal(deal_id)) == 1
+    assert calls(running) == [
+        "POST /crm/v3/objects/tasks",  # refused: the hand-off id is taken
+        f"GET /crm/v3/objects/tasks/{item.handoff_id}",  # the task that holds it
+    ]
+
+
+def test_sandbox_batch_task_errors_belong_to_their_hand_offs(running: RunningSandbox) -> None:
+    deals = [make_deal(running, dealname=f"Batch {n}") for n in range(3)]
+    hub = HubSpotConnector(sandbox_settings(running), MAPPING)
+    done_before = hub.create_return_tasks([_pushback(deals[0], None)])
+    gone_owner = running.sandbox.add_owner("left-company@example.com")
+    del running.sandbox.owners[gone_owner]
+    items = [_pushback(deals[0], None), _pushback(deals[1], gone_owner), _pushback(deals[2], None)]
+    running.sandbox.reset_calls()
+
+    with pytest.raises(PartialFailure) as caught:
+        hub.create_return_tasks(items)
+
+    # The task made before is found again, the refused owner fails its own hand-off only.
+    assert list(caught.value.failed) == [items[1].handoff_id]
+    assert isinstance(caught.value.failed[items[1].handoff_id], PermanentError)
+    assert "hubspot_owner_id" in str(caught.value.failed[items[1].handoff_id])
+    done = caught.value.done
+    assert isinstance(done, dict)
+    assert done[items[0].handoff_id] == done_before[items[0].handoff_id]
+    assert items[2].handoff_id in done
+    assert [len(running.sandbox.tasks_for_deal(d)) for d in deals] == [1, 0, 1]
+    assert calls(running) == [
+        "POST /crm/v3/objects/tasks/batch/create",  # one call, a multi-status answer
+        f"GET /crm/v3/objects/tasks/{items[0].handoff_id}",
+    ]
+
+
+def test_sandbox_a_task_hubspot_cannot_take_now_retries_alone(running: RunningSandbox) -> None:
+    deals = [make_deal(running, dealname=f"Alone {n}") for n in range(3)]
+    hub = HubSpotConnector(sandbox_settings(running), MAPPING)
+    items = [_pushback(deal_id, None) for deal_id in deals]
+    # HubSpot refuses the batch as a whole, then is briefly down for the first task alone.
+    running.sandbox.fail_next(1, 400, "/crm/v3/objects/tasks/batch/create")
+    running.sandbox.fail_next(1, 503, "/crm/v3/objects/tasks")
+
+    with pytest.raises(PartialFailure) as caught:
+        hub.create_return_tasks(items)
+
+    assert list(caught.value.failed) == [items[0].handoff_id]
+    assert isinstance(caught.value.failed[items[0].handoff_id], RetryableError)
+    assert sorted(caught.value.done) == sorted(item.handoff_id for item in items[1:])

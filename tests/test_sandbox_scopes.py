@@ -106,7 +106,12 @@ def test_a_missing_scope_answers_hubspots_403(served: RunningSandbox) -> None:
 
 @pytest.fixture
 def narrow_stack(make_settings: Any) -> Iterator[Stack]:
-    yield from start_stack(make_settings, scopes=APP_SCOPES - {"crm.objects.contacts.write"})
+    # Set up with the app's scopes; the app was later installed without contacts.write.
+    for stack in start_stack(make_settings):
+        stack.sandbox.set_scopes(
+            stack.sandbox.access_token, APP_SCOPES - {"crm.objects.contacts.write"}
+        )
+        yield stack
 
 
 def test_pushback_without_contacts_write_fails_naming_the_scope(narrow_stack: Stack) -> None:
