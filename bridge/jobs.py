@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -33,7 +34,8 @@ from bridge import intake, ledger
 from bridge.handoff import Handoffs
 from bridge.lease import Leases, lease_key
 from bridge.models import Attempt
-from bridge.queue import job_id
+from bridge.models import StageChange as RecordedChange
+from bridge.queue import QueueUnavailable, job_id
 from bridge.runtime import Runtime
 from kernel.errors import ConnectorError, QuotaError, RetryableError
 
@@ -53,6 +55,8 @@ DEFAULT_ACCOUNT = "default"
 CANDIDATES_PER_SLOT = 3
 # A batching job's record only has to outlive its generation.
 BATCH_RESULT_TTL = 3600
+# Waits between tries of a kick that met a Redis error: a blink is over within a second.
+KICK_PAUSES = (0.1, 0.4)
 
 _runtime: ContextVar[Runtime] = ContextVar("fullkit_runtime")
 
@@ -97,8 +101,48 @@ def handle_stage_change(
     log.info("stage change", crm=crm, deal_id=deal_id, stage=stage_ref, outcome=result.outcome)
     if result.outcome == "started" and result.attempt_id is not None:
         if not advance_alone(rt, crm, result.attempt_id):
-            kick(rt, crm)
+            kick_promptly(rt, crm)
+    elif result.outcome == "duplicate":
+        # This job may be RQ's retry of one whose kick failed after the change was
+        # committed: without a kick now its attempt would wait for the stall resumer.
+        _kick_if_stranded(rt, change)
     return result.outcome
+
+
+def kick_promptly(rt: Runtime, crm: str, account: str = DEFAULT_ACCOUNT) -> None:
+    """`kick`, tried again over a second when Redis blinks (a failover, a restart of the
+    embedded server). Still failing, the intake job fails and RQ retries it; the retry
+    finds its change recorded and kicks then (see `_kick_if_stranded`)."""
+    for pause in (*KICK_PAUSES, None):
+        try:
+            kick(rt, crm, account)
+            return
+        except (redis.RedisError, QueueUnavailable):
+            if pause is None:
+                raise
+            log.warning("queue unreachable; kicking again", crm=crm, wait=pause)
+            time.sleep(pause)
+
+
+def _kick_if_stranded(rt: Runtime, change: intake.StageChange) -> None:
+    """Kick the attempt a recorded change belongs to if it is in progress, due, and no
+    worker holds it (kick itself is a no-op while a batching job is queued)."""
+    with rt.sessions() as session:
+        row = session.execute(
+            select(Attempt.id, Attempt.state, Attempt.next_run_at)
+            .join(RecordedChange, RecordedChange.attempt_id == Attempt.id)
+            .where(
+                RecordedChange.crm == change.crm,
+                RecordedChange.change_key == change.change_key,
+            )
+        ).first()
+    if row is None or row.state not in ledger.IN_PROGRESS:
+        return
+    if row.next_run_at is not None and row.next_run_at > ledger.utcnow():
+        return  # a retry is scheduled for it
+    if rt.redis.exists(lease_key(row.id)):
+        return  # a worker is on it
+    kick_promptly(rt, change.crm)
 
 
 def advance_alone(rt: Runtime, crm: str, attempt_id: int, account: str = DEFAULT_ACCOUNT) -> bool:
@@ -214,8 +258,7 @@ def _run(rt: Runtime, session: ledger.Session, attempts: list[Attempt], account:
         handoffs.run()
     except BaseTimeoutException:
         session.rollback()
-        late = RetryableError("the step ran past the job timeout")
-        handoffs.failures.update({a.id: late for a in _unfinished(attempts)})
+        _split_late(handoffs.failures, _unfinished(attempts))
     except StaleDataError:
         session.rollback()  # another runner took an attempt over (our lease lapsed): theirs
         log.warning("batch taken over", handoffs=[a.handoff_id for a in attempts])
@@ -232,6 +275,24 @@ def _run(rt: Runtime, session: ledger.Session, attempts: list[Attempt], account:
     _settle(rt, session, attempts, handoffs.failures, account)
     for attempt in attempts:
         log.info("attempt", handoff=attempt.handoff_id, state=attempt.state, error=attempt.error)
+
+
+def _split_late(failures: dict[int, ConnectorError], unfinished: list[Attempt]) -> None:
+    """Attempts a job timeout cut off retry in two halves, due at least a second apart,
+    so their next batches differ: one slow deal holds back ever fewer others (halved at
+    each timeout) instead of its whole batch every time. An error an attempt was set
+    aside with before the timeout (a permanent one, say) stands."""
+    late = [attempt for attempt in unfinished if attempt.id not in failures]
+    half = (len(late) + 1) // 2
+    ceiling = min(
+        BACKOFF_CAP_SECONDS,
+        BACKOFF_BASE_SECONDS * 2 ** max((a.retries for a in late), default=0),
+    )
+    first = RetryableError("the step ran past the job timeout")
+    # The first half's delay is at most `ceiling` (see retry_delay): the second's after it.
+    second = RetryableError("the step ran past the job timeout", retry_after=ceiling + 1.0)
+    for index, attempt in enumerate(late):
+        failures[attempt.id] = first if index < half else second
 
 
 def _unfinished(attempts: list[Attempt]) -> list[Attempt]:

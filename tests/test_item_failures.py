@@ -3,11 +3,17 @@ retry, however late HubSpot applies an earlier try, makes a second push-back tas
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from rq.timeouts import JobTimeoutException
+from sqlalchemy import select
 
+from bridge import jobs
+from bridge.models import Attempt
+from bridge.queue import HandoffQueue, QueueUnavailable
 from sandbox import WriteSource
 from tests.e2e import Stack, start_stack
 
@@ -127,3 +133,98 @@ def test_a_late_create_that_lands_before_the_retry_is_the_task(stack: Stack) -> 
 
 def _user() -> WriteSource:
     return WriteSource.user(None)
+
+
+# --- the job layer: timeouts and lost kicks --------------------------------------------
+
+
+def test_a_batch_cut_off_by_the_job_timeout_retries_in_halves(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gone = stack.complete_deal("Gone Co")
+    late = incomplete_deals(stack, 4)
+    move_together(stack, [gone, *late])
+    stack.sandbox.archive("deals", gone)  # deleted before Fullkit read it: fails for good
+    connector = stack.runtime.crm("hubspot")
+
+    def too_slow(*args: Any, **kwargs: Any) -> dict[str, str]:
+        raise JobTimeoutException("Task exceeded maximum timeout value (300 seconds)")
+
+    monkeypatch.setattr(connector, "create_return_tasks", too_slow)
+    stack.work()
+
+    failed = attempt(stack, gone)
+    assert failed["state"] == "failed"
+    assert failed["error"] == f"PermanentError: the CRM has no deal {gone}"
+    assert all(
+        attempt(stack, d)["error"] == "retrying: the step ran past the job timeout" for d in late
+    )
+    with stack.runtime.sessions() as session:
+        due = session.scalars(
+            select(Attempt.next_run_at).where(Attempt.deal_id.in_(late)).order_by(Attempt.id)
+        ).all()
+    seconds = [math.ceil(moment.timestamp()) for moment in due if moment is not None]
+    # Two halves, each due in a second of its own: each comes back as a batch of two.
+    assert len(set(seconds[:2])) == len(set(seconds[2:])) == 1
+    assert seconds[2] > seconds[0]
+
+    monkeypatch.undo()
+    while stack.run_scheduled_now():
+        stack.work()
+    assert [attempt(stack, d)["state"] for d in late] == ["returned"] * 4
+    assert all(len(stack.sandbox.tasks_for_deal(d)) == 1 for d in late)
+
+
+def queued_intake(stack: Stack, deal_id: str) -> tuple[Any, ...]:
+    """The intake job a webhook queued, taken off the queue to run by hand."""
+    stack.sandbox.move_deal(deal_id, "closedwon")
+    assert stack.sandbox.flush_webhooks(timeout=30)
+    (job,) = stack.queue.jobs
+    stack.queue.empty()
+    return tuple(job.args)
+
+
+def redis_down_for(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
+    """The next `calls` enqueues meet an unreachable queue."""
+    real = HandoffQueue.enqueue_unique
+    left = [calls]
+
+    def flaky(self: HandoffQueue, *args: Any, **kwargs: Any) -> bool:
+        if left[0]:
+            left[0] -= 1
+            raise QueueUnavailable("Connection refused")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(HandoffQueue, "enqueue_unique", flaky)
+    monkeypatch.setattr(jobs, "KICK_PAUSES", (0.0, 0.0))
+    # A busy system: the attempt is left to a batching job, which the kick queues.
+    monkeypatch.setattr(jobs, "advance_alone", lambda *args, **kwargs: False)
+
+
+def test_a_redis_blink_during_the_kick_is_ridden_out(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (deal_id,) = incomplete_deals(stack, 1)
+    args = queued_intake(stack, deal_id)
+    redis_down_for(monkeypatch, calls=1)
+
+    with jobs.serving(stack.runtime):
+        assert jobs.handle_stage_change(*args) == "started"
+    stack.work()
+    assert attempt(stack, deal_id)["state"] == "returned"
+
+
+def test_a_kick_lost_to_redis_is_made_when_rq_retries_the_intake(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (deal_id,) = incomplete_deals(stack, 1)
+    args = queued_intake(stack, deal_id)
+    redis_down_for(monkeypatch, calls=3)
+
+    with jobs.serving(stack.runtime):
+        with pytest.raises(QueueUnavailable):
+            jobs.handle_stage_change(*args)  # the change is committed, the kick lost
+        # RQ runs the failed intake job again: the change is a duplicate now.
+        assert jobs.handle_stage_change(*args) == "duplicate"
+    stack.work()
+    assert attempt(stack, deal_id)["state"] == "returned"
