@@ -4,26 +4,45 @@ one cannot be reached, said in one line that names the setting to look at."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
+from pydantic import SecretStr
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from bridge.settings import Settings
+from kernel.settings import hide_url_passwords
 
 
 class Unreachable(Exception):
     """The queue or the ledger did not answer; the message names the setting."""
 
 
-def masked(url: str) -> str:
-    """The URL with its password replaced by ***, as every log line and error shows it."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
+def masked(url: SecretStr | str) -> str:
+    """The URL with its password replaced by ***, as every log line and error shows it.
+
+    A database URL is read as SQLAlchemy reads it (which takes `/` or `#` in a password
+    as they are), a queue URL as redis-py does, so what is hidden is the password that
+    the client sends.
+    """
+    text = url.get_secret_value() if isinstance(url, SecretStr) else url
+    if urlsplit(text).scheme.split("+")[0] in {"postgresql", "postgres", "sqlite"}:
+        try:
+            return make_url(text).render_as_string(hide_password=True)
+        except (ArgumentError, ValueError):
+            return hide_url_passwords(text)
+    parts = urlsplit(text)
+    try:
+        password = parts.password
+    except ValueError:
+        password = None
+    if password is None:
+        return hide_url_passwords(text)
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
@@ -51,14 +70,27 @@ def reason(exc: BaseException, settings: Settings | None = None) -> str:
     words = words.strip().rstrip(".") or type(exc).__name__
     for secret in _passwords(settings):
         words = words.replace(secret, "***")
-    return words[:200]
+    return hide_url_passwords(words)[:200]
 
 
 def _passwords(settings: Settings | None) -> list[str]:
+    """Both URLs' passwords, as written and as the drivers decode them, longest first."""
     if settings is None:
         return []
-    urls = (settings.redis_url, settings.database_url)
-    return [p for p in (urlsplit(u).password for u in urls if u) if p]
+    found: set[str] = set()
+    for secret in (settings.redis_url, settings.database_url):
+        if secret is None:
+            continue
+        url = secret.get_secret_value()
+        with contextlib.suppress(ValueError):
+            written = urlsplit(url).password
+            if written:
+                found |= {written, unquote(written)}
+        with contextlib.suppress(ArgumentError, ValueError):
+            decoded = make_url(url).password
+            if decoded:
+                found.add(str(decoded))
+    return sorted(found, key=len, reverse=True)
 
 
 def queue_unreachable(settings: Settings, exc: BaseException) -> Unreachable:

@@ -33,7 +33,7 @@ class QueueUnavailable(Exception):
 
 def redis_url(settings: Settings) -> str:
     if settings.redis_url:
-        return settings.redis_url
+        return settings.redis_url.get_secret_value()
     try:
         return EmbeddedValkey(settings.home).url()
     except Exception as exc:  # any start failure means "queue down" to the caller

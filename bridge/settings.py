@@ -13,10 +13,19 @@ from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from kernel.settings import SettingsError, SharedSettings, explain, http_url
 
 __all__ = ["Settings", "SettingsError", "load_settings"]
+
+
+# Never the value: what fails to parse may be the password.
+_UNPARSED = (
+    "is not a URL that can be read (write special characters of the password "
+    "percent-encoded, e.g. / as %2F, @ as %40)"
+)
 
 
 def _env(name: str) -> AliasChoices:
@@ -26,8 +35,10 @@ def _env(name: str) -> AliasChoices:
 class Settings(SharedSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
-    redis_url: str | None = Field(default=None, validation_alias=_env("REDIS_URL"))
-    database_url: str | None = Field(default=None, validation_alias=_env("DATABASE_URL"))
+    # Secrets: their passwords. Read with get_secret_value() where a client connects, and
+    # shown only through bridge.backends.masked().
+    redis_url: SecretStr | None = Field(default=None, validation_alias=_env("REDIS_URL"))
+    database_url: SecretStr | None = Field(default=None, validation_alias=_env("DATABASE_URL"))
     home: Path = Field(default=Path(".fullkit"), validation_alias=_env("FULLKIT_HOME"))
     rules_dir: Path = Field(default=Path("kit_rules"), validation_alias=_env("FULLKIT_RULES_DIR"))
 
@@ -48,29 +59,42 @@ class Settings(SharedSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_scheme(cls, value: str | None) -> str | None:
-        if value and urlsplit(value).scheme not in {"redis", "rediss", "unix", "valkey", "valkeys"}:
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
-        return value or None
-
-    @field_validator("database_url")
-    @classmethod
-    def _database_scheme(cls, value: str | None) -> str | None:
+    def _redis_scheme(cls, secret: SecretStr | None) -> SecretStr | None:
+        value = secret.get_secret_value() if secret else ""
         if not value:
             return None
         parts = urlsplit(value)
-        kind = parts.scheme.split("+")[0]
+        if parts.scheme not in {"redis", "rediss", "unix", "valkey", "valkeys"}:
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        try:
+            parts.port  # noqa: B018 - redis-py reads it the same way, and says the password
+        except ValueError:
+            raise ValueError(_UNPARSED) from None
+        return secret
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, secret: SecretStr | None) -> SecretStr | None:
+        value = secret.get_secret_value() if secret else ""
+        if not value:
+            return None
+        try:
+            # SQLAlchemy's own parser, so that this is the URL the ledger connects to.
+            url = make_url(value)
+        except (ArgumentError, ValueError):
+            raise ValueError(_UNPARSED) from None
+        kind = url.get_backend_name()
         if kind not in {"postgresql", "postgres", "sqlite"}:
             raise ValueError("must be a postgresql:// or sqlite:// URL")
         # An empty URL would silently mean "the local socket, a database named after
         # the user" (PostgreSQL) or an in-memory ledger lost on exit (SQLite).
-        if kind == "sqlite" and parts.path in {"", "/", "/:memory:"}:
+        if kind == "sqlite" and url.database in {None, "", ":memory:"}:
             raise ValueError("names no file, e.g. sqlite:////var/lib/fullkit/ledger.sqlite3")
-        if kind != "sqlite" and not parts.hostname and parts.path in {"", "/"}:
+        if kind != "sqlite" and not url.host and not url.database:
             raise ValueError(
                 "names no server or database, e.g. postgresql://user@host:5432/fullkit"
             )
-        return value
+        return secret
 
     @field_validator("public_url")
     @classmethod
@@ -79,8 +103,9 @@ class Settings(SharedSettings):
 
     @cached_property
     def sqlalchemy_url(self) -> str:
+        """The ledger's URL for create_engine, password included: never show it."""
         if self.database_url:
-            url = self.database_url
+            url = self.database_url.get_secret_value()
             if url.startswith("postgres://"):
                 url = "postgresql://" + url[len("postgres://") :]
             if url.startswith("postgresql://"):

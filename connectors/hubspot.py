@@ -32,6 +32,7 @@ from kernel.errors import ConnectorError, PartialFailure, PermanentError, QuotaE
 from kernel.mapping import Mapping
 from kernel.packet import Packet
 from kernel.settings import SharedSettings
+from kernel.text import inert
 
 DEAL_OBJECT_TYPE_ID = "0-3"
 DEAL_TO_PRIMARY_COMPANY = AssociationType.PRIMARY_DEAL_TO_COMPANY  # 5
@@ -70,7 +71,10 @@ def task_subject(missing_count: int) -> str:
 
 def task_body(item: PushBack) -> str:
     """HubSpot shows task bodies as HTML; one item per line keeps the raw text readable too."""
-    lines = "\n".join(f"<li>{html.escape(message)}</li>" for message in item.missing)
+    # One line each, escaped: no message can add a line, a tag or a link of its own.
+    lines = "\n".join(
+        f"<li>{inert(message, markup='html', links=True)}</li>" for message in item.missing
+    )
     return (
         "<p>The hand-off to ops was returned because the kit is incomplete. Missing:</p>\n"
         f"<ul>\n{lines}\n</ul>\n"

@@ -20,6 +20,7 @@ from connectors.registry import register_target
 from kernel.connector import OpsRequest, OpsResult, OpsTarget
 from kernel.errors import ConnectorError, PartialFailure, PermanentError, RetryableError
 from kernel.settings import SharedSettings
+from kernel.text import inert
 
 TICKET_OBJECT_TYPE_ID = "0-5"
 HANDOFF_PROPERTY = "fullkit_handoff_id"  # unique-value ticket property (fullkit hubspot setup)
@@ -27,6 +28,12 @@ TICKET_TO_DEAL = AssociationType.TICKET_TO_DEAL  # 28
 TICKET_TO_PRIMARY_COMPANY = AssociationType.PRIMARY_TICKET_TO_COMPANY  # 26
 
 DEFAULT_OPTIONS: dict[str, str] = {"pipeline": "0", "stage": "1"}
+
+
+def ticket_content(summary: str) -> str:
+    """The ticket's `content`, which HubSpot renders as HTML: the summary's own lines,
+    escaped. The CRM values in it are inert already (one line each, no link)."""
+    return inert(summary, markup="html", lines=True, links=True)
 
 
 @register_target
@@ -176,8 +183,8 @@ class HubSpotTicketTarget(OpsTarget):
     def _ticket_input(self, request: OpsRequest) -> dict[str, Any]:
         options = {**DEFAULT_OPTIONS, **{k: str(v) for k, v in request.options.items()}}
         properties = {
-            "subject": request.subject,
-            "content": request.summary,
+            "subject": inert(request.subject, links=True),  # plain text, one line
+            "content": ticket_content(request.summary),
             "hs_pipeline": options["pipeline"],
             "hs_pipeline_stage": options["stage"],
             HANDOFF_PROPERTY: request.handoff_id,

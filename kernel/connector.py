@@ -74,8 +74,10 @@ class OpsRequest:
     kit_title: str
     options: dict[str, Any]  # the kit's target-specific `ops` keys
     owner_email: str | None
+    # Plain text in which every CRM value is already inert (kernel.text): one line each,
+    # no link. A target renders it for its own markup with `inert`, never raw.
     subject: str
-    summary: str  # plain text: the whole kit, so ops never has to open the deal
+    summary: str  # the whole kit, one item a line, so ops never has to open the deal
     expected_kickoff: dt.date
     packet: Packet
 

@@ -8,6 +8,7 @@ owns its config entry: adding a connector never edits the core's settings.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
@@ -88,6 +89,19 @@ def http_url(value: str | None) -> str | None:
     if parts.scheme not in {"http", "https"} or not parts.netloc:
         raise ValueError("must be an http:// or https:// URL")
     return value.rstrip("/")
+
+
+# `scheme://user:password@`: the password ends at the last `@` before a space, so one
+# written with a raw `@`, `/` or `#` (which drivers accept) is hidden whole.
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)(?!\*\*\*@)\S*@")
+
+
+def hide_url_passwords(text: str) -> str:
+    """`text` with the password of every URL in it written ***, e.g. a database or queue
+    URL that a driver's error or a library's log line repeats."""
+    if "://" not in text:
+        return text
+    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 def env_name(cls: type[BaseSettings], field_name: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 import sqlalchemy as sa
+from pydantic import SecretStr
 
 from bridge.settings import Settings, load_settings
 from bridge.valkey import EmbeddedValkey
@@ -29,6 +30,11 @@ SPEC_ENV = [
     "FULLKIT_ADMIN_TOKEN", "PORT", "FULLKIT_PUBLIC_URL", "FULLKIT_RETRY_WINDOW_SECONDS",
     "HUBSPOT_RATE_LIMIT", "FULLKIT_BATCH_SIZE",
 ]  # fmt: skip
+
+
+def secret(value: SecretStr | None) -> str | None:
+    """A secret setting's value, for handing it on to a child process in a test."""
+    return value.get_secret_value() if value is not None else None
 
 
 def _backends() -> list[str]:

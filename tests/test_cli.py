@@ -23,7 +23,7 @@ from bridge.models import Attempt
 from bridge.settings import Settings
 from bridge.valkey import EmbeddedValkey
 from sandbox import RunningSandbox
-from tests.conftest import FIXTURES, ROOT
+from tests.conftest import FIXTURES, ROOT, secret
 from tests.e2e import ORDER_FORM
 
 
@@ -376,9 +376,9 @@ def _failed_before_a_kit(settings: Settings, deal_id: str) -> None:
 
 def test_status_of_an_attempt_without_a_kit_shows_a_dash(settings: Settings) -> None:
     _failed_before_a_kit(settings, "31")
-    env = {"FULLKIT_HOME": str(settings.home), "REDIS_URL": str(settings.redis_url)}
+    env = {"FULLKIT_HOME": str(settings.home), "REDIS_URL": str(secret(settings.redis_url))}
     if settings.database_url:
-        env["DATABASE_URL"] = settings.database_url
+        env["DATABASE_URL"] = settings.database_url.get_secret_value()
     done = fullkit(["status", "hubspot:31"], **env)
     assert done.returncode == 0, done.stderr
     assert "  attempt 1 (-): failed\n" in done.stdout
@@ -387,10 +387,10 @@ def test_status_of_an_attempt_without_a_kit_shows_a_dash(settings: Settings) -> 
 
 def test_replay_of_a_deal_without_a_failed_hand_off_says_so(settings: Settings) -> None:
     _failed_before_a_kit(settings, "32")
-    env = {"FULLKIT_HOME": str(settings.home), "REDIS_URL": str(settings.redis_url),
+    env = {"FULLKIT_HOME": str(settings.home), "REDIS_URL": str(secret(settings.redis_url)),
            "FULLKIT_RULES_DIR": str(ROOT / "kit_rules")}  # fmt: skip
     if settings.database_url:
-        env["DATABASE_URL"] = settings.database_url
+        env["DATABASE_URL"] = settings.database_url.get_secret_value()
     nothing = fullkit(["replay", "hubspot:33"], **env)
     assert nothing.returncode == 1
     assert nothing.stderr == "fullkit: no failed hand-off for hubspot:33\n"

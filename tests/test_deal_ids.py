@@ -13,6 +13,7 @@ from bridge import db, intake, ledger
 from bridge.app import create_app
 from bridge.cli import cli
 from bridge.deal_ids import InvalidDealId, canonical_deal_id, salesforce_id18
+from tests.conftest import secret
 
 # Published examples of Salesforce's 15 -> 18 conversion (CASESAFEID).
 EXAMPLES = [
@@ -99,9 +100,9 @@ def test_the_api_answers_404_for_what_is_no_id(recorded: Any) -> None:
 
 
 def _env(settings: Any) -> dict[str, str]:
-    env = {"FULLKIT_HOME": str(settings.home), "REDIS_URL": str(settings.redis_url)}
+    env = {"FULLKIT_HOME": str(settings.home), "REDIS_URL": str(secret(settings.redis_url))}
     if settings.database_url:
-        env["DATABASE_URL"] = settings.database_url
+        env["DATABASE_URL"] = settings.database_url.get_secret_value()
     return env
 
 

@@ -19,7 +19,7 @@ from bridge.lease import LEASE_SECONDS, lease_key
 from bridge.models import Attempt
 from connectors.hubspot_client import HubSpotApi
 from kernel.rate_budget import RateBudgets
-from tests.conftest import ROOT
+from tests.conftest import ROOT, secret
 from tests.e2e import KICKOFF, Stack, start_stack
 
 
@@ -308,7 +308,7 @@ def test_a_429_pauses_every_worker_for_the_window_hubspot_names(stack: Stack) ->
         assert attempt.next_run_at is not None
         assert (attempt.next_run_at - attempt.updated_at).total_seconds() >= 4.0
     # Another worker process, with its own connection, holds back too.
-    other = RateBudgets(redis.Redis.from_url(stack.settings.redis_url or ""))
+    other = RateBudgets(redis.Redis.from_url(secret(stack.settings.redis_url) or ""))
     budget = HubSpotApi(stack.settings, budgets=other).budget
     assert budget is not None
     slot, wait = budget.try_take()

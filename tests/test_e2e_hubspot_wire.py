@@ -56,7 +56,7 @@ def test_locked_and_migrating_answers_are_retried_into_one_ticket(stack: Stack) 
 def status_of(stack: Stack, deal_id: str) -> str:
     env = {"FULLKIT_HOME": str(stack.settings.home)}
     if stack.settings.database_url:
-        env["DATABASE_URL"] = stack.settings.database_url
+        env["DATABASE_URL"] = stack.settings.database_url.get_secret_value()
     result = CliRunner().invoke(cli, ["status", f"hubspot:{deal_id}"], env=env)
     assert result.exit_code == 0, result.output
     return result.output

@@ -22,7 +22,7 @@ from rq.job import JobStatus
 import bridge.container
 from bridge.app import create_app
 from bridge.queue import QUEUE_NAME
-from tests.conftest import ROOT
+from tests.conftest import ROOT, secret
 from tests.hubspot_signing import v3_headers
 from tests.test_queue import CountingConnection
 
@@ -52,7 +52,9 @@ def counted_app(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The app, its queue connection counting what it sends to the server."""
 
     def connect(settings: Any, *, timeout: float) -> redis.Redis:
-        client = redis.Redis.from_url(settings.redis_url, connection_class=CountingConnection)
+        client = redis.Redis.from_url(
+            secret(settings.redis_url), connection_class=CountingConnection
+        )
         client.ping()  # the connection's own handshake is not the webhook's
         return client
 

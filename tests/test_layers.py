@@ -10,6 +10,7 @@ from typing import Any
 
 from bridge.settings import load_settings
 from connectors.hubspot_settings import HubSpotSettings
+from tests.conftest import secret
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,8 +22,9 @@ def test_the_web_process_imports_no_evaluator_job_or_connector(settings: Any) ->
 import sys
 from bridge.app import create_app
 from bridge.settings import load_settings
-create_app(load_settings(FULLKIT_HOME={str(settings.home)!r}, REDIS_URL={settings.redis_url!r},
-    DATABASE_URL={settings.database_url!r}, FULLKIT_RULES_DIR={str(settings.rules_dir)!r}))
+create_app(load_settings(FULLKIT_HOME={str(settings.home)!r},
+    REDIS_URL={secret(settings.redis_url)!r}, DATABASE_URL={secret(settings.database_url)!r},
+    FULLKIT_RULES_DIR={str(settings.rules_dir)!r}))
 print(sorted(m for m in sys.modules if m.startswith({WORKER_SIDE!r})))
 """
     done = subprocess.run(

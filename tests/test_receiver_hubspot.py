@@ -16,7 +16,7 @@ from rq import Queue
 from bridge.app import create_app
 from bridge.queue import QUEUE_NAME
 from bridge.receivers.hubspot_signature import SignatureInvalid, decode_v3_uri, verify
-from tests.conftest import FIXTURES, ROOT
+from tests.conftest import FIXTURES, ROOT, secret
 from tests.hubspot_signing import v1_headers, v2_headers, v3_headers
 
 URI = "http://localhost/webhooks/hubspot"
@@ -70,7 +70,7 @@ from bridge.app import create_app
 from bridge.settings import load_settings
 from tests.hubspot_signing import v3_headers
 app = create_app(load_settings(FULLKIT_HOME={str(settings.home)!r},
-    REDIS_URL={settings.redis_url!r}, DATABASE_URL={settings.database_url!r},
+    REDIS_URL={secret(settings.redis_url)!r}, DATABASE_URL={secret(settings.database_url)!r},
     FULLKIT_RULES_DIR={str(settings.rules_dir)!r}, HUBSPOT_CLIENT_SECRET={SECRET!r}))
 body = {fixture("deal_stage__closedwon.json")!r}
 before = set(sys.modules)

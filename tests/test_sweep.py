@@ -20,7 +20,7 @@ from bridge.sweep import parse_duration
 from bridge.valkey import free_port
 from connectors.hubspot import HubSpotConnector
 from sandbox import HubSpotSandbox, WriteSource, start_sandbox
-from tests.conftest import ROOT
+from tests.conftest import ROOT, secret
 from tests.e2e import Stack, start_stack
 from tests.test_cli import fullkit
 
@@ -50,12 +50,12 @@ def sweep(stack: Stack, *args: str, **env: str) -> Result:
     base = {
         "FULLKIT_HOME": str(settings.home),
         "FULLKIT_RULES_DIR": str(settings.rules_dir),
-        "REDIS_URL": settings.redis_url or "",
+        "REDIS_URL": secret(settings.redis_url) or "",
         "HUBSPOT_ACCESS_TOKEN": stack.sandbox.access_token,
         "HUBSPOT_API_BASE": stack.running.url,
     }
     if settings.database_url:
-        base["DATABASE_URL"] = settings.database_url
+        base["DATABASE_URL"] = settings.database_url.get_secret_value()
     return CliRunner().invoke(cli, ["sweep", *args], env={**base, **env})
 
 
