@@ -1,8 +1,18 @@
-"""`fullkit worker`: an RQ worker with the retry scheduler and the stalled-attempt resumer."""
+"""`fullkit worker`: RQ workers with the retry scheduler, the reaper and the resumer.
+
+One process (the supervisor) runs the scheduler and the maintenance loop as threads and
+`FULLKIT_WORKER_PROCESSES` RQ workers as child processes (bridge.pool); with one process,
+or `--burst`, everything runs in this process. Every RQ worker keeps a short-lived alive
+key (bridge.reaper), so the jobs of a worker that died are queued again within seconds.
+"""
 
 from __future__ import annotations
 
+import signal
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
 import redis
@@ -12,8 +22,11 @@ from rq.job import Job
 
 from bridge import backends, db, jobs
 from bridge.logging import configure_logging
+from bridge.pool import Pool, die_with_parent
 from bridge.queue import QUEUE_NAME
+from bridge.reaper import Heartbeat, reap
 from bridge.runtime import Runtime
+from bridge.scheduler import Scheduler
 from bridge.settings import Settings
 from bridge.valkey import EmbeddedValkey
 
@@ -47,17 +60,70 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     rt = Runtime.build(settings)
     stop = threading.Event()
     _await_backends(rt, burst=burst, stop=stop)
-    if not burst:
-        threading.Thread(target=_resume_loop, args=(rt, stop), daemon=True).start()
-    worker = build_worker(rt)
-    log.info("worker ready", queue=QUEUE_NAME, pid_name=worker.name)
     try:
-        worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+        if burst:
+            worker = build_worker(rt)
+            log.info("worker ready", queue=QUEUE_NAME, pid_name=worker.name)
+            worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
+            return
+        with _maintained(rt, stop):
+            if settings.worker_processes == 1:
+                _work(rt, lambda name: log.info("worker ready", queue=QUEUE_NAME, pid_name=name))
+            else:
+                _supervise(settings)
     finally:
         stop.set()
         rt.redis.close()
         if not settings.redis_url:
             EmbeddedValkey(settings.home).stop_if_unused()
+
+
+def run_child(settings: Settings, ready: ProcessEvent, parent_pid: int) -> None:
+    """One RQ worker process of the pool (spawned by bridge.pool)."""
+    die_with_parent(parent_pid)
+    configure_logging()
+    rt = Runtime.build(settings)
+    _await_backends(rt, burst=False, stop=threading.Event())
+    try:
+        _work(rt, lambda _: ready.set())
+    finally:
+        rt.redis.close()
+
+
+def _supervise(settings: Settings) -> None:
+    pool = Pool(settings.worker_processes, run_child, settings)
+    signal.signal(signal.SIGTERM, pool.stop)
+    signal.signal(signal.SIGINT, pool.stop)
+    pool.run(
+        lambda: log.info("worker ready", queue=QUEUE_NAME, processes=settings.worker_processes)
+    )
+
+
+def _work(rt: Runtime, on_ready: Callable[[str], None]) -> None:
+    worker = build_worker(rt)
+    heartbeat = Heartbeat(rt.redis, worker.name)
+    heartbeat.start()
+    try:
+        on_ready(worker.name)
+        # The scheduler runs as a thread of the supervisor (see bridge.scheduler).
+        worker.work(with_scheduler=False, logging_level="WARNING")
+    finally:
+        heartbeat.stop()
+
+
+@contextmanager
+def _maintained(rt: Runtime, stop: threading.Event) -> Iterator[None]:
+    """The scheduler and the maintenance loop run while the block runs."""
+    scheduler = Scheduler(rt.redis, [QUEUE_NAME])
+    scheduler.start()
+    threading.Thread(
+        target=_maintenance_loop, args=(rt, stop), name="maintenance", daemon=True
+    ).start()
+    try:
+        yield
+    finally:
+        stop.set()
+        scheduler.stop()
 
 
 def _await_backends(rt: Runtime, *, burst: bool, stop: threading.Event) -> None:
@@ -98,15 +164,22 @@ def _prepare_ledger(rt: Runtime) -> None:
         raise backends.ledger_unreachable(rt.settings, exc) from None
 
 
-def _resume_loop(rt: Runtime, stop: threading.Event) -> None:
+def _maintenance_loop(rt: Runtime, stop: threading.Event) -> None:
     while not stop.wait(RESUME_EVERY_SECONDS):
         try:
-            if not rt.settings.redis_url:
-                # Brings the shared embedded server back (on its old port) if it died.
-                EmbeddedValkey(rt.settings.home).url()
-            resumed = jobs.resume_stalled(rt)
+            maintain(rt)
         except Exception as exc:  # the queue or ledger may be briefly down; try next tick
-            log.warning("resume scan failed", error=type(exc).__name__)
-            continue
-        if resumed:
-            log.info("resumed stalled attempts", attempts=resumed)
+            log.warning("maintenance failed", error=type(exc).__name__)
+
+
+def maintain(rt: Runtime) -> None:
+    """One round: jobs of dead workers go back on the queue, stalled attempts resume."""
+    if not rt.settings.redis_url:
+        # Brings the shared embedded server back (on its old port) if it died.
+        EmbeddedValkey(rt.settings.home).url()
+    reaped = reap(rt.queue.rq)
+    if reaped:
+        log.info("requeued jobs of dead workers", jobs=reaped)
+    resumed = jobs.resume_stalled(rt)
+    if resumed:
+        log.info("resumed stalled attempts", attempts=resumed)
