@@ -62,20 +62,22 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     _await_backends(rt, burst=burst, stop=stop)
     try:
         if burst:
-            worker = build_worker(rt)
-            log.info("worker ready", queue=QUEUE_NAME, pid_name=worker.name)
-            worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
+            _work(rt, _announce, burst=True)
             return
-        with _maintained(rt, stop):
-            if settings.worker_processes == 1:
-                _work(rt, lambda name: log.info("worker ready", queue=QUEUE_NAME, pid_name=name))
-            else:
-                _supervise(settings)
+        if settings.worker_processes == 1:
+            with _maintained(rt, stop):
+                _work(rt, _announce)
+        else:
+            _supervise(rt, stop)
     finally:
         stop.set()
         rt.redis.close()
         if not settings.redis_url:
             EmbeddedValkey(settings.home).stop_if_unused()
+
+
+def _announce(worker_name: str) -> None:
+    log.info("worker ready", queue=QUEUE_NAME, pid_name=worker_name)
 
 
 def run_child(settings: Settings, ready: ProcessEvent, parent_pid: int) -> None:
@@ -90,23 +92,29 @@ def run_child(settings: Settings, ready: ProcessEvent, parent_pid: int) -> None:
         rt.redis.close()
 
 
-def _supervise(settings: Settings) -> None:
-    pool = Pool(settings.worker_processes, run_child, settings)
+def _supervise(rt: Runtime, stop: threading.Event) -> None:
+    size = rt.settings.worker_processes
+    pool = Pool(size, run_child, rt.settings)
+    # Nothing of ours may cross the fork: the children connect on their own.
+    rt.engine.dispose()
+    rt.redis.connection_pool.disconnect()
+    pool.start()
     signal.signal(signal.SIGTERM, pool.stop)
     signal.signal(signal.SIGINT, pool.stop)
-    pool.run(
-        lambda: log.info("worker ready", queue=QUEUE_NAME, processes=settings.worker_processes)
-    )
+    with _maintained(rt, stop):
+        pool.supervise(lambda: log.info("worker ready", queue=QUEUE_NAME, processes=size))
 
 
-def _work(rt: Runtime, on_ready: Callable[[str], None]) -> None:
+def _work(rt: Runtime, on_ready: Callable[[str], None], *, burst: bool = False) -> None:
     worker = build_worker(rt)
+    # A burst worker beats too: other workers' reapers would take its job otherwise.
     heartbeat = Heartbeat(rt.redis, worker.name)
     heartbeat.start()
     try:
         on_ready(worker.name)
-        # The scheduler runs as a thread of the supervisor (see bridge.scheduler).
-        worker.work(with_scheduler=False, logging_level="WARNING")
+        # Burst: RQ moves the due scheduled jobs once, in this process, then drains the
+        # queue. Otherwise the scheduler is a thread of the supervisor (bridge.scheduler).
+        worker.work(burst=burst, with_scheduler=burst, logging_level="WARNING")
     finally:
         heartbeat.stop()
 

@@ -155,8 +155,9 @@ def test_a_webhook_acknowledged_before_its_worker_is_killed_is_handled_by_anothe
 
 def test_a_killed_worker_takes_its_processes_and_scheduler_with_it(site: Site) -> None:
     with worker_process(site.env, site.tmp / "worker.log", FULLKIT_WORKER_PROCESSES="2") as worker:
+        # Its worker processes, or the scheduler RQ forks once it holds the lock.
+        wait_for(lambda: descendants(worker.pid), 30, "the worker's child processes")
         below = descendants(worker.pid)
-        assert below  # its worker processes (and whatever RQ forked)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
         wait_for(lambda: not any(alive(pid) for pid in below), 30, "its processes to die")
