@@ -56,6 +56,9 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def _child(target: Callable[..., None], args: tuple[Any, ...]) -> None:
+    # Its own process group: a Ctrl-C in a terminal reaches only the supervisor, which
+    # stops each child once (RQ takes a second signal as "abandon the job now").
+    os.setpgrp()
     # A forked child inherits the supervisor's handlers; the worker installs its own.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)

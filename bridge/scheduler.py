@@ -61,7 +61,7 @@ class Scheduler:
         while not self._stop.wait(TICK_SECONDS):
             try:
                 self.tick()
-            except redis.RedisError as exc:
+            except Exception as exc:  # a lost connection, mostly: never end the loop for it
                 if not self._failing:
                     log.warning(
                         "scheduler cannot reach the queue; retrying", error=type(exc).__name__
