@@ -81,7 +81,7 @@ def _announce(worker_name: str) -> None:
 
 
 def run_child(settings: Settings, ready: ProcessEvent, parent_pid: int) -> None:
-    """One RQ worker process of the pool (spawned by bridge.pool)."""
+    """One RQ worker process of the pool (forked or spawned by bridge.pool)."""
     die_with_parent(parent_pid)
     configure_logging()
     rt = Runtime.build(settings)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from sandbox import HubSpotSandbox, RunningSandbox
 from sandbox.hubspot_http import HubSpotApp
@@ -46,9 +46,14 @@ class Holding:
         return self.app(environ, start_response)
 
 
+class _Quiet(WSGIRequestHandler):
+    def log_request(self, *_: Any) -> None:
+        pass
+
+
 def serve_holding(box: HubSpotSandbox) -> tuple[RunningSandbox, Holding]:
     holding = Holding(HubSpotApp(box))
-    server = make_server("127.0.0.1", 0, holding, threaded=True)
+    server = make_server("127.0.0.1", 0, holding, threaded=True, request_handler=_Quiet)
     return RunningSandbox(box, server), holding
 
 
