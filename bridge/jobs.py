@@ -23,7 +23,7 @@ from contextvars import ContextVar
 import redis
 import structlog
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.timeouts import BaseTimeoutException
 from sqlalchemy import select, tuple_
@@ -57,6 +57,9 @@ CANDIDATES_PER_SLOT = 3
 BATCH_RESULT_TTL = 3600
 # Waits between tries of a kick that met a Redis error: a blink is over within a second.
 KICK_PAUSES = (0.1, 0.4)
+# A scheduled retry this late has no scheduler to run it (every worker down, or RQ's
+# scheduler lock still held by a dead worker: it lapses after about a minute).
+SCHEDULER_GRACE_SECONDS = 90
 
 _runtime: ContextVar[Runtime] = ContextVar("fullkit_runtime")
 
@@ -330,8 +333,13 @@ def _settle(
         second = math.ceil(moment.timestamp())
         delay = dt.timedelta(seconds=max(0.0, second - now.timestamp()))
         for crm in crms:
-            key = job_id("retry", crm, account, second)
+            key = retry_key(crm, account, moment)
             rt.queue.enqueue_later(delay, advance_ready, key, crm, account)
+
+
+def retry_key(crm: str, account: str, due: dt.datetime) -> str:
+    """The job that retries the account's attempts due at `due`: one per second."""
+    return job_id("retry", crm, account, math.ceil(due.timestamp()))
 
 
 def _fail(attempt: Attempt, reason: str) -> None:
@@ -398,6 +406,8 @@ def resume_stalled(rt: Runtime, now: dt.datetime | None = None) -> list[int]:
     for attempt_id, crm, next_run_at in rows:
         if next_run_at is not None and next_run_at > stale:
             continue  # a retry is scheduled and not overdue
+        if next_run_at is not None and _retry_pending(rt, crm, next_run_at, now):
+            continue  # its retry job is late (a long queue), not lost: it will run
         if rt.redis.exists(lease_key(attempt_id)):
             continue
         resumed.append(attempt_id)
@@ -405,6 +415,23 @@ def resume_stalled(rt: Runtime, now: dt.datetime | None = None) -> list[int]:
     for crm in sorted(crms):
         kick(rt, crm)  # the account's next batch takes them: they are ready and unleased
     return resumed
+
+
+def _retry_pending(rt: Runtime, crm: str, due: dt.datetime, now: dt.datetime) -> bool:
+    """True while the retry job of attempts due at `due` is still to run.
+
+    Queued or running it will take the attempt; a second job beside it would run the
+    attempt again right after. Scheduled it waits for a scheduler, unless long overdue.
+    """
+    try:
+        job = Job.fetch(retry_key(crm, DEFAULT_ACCOUNT, due), connection=rt.redis)
+    except NoSuchJobError:
+        return False
+    status = job.get_status(refresh=False)
+    if status in (JobStatus.QUEUED, JobStatus.STARTED):
+        return True
+    overdue = (now - due).total_seconds()
+    return status == JobStatus.SCHEDULED and overdue < SCHEDULER_GRACE_SECONDS
 
 
 def replay_failed(rt: Runtime, deals: list[tuple[str, str]] | None = None) -> list[str]:

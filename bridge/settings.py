@@ -57,6 +57,13 @@ class Settings(SharedSettings):
     # 1 gives the old one-deal-per-job path (for comparison in the benchmark).
     batch_size: int = Field(default=100, ge=1, le=100, validation_alias=_env("FULLKIT_BATCH_SIZE"))
 
+    # RQ worker processes of `fullkit worker`. Each runs one job at a time, and jobs mostly
+    # wait on CRM calls, so a 2-core machine serves four comfortably; a CRM call that
+    # hangs then holds one of them, not every hand-off.
+    worker_processes: int = Field(
+        default=4, ge=1, le=64, validation_alias=_env("FULLKIT_WORKER_PROCESSES")
+    )
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, secret: SecretStr | None) -> SecretStr | None:

@@ -1,8 +1,18 @@
-"""`fullkit worker`: an RQ worker with the retry scheduler and the stalled-attempt resumer."""
+"""`fullkit worker`: RQ workers with the retry scheduler, the reaper and the resumer.
+
+One process (the supervisor) runs the scheduler and the maintenance loop as threads and
+`FULLKIT_WORKER_PROCESSES` RQ workers as child processes (bridge.pool); with one process,
+or `--burst`, everything runs in this process. Every RQ worker keeps a short-lived alive
+key (bridge.reaper), so the jobs of a worker that died are queued again within seconds.
+"""
 
 from __future__ import annotations
 
+import signal
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
 import redis
@@ -12,8 +22,11 @@ from rq.job import Job
 
 from bridge import backends, db, jobs
 from bridge.logging import configure_logging
+from bridge.pool import Pool, die_with_parent
 from bridge.queue import QUEUE_NAME
+from bridge.reaper import Heartbeat, reap
 from bridge.runtime import Runtime
+from bridge.scheduler import Scheduler
 from bridge.settings import Settings
 from bridge.valkey import EmbeddedValkey
 
@@ -47,17 +60,78 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     rt = Runtime.build(settings)
     stop = threading.Event()
     _await_backends(rt, burst=burst, stop=stop)
-    if not burst:
-        threading.Thread(target=_resume_loop, args=(rt, stop), daemon=True).start()
-    worker = build_worker(rt)
-    log.info("worker ready", queue=QUEUE_NAME, pid_name=worker.name)
     try:
-        worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+        if burst:
+            _work(rt, _announce, burst=True)
+            return
+        if settings.worker_processes == 1:
+            with _maintained(rt, stop):
+                _work(rt, _announce)
+        else:
+            _supervise(rt, stop)
     finally:
         stop.set()
         rt.redis.close()
         if not settings.redis_url:
             EmbeddedValkey(settings.home).stop_if_unused()
+
+
+def _announce(worker_name: str) -> None:
+    log.info("worker ready", queue=QUEUE_NAME, pid_name=worker_name)
+
+
+def run_child(settings: Settings, ready: ProcessEvent, parent_pid: int) -> None:
+    """One RQ worker process of the pool (forked or spawned by bridge.pool)."""
+    die_with_parent(parent_pid)
+    configure_logging()
+    rt = Runtime.build(settings)
+    _await_backends(rt, burst=False, stop=threading.Event())
+    try:
+        _work(rt, lambda _: ready.set())
+    finally:
+        rt.redis.close()
+
+
+def _supervise(rt: Runtime, stop: threading.Event) -> None:
+    size = rt.settings.worker_processes
+    pool = Pool(size, run_child, rt.settings)
+    # Nothing of ours may cross the fork: the children connect on their own.
+    rt.engine.dispose()
+    rt.redis.connection_pool.disconnect()
+    pool.start()
+    signal.signal(signal.SIGTERM, pool.stop)
+    signal.signal(signal.SIGINT, pool.stop)
+    with _maintained(rt, stop):
+        pool.supervise(lambda: log.info("worker ready", queue=QUEUE_NAME, processes=size))
+
+
+def _work(rt: Runtime, on_ready: Callable[[str], None], *, burst: bool = False) -> None:
+    worker = build_worker(rt)
+    # A burst worker beats too: other workers' reapers would take its job otherwise.
+    heartbeat = Heartbeat(rt.redis, worker.name)
+    heartbeat.start()
+    try:
+        on_ready(worker.name)
+        # Burst: RQ moves the due scheduled jobs once, in this process, then drains the
+        # queue. Otherwise the scheduler is a thread of the supervisor (bridge.scheduler).
+        worker.work(burst=burst, with_scheduler=burst, logging_level="WARNING")
+    finally:
+        heartbeat.stop()
+
+
+@contextmanager
+def _maintained(rt: Runtime, stop: threading.Event) -> Iterator[None]:
+    """The scheduler and the maintenance loop run while the block runs."""
+    scheduler = Scheduler(rt.redis, [QUEUE_NAME])
+    scheduler.start()
+    threading.Thread(
+        target=_maintenance_loop, args=(rt, stop), name="maintenance", daemon=True
+    ).start()
+    try:
+        yield
+    finally:
+        stop.set()
+        scheduler.stop()
 
 
 def _await_backends(rt: Runtime, *, burst: bool, stop: threading.Event) -> None:
@@ -98,15 +172,22 @@ def _prepare_ledger(rt: Runtime) -> None:
         raise backends.ledger_unreachable(rt.settings, exc) from None
 
 
-def _resume_loop(rt: Runtime, stop: threading.Event) -> None:
+def _maintenance_loop(rt: Runtime, stop: threading.Event) -> None:
     while not stop.wait(RESUME_EVERY_SECONDS):
         try:
-            if not rt.settings.redis_url:
-                # Brings the shared embedded server back (on its old port) if it died.
-                EmbeddedValkey(rt.settings.home).url()
-            resumed = jobs.resume_stalled(rt)
+            maintain(rt)
         except Exception as exc:  # the queue or ledger may be briefly down; try next tick
-            log.warning("resume scan failed", error=type(exc).__name__)
-            continue
-        if resumed:
-            log.info("resumed stalled attempts", attempts=resumed)
+            log.warning("maintenance failed", error=type(exc).__name__)
+
+
+def maintain(rt: Runtime) -> None:
+    """One round: jobs of dead workers go back on the queue, stalled attempts resume."""
+    if not rt.settings.redis_url:
+        # Brings the shared embedded server back (on its old port) if it died.
+        EmbeddedValkey(rt.settings.home).url()
+    reaped = reap(rt.queue.rq)
+    if reaped:
+        log.info("requeued jobs of dead workers", jobs=reaped)
+    resumed = jobs.resume_stalled(rt)
+    if resumed:
+        log.info("resumed stalled attempts", attempts=resumed)

@@ -1,0 +1,83 @@
+"""Jobs of a dead worker back on the queue within seconds.
+
+RQ reclaims a started job only once its timeout plus a minute has passed, and only at a
+worker's start or its ten-minute clean-up: a webhook acknowledged just before a SIGKILL
+would wait six minutes or more. Instead every worker process renews a short-lived key
+(`Heartbeat`), and `reap` requeues each started job whose worker's key has expired.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+
+# A worker silent this long is dead: well above a renewal's worst pause on a busy
+# machine, well below the SPEC's 60-second resume promise.
+ALIVE_SECONDS = 15
+BEAT_EVERY_SECONDS = ALIVE_SECONDS / 5
+
+
+def alive_key(worker_name: str) -> str:
+    return f"fullkit:worker:{worker_name}:alive"
+
+
+class Heartbeat:
+    """Keeps a worker's alive key fresh from a thread of its own, so that a job busy for
+    minutes (a hanging CRM call) does not make its worker look dead."""
+
+    def __init__(self, connection: redis.Redis, worker_name: str) -> None:
+        self.connection = connection
+        self.key = alive_key(worker_name)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self.beat()  # before the first job: a job can never belong to a keyless worker
+        self._thread.start()
+
+    def beat(self) -> None:
+        self.connection.set(self.key, os.getpid(), ex=ALIVE_SECONDS)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:
+            self.connection.delete(self.key)
+        except redis.RedisError:
+            pass  # it expires by itself
+
+    def _run(self) -> None:
+        while not self._stop.wait(BEAT_EVERY_SECONDS):
+            try:
+                self.beat()
+            except redis.RedisError:
+                continue  # the queue is down: nothing runs meanwhile; beat again next time
+
+
+def reap(queue: Queue) -> list[str]:
+    """Requeue every started job whose worker stopped beating; returns their ids."""
+    registry = StartedJobRegistry(queue=queue)
+    connection = queue.connection
+    reaped: list[str] = []
+    for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
+        try:
+            job = Job.fetch(job_id, connection=connection)
+        except NoSuchJobError:
+            continue  # expired; RQ's own clean-up drops the entry
+        if job.get_status() != JobStatus.STARTED or not job.worker_name:
+            continue
+        if connection.exists(alive_key(job.worker_name)):
+            continue
+        # Removing the entry is the claim: of two reapers, only the one that removed it
+        # requeues, so the job is queued once.
+        if not connection.zrem(registry.key, f"{job_id}:{execution_id}"):
+            continue
+        queue.enqueue_job(job)
+        reaped.append(job_id)
+    return reaped
