@@ -14,6 +14,7 @@ from bridge.container import Container
 from bridge.deal_ids import InvalidDealId, canonical_deal_id
 from bridge.logging import configure_logging
 from bridge.metrics import LedgerCollector, RateLimitCollector, scrape_registry
+from bridge.proxies import ForwardedFromTrustedProxies
 from bridge.queue import QueueUnavailable
 from bridge.settings import Settings, load_settings
 from kernel import rate_budget
@@ -29,6 +30,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     state.handoff_stages = receivers.watched_stages(state.rules)
     _prepare_ledger(state)
     app = Flask("fullkit")
+    app.wsgi_app = ForwardedFromTrustedProxies(  # type: ignore[method-assign]
+        app.wsgi_app, settings.trusted_proxies
+    )
     app.config["FULLKIT"] = state
     app.config["MAX_CONTENT_LENGTH"] = None  # receivers enforce their own 1 MiB limit
     for blueprint in receivers.blueprints():

@@ -71,6 +71,8 @@ def serve_forever(
         {
             **gunicorn_settings(),
             "bind": f"{host}:{port}",
+            # The app trusts X-Forwarded-Host/-For from these peers; gunicorn, the scheme.
+            "forwarded_allow_ips": settings.forwarded_allow_ips,
             "workers": workers or gunicorn_config.workers,
             "on_starting": on_starting,
             "when_ready": when_ready,
