@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import structlog
 from flask import Blueprint, Response, current_app, request
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,23 +33,44 @@ RECEIVER = "hubspot"
 DEAL_TYPE_ID = "0-3"
 
 
+# What a real event can hold, so that no signed but absurd value reaches the worker, where
+# it would fail for an hour of retries instead of being refused once, here.
+MAX_ID = 2**63 - 1  # HubSpot ids are 64-bit
+EARLIEST_MS = 946_684_800_000  # 2000-01-01: older than any HubSpot event
+FUTURE_SLACK_MS = 24 * 60 * 60 * 1000  # clocks drift, but not by a day
+MAX_NAME = 256  # subscription types, property names, change sources
+MAX_VALUE = 65_536  # HubSpot's own limit on a property value
+
+Id = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
+Name = Annotated[StrictStr, Field(max_length=MAX_NAME)]
+
+
+def _plausible_moment(ms: int) -> int:
+    latest = int(time.time() * 1000) + FUTURE_SLACK_MS
+    if not EARLIEST_MS <= ms <= latest:
+        raise ValueError("must be epoch milliseconds between 2000 and a day from now")
+    return ms
+
+
 class HubSpotEvent(BaseModel):
     """One webhook event, as HubSpot sends it; unknown fields are HubSpot's business."""
 
     model_config = ConfigDict(extra="allow")
 
-    eventId: StrictInt
-    subscriptionType: StrictStr
-    objectId: StrictInt
-    occurredAt: StrictInt
-    propertyName: StrictStr | None = None
-    propertyValue: StrictStr | None = None
-    changeSource: StrictStr | None = None
-    sourceId: StrictStr | StrictInt | None = None
-    objectTypeId: StrictStr | None = None
-    attemptNumber: StrictInt | None = None
-    portalId: StrictInt | None = None
-    appId: StrictInt | None = None
+    eventId: Id
+    subscriptionType: Name
+    objectId: Id
+    occurredAt: Annotated[StrictInt, AfterValidator(_plausible_moment)]
+    propertyName: Name | None = None
+    propertyValue: Annotated[StrictStr, Field(max_length=MAX_VALUE)] | None = None
+    changeSource: Name | None = None
+    sourceId: Name | Annotated[StrictInt, Field(ge=0, le=MAX_ID)] | None = None
+    objectTypeId: Name | None = None
+    attemptNumber: Annotated[StrictInt, Field(ge=0, le=1000)] | None = None
+    portalId: Id | None = None
+    appId: Id | None = None
+    subscriptionId: Id | None = None
+    changeFlag: Name | None = None
 
 
 Batch = TypeAdapter(Annotated[list[HubSpotEvent], Field(min_length=1, max_length=100)])
@@ -85,12 +107,14 @@ def _receive() -> int:
         hubspot_signature.verify(
             dict(request.headers), secret.get_secret_value(), request.method,
             public_url(request), text if text is not None else body.decode("latin-1"),
+            accept_legacy=own.accept_legacy_signatures,
         )  # fmt: skip
     except hubspot_signature.SignatureInvalid as exc:
         raise Refusal(401, str(exc)) from None
     if text is None:
         raise Refusal(400, "body is not UTF-8")
     events = _parse(text)
+    _check_portal(events, own.portal_id)
     stages = app.handoff_stages[RECEIVER]
     _queue(app, [_change(e) for e in events if _is_handoff(e, stages, own.app_id)])
     return 204
@@ -115,6 +139,16 @@ def _parse(text: str) -> list[HubSpotEvent]:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
         raise Refusal(400, f"not a HubSpot event batch: {where}: {first['msg']}") from None
+
+
+def _check_portal(events: list[HubSpotEvent], portal_id: int | None) -> None:
+    """An app installed in several portals signs all their events with one secret: when
+    the operator names the portal (HUBSPOT_PORTAL_ID), no other portal's event counts."""
+    if portal_id is None:
+        return
+    for index, event in enumerate(events):
+        if event.portalId != portal_id:
+            raise Refusal(400, f"event {index}: portalId {event.portalId} is not {portal_id}")
 
 
 def _is_handoff(event: HubSpotEvent, stages: frozenset[str], app_id: str | None) -> bool:
