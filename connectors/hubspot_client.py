@@ -39,6 +39,7 @@ import urllib3
 from hubspot import HubSpot
 
 from connectors.hubspot_settings import HubSpotSettings
+from kernel import portal as portal_store
 from kernel.errors import (
     AuthError,
     ConnectorError,
@@ -209,6 +210,8 @@ class HubSpotApi:
             else None
         )
         self._pool = _SessionPool(self.session, timeout, self.budget)
+        # Where the portal id goes once known, for the receivers (kernel/portal.py).
+        self._redis = budgets.connection if budgets is not None else None
         self._apis: dict[tuple[str, str], Any] = {}
         self._token_digest = hashlib.sha256(token.encode()).hexdigest()
         self.client = HubSpot(access_token=token, api_factory=self._api_factory)
@@ -321,6 +324,8 @@ class HubSpotApi:
         )
         with _ACCOUNT_LOCK:
             _ACCOUNTS[key] = account
+        if self._redis is not None:
+            portal_store.remember(self._redis, "hubspot", portal)
         return account
 
     def record_url(self, object_type_id: str, object_id: str) -> str:

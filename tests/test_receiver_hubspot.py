@@ -19,7 +19,10 @@ from rq import Queue
 from bridge.app import create_app
 from bridge.queue import QUEUE_NAME
 from bridge.receivers.hubspot_signature import SignatureInvalid, decode_v3_uri, verify
-from tests.conftest import FIXTURES, ROOT
+from connectors.hubspot_client import HubSpotApi
+from kernel.rate_budget import RateBudgets
+from sandbox import RunningSandbox
+from tests.conftest import FIXTURES, ROOT, sandbox_settings
 from tests.hubspot_signing import v1_headers, v2_headers, v3_headers
 
 URI = "http://localhost/webhooks/hubspot"
@@ -506,4 +509,23 @@ def test_events_of_another_portal_are_refused_when_the_portal_is_known(
         assert "portalId" in answer.get_json()["error"]
     assert queued(app) == []
     assert post(client, json.dumps([event])).status_code == 204
+    assert len(queued(app)) == 1
+
+
+def test_the_portal_a_worker_learned_refuses_other_portals(
+    make_settings: Any, running: RunningSandbox
+) -> None:
+    """Once a worker has read the token's account details, the receiver knows the portal."""
+    app = create_app(make_settings(HUBSPOT_CLIENT_SECRET=SECRET))
+    connection = app.config["FULLKIT"].redis
+    worker_side = HubSpotApi(
+        sandbox_settings(running), budgets=RateBudgets(connection)
+    )  # as a worker builds it
+    assert worker_side.portal_id() == str(running.sandbox.portal_id)
+    client = app.test_client()
+    event = json.loads(fixture("deal_stage__closedwon.json"))[0]
+    other = post(client, json.dumps([event | {"portalId": running.sandbox.portal_id + 1}]))
+    assert other.status_code == 400 and "portalId" in other.get_json()["error"]
+    own = event | {"portalId": running.sandbox.portal_id}
+    assert post(client, json.dumps([own])).status_code == 204
     assert len(queued(app)) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import structlog
@@ -18,6 +19,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
 )
+from redis import RedisError
 
 from bridge import intake
 from bridge.deal_ids import InvalidDealId
@@ -26,6 +28,7 @@ from bridge.queue import QueueUnavailable
 from bridge.receivers import hubspot_signature
 from bridge.receivers.common import Refusal, count, public_url, read_body, require_content_type
 from bridge.receivers.hubspot_settings import HubSpotReceiverSettings
+from kernel import portal
 
 log = structlog.get_logger("fullkit.receivers")
 blueprint = Blueprint("hubspot_webhooks", __name__)
@@ -114,7 +117,7 @@ def _receive() -> int:
     if text is None:
         raise Refusal(400, "body is not UTF-8")
     events = _parse(text)
-    _check_portal(events, own.portal_id)
+    _check_portal(events, own.portal_id or _learned_portal(app))
     stages = app.handoff_stages[RECEIVER]
     _queue(app, [_change(e) for e in events if _is_handoff(e, stages, own.app_id)])
     return 204
@@ -139,6 +142,38 @@ def _parse(text: str) -> list[HubSpotEvent]:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
         raise Refusal(400, f"not a HubSpot event batch: {where}: {first['msg']}") from None
+
+
+class LearnedPortal:
+    """The portal id a worker stored (kernel/portal.py): kept once found, since a token's
+    portal never changes; looked for again at most every RECHECK_SECONDS until then, so
+    a webhook costs no extra round trip to Redis."""
+
+    RECHECK_SECONDS = 30.0
+
+    def __init__(self) -> None:
+        self.portal_id: int | None = None
+        self._checked_at = float("-inf")
+
+    def get(self, connection: Callable[[], Any]) -> int | None:
+        now = time.monotonic()
+        if self.portal_id is not None or now - self._checked_at < self.RECHECK_SECONDS:
+            return self.portal_id
+        self._checked_at = now
+        try:
+            found = portal.recall(connection(), RECEIVER)
+        except (RedisError, QueueUnavailable):
+            return None  # queueing answers 503 for an unreachable Redis
+        if found and found.isascii() and found.isdigit():
+            self.portal_id = int(found)
+        return self.portal_id
+
+
+def _learned_portal(app: Any) -> int | None:
+    learned: LearnedPortal = current_app.extensions.setdefault(
+        "fullkit.hubspot_portal", LearnedPortal()
+    )
+    return learned.get(lambda: app.redis)
 
 
 def _check_portal(events: list[HubSpotEvent], portal_id: int | None) -> None:

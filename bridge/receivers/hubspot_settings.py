@@ -18,5 +18,6 @@ class HubSpotReceiverSettings(Section):
     app_id: str | None = None  # its own writes (changeSource INTEGRATION) are ignored
     # v2/v1 signatures (no timestamp, so replayable) only for senders that cannot sign v3.
     accept_legacy_signatures: bool = False
-    # The one portal whose events count; events naming another are refused (400).
+    # The one portal whose events count; events naming another are refused (400). Unset:
+    # the portal a worker learned from the access token's account details, once it has.
     portal_id: int | None = Field(default=None, ge=1)
