@@ -11,6 +11,7 @@ from typing import Any
 
 import hypothesis
 import pytest
+import redis
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
@@ -515,13 +516,15 @@ def test_events_of_another_portal_are_refused_when_the_portal_is_known(
 def test_the_portal_a_worker_learned_refuses_other_portals(
     make_settings: Any, running: RunningSandbox
 ) -> None:
-    """Once a worker has read the token's account details, the receiver knows the portal."""
-    app = create_app(make_settings(HUBSPOT_CLIENT_SECRET=SECRET))
-    connection = app.config["FULLKIT"].redis
+    """Once a worker has read the token's account details, a web process knows the portal
+    from its start (or within LearnedPortal.RECHECK_SECONDS, if it was running already)."""
+    settings = make_settings(HUBSPOT_CLIENT_SECRET=SECRET)
+    connection = redis.Redis.from_url(settings.redis_url)
     worker_side = HubSpotApi(
         sandbox_settings(running), budgets=RateBudgets(connection)
     )  # as a worker builds it
     assert worker_side.portal_id() == str(running.sandbox.portal_id)
+    app = create_app(settings)
     client = app.test_client()
     event = json.loads(fixture("deal_stage__closedwon.json"))[0]
     other = post(client, json.dumps([event | {"portalId": running.sandbox.portal_id + 1}]))
