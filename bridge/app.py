@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import hmac
-
 import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from bridge import db, ledger, receivers
+from bridge import admin_auth, db, headers, ledger, receivers
 from bridge.container import Container
 from bridge.deal_ids import InvalidDealId, canonical_deal_id
 from bridge.logging import configure_logging
 from bridge.metrics import LedgerCollector, RateLimitCollector, scrape_registry
+from bridge.proxies import ForwardedFromTrustedProxies
 from bridge.queue import QueueUnavailable
 from bridge.settings import Settings, load_settings
 from kernel import rate_budget
@@ -29,12 +28,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     state.handoff_stages = receivers.watched_stages(state.rules)
     _prepare_ledger(state)
     app = Flask("fullkit")
+    app.wsgi_app = ForwardedFromTrustedProxies(  # type: ignore[method-assign]
+        app.wsgi_app, settings.trusted_proxies
+    )
     app.config["FULLKIT"] = state
     app.config["MAX_CONTENT_LENGTH"] = None  # receivers enforce their own 1 MiB limit
     for blueprint in receivers.blueprints():
         app.register_blueprint(blueprint)
     app.register_blueprint(ops)
     app.register_blueprint(api)
+    https = bool(settings.public_url and settings.public_url.startswith("https://"))
+    app.after_request(lambda answer: headers.secure(answer, https))
     app.config["METRICS"] = scrape_registry(
         LedgerCollector(state.count_by_state),
         RateLimitCollector(lambda: rate_budget.observed(state.redis)),
@@ -89,14 +93,20 @@ api = Blueprint("api", __name__, url_prefix="/api")
 
 
 def _authorized() -> Response | None:
-    token = _state().settings.admin_token
-    given = request.headers.get("Authorization", "")
-    if not given.startswith("Bearer "):
-        return _error(401, "bearer token required")
-    if token is None or not hmac.compare_digest(
-        given[len("Bearer ") :].encode(), token.get_secret_value().encode()
-    ):
-        return _error(403, "wrong token")
+    state = _state()
+    try:
+        admin_auth.authorize(
+            request.headers.get("Authorization", ""),
+            state.settings.api_token,
+            # The peer, or the client a trusted proxy names (bridge/proxies.py).
+            request.remote_addr or "unknown",
+            admin_auth.Throttle(state.redis),
+        )
+    except admin_auth.Refused as refused:
+        answer = _error(refused.status, refused.message)
+        if refused.retry_after is not None:
+            answer.headers["Retry-After"] = str(refused.retry_after)
+        return answer
     return None
 
 

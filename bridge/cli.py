@@ -59,7 +59,7 @@ def cli() -> None:
 )
 def serve(host: str, port: int | None, workers: int | None) -> None:
     """Serve the webhook receivers, /healthz, /metrics and the API (gunicorn)."""
-    from bridge.server import PortUnavailable, serve_forever
+    from bridge.server import CannotServe, serve_forever
 
     settings = _settings()
     sections = _sections(settings)
@@ -67,7 +67,7 @@ def serve(host: str, port: int | None, workers: int | None) -> None:
     _check_schema(settings)
     try:
         serve_forever(settings, host, port or settings.port, workers, sections)
-    except PortUnavailable as exc:
+    except CannotServe as exc:
         raise Problem(str(exc)) from None
 
 

@@ -34,6 +34,12 @@ EVENTS_QUEUED = Counter(
     ["crm"],
     registry=REGISTRY,
 )
+ADMIN_AUTH_FAILURES = Counter(
+    "fullkit_admin_auth_failures",
+    "Admin API requests refused: missing or wrong bearer token, or throttled after failures",
+    ["reason"],
+    registry=REGISTRY,
+)
 RECEIVER_SECONDS = Histogram(
     "fullkit_receiver_seconds",
     "Time to answer a webhook request",
@@ -93,7 +99,7 @@ def scrape_registry(*collectors: Collector) -> CollectorRegistry:
     if os.environ.get(MULTIPROC_DIR_ENV):
         multiprocess.MultiProcessCollector(registry)
     else:
-        for metric in (WEBHOOK_ANSWERS, EVENTS_QUEUED, RECEIVER_SECONDS):
+        for metric in (WEBHOOK_ANSWERS, EVENTS_QUEUED, RECEIVER_SECONDS, ADMIN_AUTH_FAILURES):
             registry.register(metric)
     for collector in collectors:
         registry.register(collector)

@@ -13,7 +13,7 @@ from gunicorn.config import Config
 
 from bridge import backends, db, gunicorn_config
 from bridge.logging import configure_logging
-from bridge.settings import Settings
+from bridge.settings import MIN_ADMIN_TOKEN_LENGTH, Settings
 from bridge.valkey import EmbeddedValkey
 from kernel.settings import Section
 
@@ -24,8 +24,12 @@ log = structlog.get_logger("fullkit.serve")
 UNSET_SECRETS = (("admin_token", "FULLKIT_ADMIN_TOKEN", "the hand-off API refuses every request"),)
 
 
-class PortUnavailable(Exception):
-    """serve cannot listen where it was asked to; the message is the one line to show."""
+class CannotServe(Exception):
+    """serve must not start; the message is the one line to show."""
+
+
+class PortUnavailable(CannotServe):
+    """serve cannot listen where it was asked to."""
 
 
 class _Gunicorn(BaseApplication):
@@ -51,6 +55,7 @@ def serve_forever(
     sections: Sequence[type[Section]] = (),
 ) -> None:
     configure_logging()
+    check_admin_token(settings)
     check_port(host, port)
     for line in unset_secrets(settings, sections):
         log.warning(line)
@@ -71,6 +76,8 @@ def serve_forever(
         {
             **gunicorn_settings(),
             "bind": f"{host}:{port}",
+            # The app trusts X-Forwarded-Host/-For from these peers; gunicorn, the scheme.
+            "forwarded_allow_ips": settings.forwarded_allow_ips,
             "workers": workers or gunicorn_config.workers,
             "on_starting": on_starting,
             "when_ready": when_ready,
@@ -96,6 +103,16 @@ def unset_secrets(settings: Settings, sections: Sequence[type[Section]] = ()) ->
         if getattr(settings, attribute) is None
     ]
     return own + [line for cls in sections for line in settings.section(cls).unset()]
+
+
+def check_admin_token(settings: Settings) -> None:
+    """A short admin token is a guessable password in front of every deal's history."""
+    if settings.admin_token_too_short:
+        raise CannotServe(
+            f"FULLKIT_ADMIN_TOKEN is shorter than {MIN_ADMIN_TOKEN_LENGTH} characters: set a "
+            "random one, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`, "
+            "or unset it to close the API"
+        )
 
 
 def check_port(host: str, port: int) -> None:

@@ -16,9 +16,14 @@ from pydantic_settings import SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from bridge.proxies import TrustedProxies
 from kernel.settings import SettingsError, SharedSettings, explain, http_url
 
 __all__ = ["Settings", "SettingsError", "load_settings"]
+
+# 32 characters of a random token are beyond guessing even without the login throttle;
+# a shorter one is a password somebody chose.
+MIN_ADMIN_TOKEN_LENGTH = 32
 
 
 # Never the value: what fails to parse may be the password.
@@ -47,6 +52,8 @@ class Settings(SharedSettings):
     )
     port: int = Field(default=8000, ge=1, le=65535, validation_alias=_env("PORT"))
     public_url: str | None = Field(default=None, validation_alias=_env("FULLKIT_PUBLIC_URL"))
+    # Proxies whose X-Forwarded-* headers count (gunicorn's syntax: IPs, networks or *).
+    forwarded_allow_ips: str = Field(default="", validation_alias=_env("FORWARDED_ALLOW_IPS"))
 
     # How long a retryable CRM failure is retried before the attempt is failed (SPEC: >= 15 min).
     retry_window_seconds: float = Field(
@@ -107,6 +114,35 @@ class Settings(SharedSettings):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         return http_url(value)
+
+    @field_validator("admin_token")
+    @classmethod
+    def _empty_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        # `FULLKIT_ADMIN_TOKEN=` in an env file means "not set", not "the empty password".
+        return value if value is not None and value.get_secret_value() else None
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        try:
+            TrustedProxies(value)
+        except ValueError as exc:
+            raise ValueError(f"must be IP addresses or networks, comma-separated ({exc})") from None
+        return value
+
+    @cached_property
+    def trusted_proxies(self) -> TrustedProxies:
+        return TrustedProxies(self.forwarded_allow_ips)
+
+    @property
+    def api_token(self) -> SecretStr | None:
+        """The admin token, when it is long enough to guard the API (shorter counts as unset)."""
+        token = self.admin_token
+        return token if token and len(token.get_secret_value()) >= MIN_ADMIN_TOKEN_LENGTH else None
+
+    @property
+    def admin_token_too_short(self) -> bool:
+        return self.admin_token is not None and self.api_token is None
 
     @cached_property
     def sqlalchemy_url(self) -> str:

@@ -39,6 +39,7 @@ import urllib3
 from hubspot import HubSpot
 
 from connectors.hubspot_settings import HubSpotSettings
+from kernel import portal as portal_store
 from kernel.cache import LocalCache, SharedCache, cache_key
 from kernel.errors import (
     AuthError,
@@ -216,6 +217,8 @@ class HubSpotApi:
             else None
         )
         self._pool = _SessionPool(self.session, timeout, self.budget)
+        # Where the portal id goes once known, for the receivers (kernel/portal.py).
+        self._redis = budgets.connection if budgets is not None else None
         self._apis: dict[tuple[str, str], Any] = {}
         self._token_digest = hashlib.sha256(token.encode()).hexdigest()
         # Facts about this portal (account details, owner ids), shared by every process
@@ -324,6 +327,8 @@ class HubSpotApi:
         if account is None:
             account = self._read_account()
             self.cache.set(key, json.dumps(account.__dict__), ACCOUNT_TTL_SECONDS)
+        if self._redis is not None:
+            portal_store.remember(self._redis, "hubspot", account.portal_id)
         with self._memo_lock:
             self._account_memo = (account, time.monotonic() + ACCOUNT_MEMO_SECONDS)
         return account

@@ -21,6 +21,7 @@ from sandbox import HubSpotSandbox, RunningSandbox, start_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ADMIN_TOKEN = "test-admin-token-long-enough-to-guard"  # FULLKIT_ADMIN_TOKEN needs >= 32
 SPEC_ENV = [
     "REDIS_URL", "DATABASE_URL", "FULLKIT_HOME", "FULLKIT_RULES_DIR", "HUBSPOT_ACCESS_TOKEN",
     "HUBSPOT_CLIENT_SECRET", "HUBSPOT_APP_ID", "HUBSPOT_API_BASE", "HUBSPOT_APP_BASE",
@@ -28,7 +29,8 @@ SPEC_ENV = [
     "SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN", "SALESFORCE_CLIENT_ID",
     "SALESFORCE_CLIENT_SECRET", "SALESFORCE_ORG_ID", "SALESFORCE_WEBHOOK_SECRET",
     "FULLKIT_ADMIN_TOKEN", "PORT", "FULLKIT_PUBLIC_URL", "FULLKIT_RETRY_WINDOW_SECONDS",
-    "HUBSPOT_RATE_LIMIT", "FULLKIT_BATCH_SIZE",
+    "HUBSPOT_RATE_LIMIT", "FULLKIT_BATCH_SIZE", "FORWARDED_ALLOW_IPS",
+    "HUBSPOT_ACCEPT_LEGACY_SIGNATURES", "HUBSPOT_PORTAL_ID",
 ]  # fmt: skip
 
 
@@ -139,7 +141,9 @@ def make_settings(backend: Backend, tmp_path: Path) -> Any:
 
 @pytest.fixture
 def settings(make_settings: Any) -> Settings:
-    return make_settings(HUBSPOT_CLIENT_SECRET="test-client-secret", FULLKIT_ADMIN_TOKEN="admin")
+    return make_settings(
+        HUBSPOT_CLIENT_SECRET="test-client-secret", FULLKIT_ADMIN_TOKEN=ADMIN_TOKEN
+    )
 
 
 # --- one loopback HubSpot portal per test module, for the connector tests ------------

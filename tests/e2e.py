@@ -23,6 +23,7 @@ from bridge.settings import Settings
 from bridge.worker import build_worker
 from connectors.hubspot_setup import setup_properties
 from sandbox import HubSpotSandbox, RunningSandbox, start_sandbox
+from tests.conftest import ADMIN_TOKEN
 
 SECRET = "e2e-client-secret"
 SALES = "sales-sam@example.com"
@@ -108,7 +109,7 @@ def start_stack(settings_factory: Any, **sandbox_options: Any) -> Iterator[Stack
         HUBSPOT_APP_BASE=running.url,
         HUBSPOT_CLIENT_SECRET=SECRET,
         HUBSPOT_APP_ID=str(box.app_id),
-        FULLKIT_ADMIN_TOKEN="admin-token",
+        FULLKIT_ADMIN_TOKEN=ADMIN_TOKEN,
     )
     setup_properties(settings)
     runtime = Runtime.build(settings)

@@ -13,7 +13,7 @@ from bridge import db, intake, ledger
 from bridge.app import create_app
 from bridge.cli import cli
 from bridge.deal_ids import InvalidDealId, canonical_deal_id, salesforce_id18
-from tests.conftest import secret
+from tests.conftest import ADMIN_TOKEN, secret
 
 # Published examples of Salesforce's 15 -> 18 conversion (CASESAFEID).
 EXAMPLES = [
@@ -84,7 +84,7 @@ def recorded(settings: Any) -> Any:
 def test_the_api_finds_a_salesforce_deal_by_either_id(recorded: Any, given: str) -> None:
     client = create_app(recorded).test_client()
     answer = client.get(
-        f"/api/handoffs/salesforce/{given}", headers={"Authorization": "Bearer admin"}
+        f"/api/handoffs/salesforce/{given}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
     )
     assert answer.status_code == 200
     assert answer.get_json()["deal_id"] == OPPORTUNITY_18
@@ -92,7 +92,7 @@ def test_the_api_finds_a_salesforce_deal_by_either_id(recorded: Any, given: str)
 
 def test_the_api_answers_404_for_what_is_no_id(recorded: Any) -> None:
     client = create_app(recorded).test_client()
-    headers = {"Authorization": "Bearer admin"}
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     answer = client.get("/api/handoffs/salesforce/not-an-id", headers=headers)
     assert answer.status_code == 404
     assert "15 or 18" in answer.get_json()["error"]

@@ -19,7 +19,7 @@ from bridge.lease import LEASE_SECONDS, lease_key
 from bridge.models import Attempt
 from connectors.hubspot_client import HubSpotApi
 from kernel.rate_budget import RateBudgets
-from tests.conftest import ROOT, secret
+from tests.conftest import ADMIN_TOKEN, ROOT, secret
 from tests.e2e import KICKOFF, Stack, start_stack
 
 
@@ -234,12 +234,12 @@ def test_history_api(stack: Stack) -> None:
     url = f"{stack.url}/api/handoffs/hubspot/{deal_id}"
     assert requests.get(url, timeout=5).status_code == 401
     assert requests.get(url, headers={"Authorization": "Bearer no"}, timeout=5).status_code == 403
-    ok = requests.get(url, headers={"Authorization": "Bearer admin-token"}, timeout=5)
+    ok = requests.get(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=5)
     assert ok.status_code == 200
     body = ok.json()
     assert body["owner"] == "ops" and body["attempts"][0]["ops_owner"] == "ops-anna@example.com"
-    missing = requests.get(f"{stack.url}/api/handoffs/hubspot/999999",
-                           headers={"Authorization": "Bearer admin-token"}, timeout=5)  # fmt: skip
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    missing = requests.get(f"{stack.url}/api/handoffs/hubspot/999999", headers=admin, timeout=5)
     assert missing.status_code == 404
 
 

@@ -9,14 +9,21 @@ import sys
 import time
 from typing import Any
 
+import hypothesis
 import pytest
+import redis
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
 from rq import Queue
 
 from bridge.app import create_app
 from bridge.queue import QUEUE_NAME
 from bridge.receivers.hubspot_signature import SignatureInvalid, decode_v3_uri, verify
-from tests.conftest import FIXTURES, ROOT, secret
+from connectors.hubspot_client import HubSpotApi
+from kernel.rate_budget import RateBudgets
+from sandbox import RunningSandbox
+from tests.conftest import FIXTURES, ROOT, sandbox_settings, secret
 from tests.hubspot_signing import v1_headers, v2_headers, v3_headers
 
 URI = "http://localhost/webhooks/hubspot"
@@ -182,18 +189,71 @@ def test_signature_checked_before_parsing(client: FlaskClient) -> None:
     assert post(client, body, {"Content-Type": "application/json"}).status_code == 401
 
 
-def test_v2_and_v1_signatures_are_accepted_without_v3(client: FlaskClient, app: Any) -> None:
+def test_v2_and_v1_signatures_are_refused_by_default(client: FlaskClient, app: Any) -> None:
+    """Dropping the v3 headers must not downgrade to v1, which replays forever."""
+    body = fixture("deal_stage__closedwon.json")
+    for headers in (v2_headers(SECRET, URI, body), v1_headers(SECRET, body)):
+        answer = post(client, body, headers)
+        assert answer.status_code == 401
+        assert "v3 signature required" in answer.get_json()["error"]
+    assert queued(app) == []
+
+
+def test_v2_and_v1_signatures_count_when_legacy_is_accepted(make_settings: Any) -> None:
+    settings = make_settings(HUBSPOT_CLIENT_SECRET=SECRET, HUBSPOT_ACCEPT_LEGACY_SIGNATURES="true")
+    app = create_app(settings)
+    client = app.test_client()
     body = fixture("deal_stage__closedwon.json")
     assert post(client, body, v2_headers(SECRET, URI, body)).status_code == 204
     assert post(client, body, v1_headers(SECRET, body)).status_code == 204
     assert len(queued(app)) == 1
 
 
-def test_forwarded_host_and_proto_are_the_signed_uri(client: FlaskClient, app: Any) -> None:
+def test_legacy_signatures_never_stand_in_for_a_failed_v3(make_settings: Any) -> None:
+    settings = make_settings(HUBSPOT_CLIENT_SECRET=SECRET, HUBSPOT_ACCEPT_LEGACY_SIGNATURES="true")
+    app = create_app(settings)
+    body = fixture("deal_stage__closedwon.json")
+    forged_v3 = v3_headers("not-the-secret", URI, body)
+    headers = v1_headers(SECRET, body) | {
+        key: value for key, value in forged_v3.items() if key.startswith("X-HubSpot")
+    }
+    assert post(app.test_client(), body, headers).status_code == 401
+    assert queued(app) == []
+
+
+SPOOFED = "https://attacker.example/webhooks/hubspot"
+FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "attacker.example"}
+
+
+def test_forwarded_headers_from_an_untrusted_client_do_not_change_the_signed_url(
+    client: FlaskClient, app: Any
+) -> None:
+    """A signature captured for another URL cannot be replayed here by claiming that URL."""
+    body = fixture("deal_stage__closedwon.json")
+    replayed = v3_headers(SECRET, SPOOFED, body) | FORWARDED
+    assert post(client, body, replayed).status_code == 401
+    assert queued(app) == []
+    # ...while the URL it reached us at still counts, whatever it claims besides.
+    assert post(client, body, v3_headers(SECRET, URI, body) | FORWARDED).status_code == 204
+
+
+@pytest.mark.parametrize("allowed", ["127.0.0.1", "10.0.0.0/8, 127.0.0.0/8", "*"])
+def test_forwarded_host_and_proto_from_a_trusted_proxy_are_the_signed_url(
+    make_settings: Any, allowed: str
+) -> None:
+    settings = make_settings(HUBSPOT_CLIENT_SECRET=SECRET, FORWARDED_ALLOW_IPS=allowed)
+    client = create_app(settings).test_client()  # the test client's peer is 127.0.0.1
     body = fixture("deal_stage__closedwon.json")
     headers = v3_headers(SECRET, "https://fullkit.example.com/webhooks/hubspot", body)
     headers |= {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "fullkit.example.com"}
     assert post(client, body, headers).status_code == 204
+
+
+def test_a_proxy_outside_the_trusted_networks_is_a_client_like_any(make_settings: Any) -> None:
+    settings = make_settings(HUBSPOT_CLIENT_SECRET=SECRET, FORWARDED_ALLOW_IPS="10.0.0.0/8")
+    client = create_app(settings).test_client()
+    body = fixture("deal_stage__closedwon.json")
+    assert post(client, body, v3_headers(SECRET, SPOOFED, body) | FORWARDED).status_code == 401
 
 
 def test_public_url_replaces_scheme_and_host(make_settings: Any) -> None:
@@ -253,7 +313,10 @@ def test_documented_v1_vector() -> None:
         "X-HubSpot-Signature": "232db2615f3d666fe21a8ec971ac7b5402d33b9a925784df3ca654d05f4817de",
         "X-HubSpot-Signature-Version": "v1",
     }
-    assert verify(headers, DOC_SECRET, "POST", "https://www.example.com/webhook_uri", DOC_V1_BODY)
+    uri = "https://www.example.com/webhook_uri"
+    assert verify(headers, DOC_SECRET, "POST", uri, DOC_V1_BODY, accept_legacy=True) == "v1"
+    with pytest.raises(SignatureInvalid):
+        verify(headers, DOC_SECRET, "POST", uri, DOC_V1_BODY)
 
 
 def test_documented_v2_vectors() -> None:
@@ -266,10 +329,11 @@ def test_documented_v2_vectors() -> None:
         "X-HubSpot-Signature": "9569219f8ba981ffa6f6f16aa0f48637d35d728c7e4d93d0d52efaa512af7900",
         "X-HubSpot-Signature-Version": "v2",
     }
-    assert verify(get, DOC_SECRET, "GET", uri, "") == "v2"
-    assert verify(post_, DOC_SECRET, "POST", uri, '{"example_field":"example_value"}') == "v2"
+    assert verify(get, DOC_SECRET, "GET", uri, "", accept_legacy=True) == "v2"
+    body = '{"example_field":"example_value"}'
+    assert verify(post_, DOC_SECRET, "POST", uri, body, accept_legacy=True) == "v2"
     with pytest.raises(SignatureInvalid):
-        verify(post_, DOC_SECRET, "POST", uri, '{"example_field":"other"}')
+        verify(post_, DOC_SECRET, "POST", uri, '{"example_field":"other"}', accept_legacy=True)
 
 
 def test_v3_uri_decoding_follows_hubspot_table() -> None:
@@ -336,3 +400,135 @@ def test_a_wrong_signature_logs_401_without_the_signature(
     assert post(client, body, headers).status_code == 401
     assert "status=401 reason='v3 signature does not match'" in caplog.text
     assert headers["X-HubSpot-Signature-v3"] not in caplog.text and SECRET not in caplog.text
+
+
+# --- hostile header values and poison events (issue 15, items 5 and 6) ----------------
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    ["9" * 5000, "²", "١٧٩٥٧٧٤٨٠٠٠٠٠", "-1795774800000", "1795774800000.0", "1.7e12", " 17", ""],
+)
+def test_a_malformed_timestamp_is_401_never_a_crash(client: FlaskClient, timestamp: str) -> None:
+    body = fixture("deal_stage__closedwon.json")
+    headers = v3_headers(SECRET, URI, body) | {"X-HubSpot-Request-Timestamp": timestamp}
+    answer = post(client, body, headers)
+    assert answer.status_code == 401
+    assert "X-HubSpot-Request-Timestamp" in answer.get_json()["error"]
+
+
+# Header values as they reach the app: latin-1 text without line breaks.
+_header_text = st.text(
+    st.characters(max_codepoint=255, exclude_characters="\r\n\x00"), max_size=60
+) | st.integers().map(str)
+
+
+# One client for every example: a refused request leaves nothing behind to reset.
+@hypothesis.settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(timestamp=_header_text, signature=_header_text, version=_header_text)
+def test_any_signature_header_values_are_answered_401(
+    client: FlaskClient, timestamp: str, signature: str, version: str
+) -> None:
+    body = fixture("deal_stage__closedwon.json")
+    for headers in (
+        {"X-HubSpot-Signature-v3": signature, "X-HubSpot-Request-Timestamp": timestamp},
+        {"X-HubSpot-Signature": signature, "X-HubSpot-Signature-Version": version},
+    ):
+        answer = post(client, body, {"Content-Type": "application/json", **headers})
+        assert answer.status_code == 401
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@given(timestamp=st.text(), signature=st.text(), version=st.text(), legacy=st.booleans())
+def test_verify_only_ever_refuses_with_signature_invalid(
+    timestamp: str, signature: str, version: str, legacy: bool
+) -> None:
+    for headers in (
+        {"X-HubSpot-Signature-v3": signature, "X-HubSpot-Request-Timestamp": timestamp},
+        {"X-HubSpot-Signature": signature, "X-HubSpot-Signature-Version": version},
+    ):
+        with pytest.raises(SignatureInvalid):
+            verify(headers, SECRET, "POST", URI, "[]", accept_legacy=legacy)
+
+
+NOW_MS = int(time.time() * 1000)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("occurredAt", 10**18),  # year 31 million
+        ("occurredAt", 253_402_300_800_000),  # 10000-01-01
+        ("occurredAt", 0),  # 1970
+        ("occurredAt", 946_684_799_999),  # just before 2000
+        # A stable id: xdist workers must collect the same names, whatever their clock.
+        pytest.param("occurredAt", NOW_MS + 2 * 24 * 60 * 60 * 1000, id="two-days-ahead"),
+        ("occurredAt", -5),
+        ("objectId", 0),
+        ("objectId", -1234),
+        ("objectId", 2**64),
+        ("eventId", 10**40),
+        ("portalId", -1),
+        ("attemptNumber", 10**9),
+        ("propertyValue", "x" * 70_000),
+        ("propertyName", "dealstage" * 100),
+        ("subscriptionType", "deal.propertyChange" + " " * 300),
+        ("sourceId", "u" * 1000),
+    ],
+)
+def test_a_signed_poison_event_is_400_and_queues_nothing(
+    client: FlaskClient, app: Any, field: str, value: Any
+) -> None:
+    event = json.loads(fixture("deal_stage__closedwon.json"))[0] | {field: value}
+    answer = post(client, json.dumps([event]))
+    assert answer.status_code == 400
+    assert field in answer.get_json()["error"]
+    assert queued(app) == []
+
+
+def test_an_event_of_a_day_ago_or_a_minute_ahead_is_queued(client: FlaskClient, app: Any) -> None:
+    event = json.loads(fixture("deal_stage__closedwon.json"))[0]
+    for n, moment in enumerate((NOW_MS - 24 * 60 * 60 * 1000, NOW_MS + 60_000)):
+        body = json.dumps([event | {"occurredAt": moment, "eventId": 500 + n}])
+        assert post(client, body).status_code == 204
+    assert len(queued(app)) == 2
+
+
+def test_events_of_another_portal_are_refused_when_the_portal_is_known(
+    make_settings: Any,
+) -> None:
+    app = create_app(make_settings(HUBSPOT_CLIENT_SECRET=SECRET, HUBSPOT_PORTAL_ID="62515"))
+    client = app.test_client()
+    event = json.loads(fixture("deal_stage__closedwon.json"))[0]
+    for other in (event | {"portalId": 99999}, {k: v for k, v in event.items() if k != "portalId"}):
+        answer = post(client, json.dumps([event, other]))
+        assert answer.status_code == 400
+        assert "portalId" in answer.get_json()["error"]
+    assert queued(app) == []
+    assert post(client, json.dumps([event])).status_code == 204
+    assert len(queued(app)) == 1
+
+
+def test_the_portal_a_worker_learned_refuses_other_portals(
+    make_settings: Any, running: RunningSandbox
+) -> None:
+    """Once a worker has read the token's account details, a web process knows the portal
+    from its start (or within LearnedPortal.RECHECK_SECONDS, if it was running already)."""
+    settings = make_settings(HUBSPOT_CLIENT_SECRET=SECRET)
+    connection = redis.Redis.from_url(secret(settings.redis_url))
+    worker_side = HubSpotApi(
+        sandbox_settings(running), budgets=RateBudgets(connection)
+    )  # as a worker builds it
+    assert worker_side.portal_id() == str(running.sandbox.portal_id)
+    app = create_app(settings)
+    client = app.test_client()
+    event = json.loads(fixture("deal_stage__closedwon.json"))[0]
+    other = post(client, json.dumps([event | {"portalId": running.sandbox.portal_id + 1}]))
+    assert other.status_code == 400 and "portalId" in other.get_json()["error"]
+    own = event | {"portalId": running.sandbox.portal_id}
+    assert post(client, json.dumps([own])).status_code == 204
+    assert len(queued(app)) == 1

@@ -35,11 +35,11 @@ def require_content_type(request: Request, *allowed: str) -> None:
 
 
 def public_url(request: Request) -> str:
-    """The URL as the sender signed it: proxies' forwarded scheme/host, or the public URL."""
+    """The URL as the sender signed it: FULLKIT_PUBLIC_URL's scheme and host, or how the
+    request reached us (forwarded headers already applied for trusted proxies only, see
+    bridge/proxies.py; a client's own X-Forwarded-* headers are never read here)."""
     configured = current_app.config["FULLKIT"].settings.public_url
-    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
-    base = configured or f"{scheme}://{host}"
+    base = configured or f"{request.scheme}://{request.host}"
     path = request.full_path if request.query_string else request.path
     return base.rstrip("/") + path
 

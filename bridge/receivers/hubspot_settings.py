@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from kernel.settings import Section
@@ -16,3 +16,8 @@ class HubSpotReceiverSettings(Section):
 
     client_secret: SecretStr | None = None  # signs webhooks (v3, v2, v1)
     app_id: str | None = None  # its own writes (changeSource INTEGRATION) are ignored
+    # v2/v1 signatures (no timestamp, so replayable) only for senders that cannot sign v3.
+    accept_legacy_signatures: bool = False
+    # The one portal whose events count; events naming another are refused (400). Unset:
+    # the portal a worker learned from the access token's account details, once it has.
+    portal_id: int | None = Field(default=None, ge=1)

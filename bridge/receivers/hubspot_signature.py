@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hmac
+import re
 import time
 
 from hubspot.utils.signature import Signature
 
 MAX_SKEW_MS = 5 * 60 * 1000
+# Epoch milliseconds in ASCII digits: `str.isdigit()` also passes "²" and "٣", which int()
+# refuses or reads, and thousands of digits overflow int()'s limit: each was a 500.
+_TIMESTAMP = re.compile(r"[0-9]{1,15}")
 # HubSpot's v3 instructions decode exactly these escapes in the URI before signing.
 _V3_DECODED = {
     "%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$",
@@ -40,8 +44,14 @@ def verify(
     uri: str,
     body: str,
     now_ms: int | None = None,
+    *,
+    accept_legacy: bool = False,
 ) -> str:
-    """Check the request's signature; returns the version used, raises SignatureInvalid."""
+    """Check the request's signature; returns the version used, raises SignatureInvalid.
+
+    v2/v1 carry no timestamp (v1 not even the URL), so a captured request replays forever:
+    they count only with `accept_legacy`, and never when v3 headers are present.
+    """
     lowered = {key.lower(): value for key, value in headers.items()}
     v3 = lowered.get("x-hubspot-signature-v3")
     if v3 is not None:
@@ -54,6 +64,8 @@ def verify(
     signature = lowered.get("x-hubspot-signature")
     if signature is None:
         raise SignatureInvalid("missing signature")
+    if not accept_legacy:
+        raise SignatureInvalid("v3 signature required (legacy v1/v2 signatures are off)")
     version = lowered.get("x-hubspot-signature-version", "v1").lower()
     if version not in {"v1", "v2"}:
         raise SignatureInvalid(f"unsupported signature version {version}")
@@ -62,7 +74,7 @@ def verify(
 
 
 def _check_timestamp(timestamp: str, now_ms: int | None) -> None:
-    if not timestamp.isdigit():
+    if not _TIMESTAMP.fullmatch(timestamp):
         raise SignatureInvalid("missing or malformed X-HubSpot-Request-Timestamp")
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     if abs(now - int(timestamp)) > MAX_SKEW_MS:
