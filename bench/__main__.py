@@ -8,6 +8,7 @@ from bench import (
     bench_ingest,
     bench_reads,
     bench_sweep,
+    chaos,
 )
 from bench.figures import table
 
@@ -23,5 +24,7 @@ bench_sweep.main([])
 print()
 ingest = bench_ingest.main([])
 print()
-print("Key figures (issue 12 targets, 2-core machine)")
-print(table(ingest + handoff + evaluator))
+shaken = chaos.main([])
+print()
+print("Key figures (issue 12 and 15 targets, 2-core machine)")
+print(table(ingest + handoff + evaluator + shaken))

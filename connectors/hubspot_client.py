@@ -52,7 +52,8 @@ from kernel.settings import SharedSettings
 
 DISABLED_MESSAGE = "HubSpot connector disabled: HUBSPOT_ACCESS_TOKEN is not set"
 
-# (connect, read) seconds. Reads get longer because batch calls of 100 records can be slow.
+# (connect, read) seconds. Reads get longer because batch calls of 100 records can be slow;
+# HUBSPOT_TIMEOUT_SECONDS sets the read timeout.
 DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 30.0)
 
 BATCH_LIMIT = 100  # HubSpot's batch read/create/update input limit
@@ -189,7 +190,7 @@ class HubSpotApi:
         settings: SharedSettings,
         *,
         session: requests.Session | None = None,
-        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        timeout: tuple[float, float] | None = None,
         budgets: RateBudgets | None = None,
     ) -> None:
         own = settings.section(HubSpotSettings)
@@ -208,6 +209,8 @@ class HubSpotApi:
             if budgets is not None and rate is not None
             else None
         )
+        read = own.timeout_seconds
+        timeout = timeout or (min(DEFAULT_TIMEOUT[0], read), read)
         self._pool = _SessionPool(self.session, timeout, self.budget)
         self._apis: dict[tuple[str, str], Any] = {}
         self._token_digest = hashlib.sha256(token.encode()).hexdigest()
