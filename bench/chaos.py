@@ -9,7 +9,8 @@ complete kit, half do not; they move to the hand-off stage in waves while, for `
 * a worker is SIGKILLed every 2-3 s and started again, as a supervisor would;
 * the embedded Valkey is SIGKILLed twice, and started again after two seconds;
 * HubSpot answers 20% of calls 5xx, every call 429 in bursts, and some calls late: the
-  write is done, the answer comes after the client's read timeout.
+  write is done, the answer comes after the client's read timeout; or the write itself
+  lands only after that timeout.
 
 Then the faults stop and the run waits (up to `--settle` s) for every deal to settle. It
 counts, against HubSpot's own records and the ledger: deals, accepted, returned,
@@ -71,7 +72,9 @@ class Plan:
     error_rate: float = 0.2
     burst_every: float = 15.0
     burst_seconds: float = 1.5
-    late_rate: float = 0.03
+    late_rate: float = 0.05
+    # Calls carried out only after the client's timeout (the create lands after a retry looked).
+    slow_rate: float = 0.05
     # HubSpot read timeout of the workers; a late answer comes a second after it.
     client_timeout: float = 5.0
     # Deadline for every deal to settle, counted from the last fault.
@@ -336,7 +339,8 @@ class Run:
         plan = self.plan
         self.box.chaos = Chaos(
             error_rate=plan.error_rate, late_rate=plan.late_rate,
-            late_seconds=plan.client_timeout + 1.0, burst_every=plan.burst_every,
+            late_seconds=plan.client_timeout + 1.0, slow_rate=plan.slow_rate,
+            burst_every=plan.burst_every,
             burst_seconds=plan.burst_seconds, seed=plan.seed,
         )  # fmt: skip
         started, calls = time.monotonic(), self.box.request_count
@@ -526,7 +530,8 @@ def main(argv: list[str] | None = None) -> list[Figure]:
         f"Chaos run ({plan.deals} deals, half complete; {plan.workers} workers SIGKILLed "
         f"every {plan.kill_every[0]:g}-{plan.kill_every[1]:g} s, Valkey killed "
         f"{plan.valkey_restarts}x, HubSpot {plan.error_rate:.0%} 5xx + 429 bursts + "
-        f"{plan.late_rate:.0%} late answers, for {plan.chaos_seconds:g} s)",
+        f"{plan.late_rate:.0%} late answers + {plan.slow_rate:.0%} late writes, "
+        f"for {plan.chaos_seconds:g} s)",
         flush=True,
     )
     outcome = Run(plan, HOME, say=lambda line: print(line, flush=True)).go()

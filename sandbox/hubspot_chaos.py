@@ -10,6 +10,8 @@ Three kinds, each as real HubSpot shows it:
 * `late_rate` / `late_seconds`: that share of calls is carried out (a create creates, an
   update updates) and only then answered, `late_seconds` later: past the client's read
   timeout, the client sees a timeout for a write that happened.
+* `slow_rate`: that share of calls waits `late_seconds` first and is then carried out and
+  answered: the write lands after the client gave up, perhaps after its retry looked.
 
 Set `HubSpotSandbox.chaos = Chaos(...)` once the portal is set up; `injected` counts what
 was done, by kind.
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-Verdict = Literal["error", "limited", "late"]
+Verdict = Literal["error", "limited", "late", "slow"]
 ERROR_STATUSES = (500, 502, 503, 504)
 
 
@@ -34,6 +36,7 @@ class Chaos:
     error_rate: float = 0.0
     late_rate: float = 0.0
     late_seconds: float = 0.0
+    slow_rate: float = 0.0
     burst_every: float = 0.0
     burst_seconds: float = 0.0
     # A fixed seed makes a run's dice reproducible (the timing of a run never is).
@@ -50,7 +53,7 @@ class Chaos:
 
     @property
     def active(self) -> bool:
-        return bool(self.error_rate or self.late_rate or self.burst_seconds)
+        return bool(self.error_rate or self.late_rate or self.slow_rate or self.burst_seconds)
 
     def pick(self) -> tuple[Verdict | None, int]:
         """What happens to the next API call, and the status of an injected error."""
@@ -61,8 +64,12 @@ class Chaos:
                 verdict, status = "limited", 429
             elif self._random.random() < self.error_rate:
                 verdict, status = "error", self._random.choice(ERROR_STATUSES)
-            elif self._random.random() < self.late_rate:
-                verdict = "late"
+            else:
+                dice = self._random.random()
+                if dice < self.late_rate:
+                    verdict = "late"
+                elif dice < self.late_rate + self.slow_rate:
+                    verdict = "slow"
             if verdict is not None:
                 self.injected[verdict] += 1
             return verdict, status

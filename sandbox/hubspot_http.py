@@ -112,6 +112,9 @@ class HubSpotApp:
         if verdict == "error" or verdict == "limited":
             response = self._chaos_answer(status)
         else:
+            if verdict == "slow":
+                # Carried out only after the client has stopped waiting for it.
+                time.sleep(chaos.late_seconds)
             response = self._api(request, str(endpoint), dict(args))
         with self.sandbox.lock:
             self.sandbox.call_log.append(

@@ -33,6 +33,7 @@ SMALL = Plan(
     burst_every=8.0,
     burst_seconds=0.5,
     late_rate=0.1,
+    slow_rate=0.1,
     client_timeout=3.0,
     # Generous: the SPEC gives a killed worker's attempt 60 s to resume.
     settle_seconds=75.0,

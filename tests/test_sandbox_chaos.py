@@ -4,6 +4,7 @@ bursts with HubSpot's headers, and late answers whose write happened anyway."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -72,3 +73,15 @@ def test_a_late_answer_times_the_client_out_but_the_write_is_done(
         _create_deal(running, "Late", timeout=0.2)
     assert "Late" in _names(running.sandbox)
     assert running.sandbox.chaos.injected["late"] == 1
+
+
+def test_a_slow_call_is_carried_out_after_the_client_gave_up(running: RunningSandbox) -> None:
+    running.sandbox.chaos = Chaos(slow_rate=1.0, late_seconds=1.0, seed=1)
+    with pytest.raises(requests.Timeout):
+        _create_deal(running, "Slow", timeout=0.2)
+    assert "Slow" not in _names(running.sandbox)  # not yet: it lands a moment later
+    deadline = time.monotonic() + 10
+    while "Slow" not in _names(running.sandbox):
+        assert time.monotonic() < deadline, "the slow create never landed"
+        time.sleep(0.05)
+    assert running.sandbox.chaos.injected["slow"] == 1
