@@ -30,7 +30,7 @@ SMALL = Plan(
     valkey_restarts=1,
     valkey_down_seconds=1.0,
     error_rate=0.2,
-    burst_every=8.0,
+    burst_every=15.0,
     burst_seconds=0.5,
     late_rate=0.1,
     slow_rate=0.1,
@@ -70,7 +70,7 @@ def test_retries_back_off_as_the_backoff_settings_say(tmp_path: Path) -> None:
     now = ledger.utcnow()
     attempt = Attempt(id=1, crm="hubspot", deal_id="1", number=1, state="evaluating", retries=12)
     rt = SimpleNamespace(settings=settings)
-    jobs._retry_later(rt, [attempt], RetryableError("HubSpot read deals: 503"), now)  # type: ignore[arg-type]
+    jobs._retry_later(rt, [attempt], RetryableError("HubSpot read deals: 503"), now)
     assert attempt.next_run_at is not None
     waits = (attempt.next_run_at - now).total_seconds()
     assert 0.5 <= waits <= 1.0  # the cap, not 2 s * 2**12 capped at five minutes
