@@ -12,12 +12,12 @@ complete kit, half do not; they move to the hand-off stage in waves while, for `
   write is done, the answer comes after the client's read timeout; or the write itself
   lands only after that timeout.
 
-Then the kills stop and the run waits (up to `--settle` s, HubSpot still failing as
-before) for every deal to settle. It
+Then the kills stop, HubSpot goes on failing for 30 s more on workers that stay up, and
+the run waits (up to `--settle` s after that) for every deal to settle. It
 counts, against HubSpot's own records and the ledger: deals, accepted, returned,
 duplicates (a second ticket, task or attempt for one stage change), lost (a webhook
 acknowledged with 2xx whose deal has no attempt, or whose attempt failed), still in
-progress, and the time from the last kill until the last deal settled. Every count but
+progress, and the time from the last fault until the last deal settled. Every count but
 accepted and returned must be zero. Retries and timeouts are shortened through their
 settings (FULLKIT_BACKOFF_*, HUBSPOT_TIMEOUT_SECONDS) so the run takes minutes, not hours.
 """
@@ -76,9 +76,11 @@ class Plan:
     late_rate: float = 0.05
     # Calls carried out only after the client's timeout (the create lands after a retry looked).
     slow_rate: float = 0.05
+    # HubSpot keeps failing this long after the kills, on workers that now stay up.
+    crm_tail_seconds: float = 30.0
     # HubSpot read timeout of the workers; a late answer comes a second after it.
     client_timeout: float = 5.0
-    # Deadline for every deal to settle, counted from the last worker or Valkey kill.
+    # Deadline for every deal to settle, counted from the last fault of any kind.
     settle_seconds: float = 180.0
     seed: int = 15
     # Short retries keep a run in minutes: production's start at 2 s and reach 5 min.
@@ -97,7 +99,7 @@ class Outcome:
     wrong: int = 0
     # HubSpot gave up delivering the webhook (every retry got 5xx): `fullkit sweep`'s case.
     unacknowledged: int = 0
-    # From the last worker or Valkey kill until the last deal settled; None if some never did.
+    # From the last fault of any kind until the last deal settled; None if some never did.
     settle_seconds: float | None = None
     per_deal: list[float] = field(default_factory=list)
     events: Counter[str] = field(default_factory=Counter)
@@ -114,9 +116,9 @@ class Outcome:
             f"duplicates {self.duplicates}, lost {self.lost}, still in progress "
             f"{self.in_progress}, wrong outcome {self.wrong}, webhook never acknowledged "
             f"{self.unacknowledged}",
-            f"  time to settle: last deal settled {took} after the last worker or Valkey kill; "
+            f"  time to settle: last deal settled {took} after the last fault; "
             f"stage change -> settled median {median} s, slowest {slowest} s",
-            *(f"  BROKEN: {problem}" for problem in self.problems),
+            *(f"  BROKEN: {problem}" for problem in _grouped(self.problems)),
         ]
 
     def figures(self) -> list[Figure]:
@@ -131,7 +133,7 @@ class Outcome:
             Figure("chaos run: still in progress", self.in_progress, "", zero),
             Figure("chaos run: wrong outcome", self.wrong, "", zero),
             # The SPEC's resume promise: within 60 s of a worker's death.
-            Figure("chaos run: seconds from last kill to all settled",
+            Figure("chaos run: seconds from last fault to all settled",
                    settle if settle is not None else float("inf"), "s", ("<=", 60.0),
                    "" if settle is not None else "(never)"),
         ]  # fmt: skip
@@ -317,9 +319,9 @@ class Run:
             )  # fmt: skip
             self.say(f"  serve and {self.plan.workers} workers up; faults for "
                      f"{self.plan.chaos_seconds:g} s")  # fmt: skip
-            calm = self._shake(crew)
-            limit = self.plan.settle_seconds
-            self.say(f"  kills over; HubSpot faults go on while it settles (up to {limit:g} s)")
+            self._shake(crew)
+            calm = self._calm_down(crew)
+            self.say(f"  faults over; up to {self.plan.settle_seconds:g} s to settle")
             self._settle(crew, calm)
         finally:
             if crew is not None:
@@ -335,10 +337,8 @@ class Run:
 
     # --- the faults ---------------------------------------------------------------
 
-    def _shake(self, crew: Crew) -> float:
-        """Move the deals in waves while workers, the queue and HubSpot fail; returns
-        when the last worker or queue fault ended (time.time()). HubSpot keeps failing
-        until the run settles: its faults need hand-offs in flight to hit."""
+    def _shake(self, crew: Crew) -> None:
+        """Move the deals in waves while workers, the queue and HubSpot fail."""
         plan = self.plan
         self.box.chaos = Chaos(
             error_rate=plan.error_rate, late_rate=plan.late_rate,
@@ -376,6 +376,17 @@ class Run:
             self._move(deal_ids)
         self.outcome.events["worker SIGKILLs"] = kills
         self.calls = calls
+
+    def _calm_down(self, crew: Crew) -> float:
+        """HubSpot goes on failing a while on workers that stay up (during the kills they
+        make few calls); returns when its faults stopped (time.time())."""
+        until = time.monotonic() + self.plan.crm_tail_seconds
+        while time.monotonic() < until:
+            self.outcome.problems.extend(crew.revive_exited())
+            time.sleep(0.2)
+        chaos, self.box.chaos = self.box.chaos, Chaos()
+        self.outcome.events["calls to HubSpot"] = self.box.request_count - self.calls
+        self.outcome.events.update({f"HubSpot {k} answers": v for k, v in chaos.injected.items()})
         return time.time()
 
     def _move(self, deal_ids: list[str]) -> None:
@@ -394,9 +405,6 @@ class Run:
             if self.box.flush_webhooks(timeout=0) and self._all_settled(sessions):
                 break
             time.sleep(0.2)
-        chaos, self.box.chaos = self.box.chaos, Chaos()
-        self.outcome.events["calls to HubSpot"] = self.box.request_count - self.calls
-        self.outcome.events.update({f"HubSpot {k} answers": v for k, v in chaos.injected.items()})
         self._count(sessions, calm)
 
     def _acknowledged(self) -> set[str]:
@@ -503,6 +511,25 @@ class Run:
                     f"{FailedJobRegistry(queue=queue).count} failed")  # fmt: skip
         except Exception as exc:  # only a diagnosis: the counts above stand without it
             return f"queue state unknown: {type(exc).__name__}"
+
+
+def _grouped(problems: list[str]) -> list[str]:
+    """One line per kind of problem: "deal 1: still evaluating (x)" for 50 deals is one."""
+    kinds: dict[str, list[str]] = {}
+    for problem in problems:
+        subject, _, what = problem.partition(": ")
+        if subject.startswith("deal "):
+            kinds.setdefault(what, []).append(subject.removeprefix("deal "))
+        else:
+            kinds.setdefault(problem, [])
+    lines = []
+    for what, deals in kinds.items():
+        if not deals:
+            lines.append(what)
+            continue
+        shown = ", ".join(deals[:5]) + (", ..." if len(deals) > 5 else "")
+        lines.append(f"{len(deals)} deal(s) ({shown}): {what}")
+    return lines
 
 
 def _schedule(deal_ids: list[str], span: float, step: float) -> list[tuple[float, list[str]]]:

@@ -36,6 +36,7 @@ SMALL = Plan(
     slow_rate=0.1,
     client_timeout=3.0,
     # Generous: the SPEC gives a killed worker's attempt 60 s to resume.
+    crm_tail_seconds=5.0,
     settle_seconds=75.0,
     backoff=(0.2, 2.0),
 )
