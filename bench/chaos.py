@@ -12,8 +12,9 @@ complete kit, half do not; they move to the hand-off stage in waves while, for `
   write is done, the answer comes after the client's read timeout; or the write itself
   lands only after that timeout.
 
-Then the kills stop, HubSpot goes on failing for 30 s more on workers that stay up, and
-the run waits (up to `--settle` s after that) for every deal to settle. It
+Then the kills stop, HubSpot goes on failing on workers that stay up (30 s at least, and
+until half the deals settled), and the run waits (up to `--settle` s after that) for every
+deal to settle. It
 counts, against HubSpot's own records and the ledger: deals, accepted, returned,
 duplicates (a second ticket, task or attempt for one stage change), lost (a webhook
 acknowledged with 2xx whose deal has no attempt, or whose attempt failed), still in
@@ -76,7 +77,8 @@ class Plan:
     late_rate: float = 0.05
     # Calls carried out only after the client's timeout (the create lands after a retry looked).
     slow_rate: float = 0.05
-    # HubSpot keeps failing this long after the kills, on workers that now stay up.
+    # HubSpot keeps failing after the kills, on workers that now stay up, at least this
+    # long and until half the deals have settled: during the kills little work gets done.
     crm_tail_seconds: float = 30.0
     # HubSpot read timeout of the workers; a late answer comes a second after it.
     client_timeout: float = 5.0
@@ -378,11 +380,17 @@ class Run:
         self.calls = calls
 
     def _calm_down(self, crew: Crew) -> float:
-        """HubSpot goes on failing a while on workers that stay up (during the kills they
-        make few calls); returns when its faults stopped (time.time())."""
-        until = time.monotonic() + self.plan.crm_tail_seconds
-        while time.monotonic() < until:
+        """HubSpot goes on failing on workers that stay up until half the deals settled
+        (during the kills they get little done); returns when its faults stopped."""
+        sessions = db.session_factory(db.make_engine(self.settings))
+        started = time.monotonic()
+        while time.monotonic() - started < self.plan.settle_seconds:
             self.outcome.problems.extend(crew.revive_exited())
+            if time.monotonic() - started >= self.plan.crm_tail_seconds:
+                latest = self._latest(sessions).values()
+                settled = sum(1 for attempt in latest if attempt.state in SETTLED)
+                if settled * 2 >= self.plan.deals:
+                    break
             time.sleep(0.2)
         chaos, self.box.chaos = self.box.chaos, Chaos()
         self.outcome.events["calls to HubSpot"] = self.box.request_count - self.calls
