@@ -513,10 +513,15 @@ class Run:
         try:
             client = connect(settings, timeout=2)
             queue = Queue(QUEUE_NAME, connection=client)
-            return (f"queue at the deadline: {queue.count} queued, "
-                    f"{StartedJobRegistry(queue=queue).count} started, "
-                    f"{ScheduledJobRegistry(queue=queue).count} scheduled, "
-                    f"{FailedJobRegistry(queue=queue).count} failed")  # fmt: skip
+            # As found: counting with RQ's clean-up would move abandoned jobs meanwhile.
+            started, scheduled, failed = (
+                registry(queue=queue).get_job_count(cleanup=False)
+                for registry in (StartedJobRegistry, ScheduledJobRegistry, FailedJobRegistry)
+            )
+            return (
+                f"queue at the deadline: {queue.count} queued, {started} started (by "
+                f"workers alive or dead), {scheduled} scheduled, {failed} failed"
+            )
         except Exception as exc:  # only a diagnosis: the counts above stand without it
             return f"queue state unknown: {type(exc).__name__}"
 
