@@ -9,6 +9,7 @@ from bench import (
     bench_reads,
     bench_sweep,
     bench_worker,
+    chaos,
 )
 from bench.figures import table
 
@@ -26,5 +27,7 @@ ingest = bench_ingest.main([])
 print()
 worker = bench_worker.main([])
 print()
-print("Key figures (issue 12 targets, 2-core machine)")
-print(table(ingest + handoff + evaluator + worker))
+shaken = chaos.main([])
+print()
+print("Key figures (issue 12 and 15 targets, 2-core machine)")
+print(table(ingest + handoff + evaluator + worker + shaken))

@@ -348,8 +348,13 @@ def _fail(attempt: Attempt, reason: str) -> None:
     ledger.move(attempt, "failed", reason)
 
 
-def retry_delay(retries: int, retry_after: float | None) -> float:
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**retries)
+def retry_delay(
+    retries: int,
+    retry_after: float | None,
+    base: float = BACKOFF_BASE_SECONDS,
+    cap: float = BACKOFF_CAP_SECONDS,
+) -> float:
+    ceiling = min(cap, base * 2**retries)
     delay = random.uniform(ceiling / 2, ceiling)
     return max(delay, retry_after or 0.0)
 
@@ -358,7 +363,12 @@ def _retry_later(
     rt: Runtime, group: list[Attempt], exc: RetryableError, now: dt.datetime
 ) -> set[dt.datetime]:
     """Attempts that failed in one call retry after one delay; returns when they are due."""
-    delay = retry_delay(max(attempt.retries for attempt in group), exc.retry_after)
+    delay = retry_delay(
+        max(attempt.retries for attempt in group),
+        exc.retry_after,
+        rt.settings.backoff_base_seconds,
+        rt.settings.backoff_cap_seconds,
+    )
     due: set[dt.datetime] = set()
     for attempt in group:
         first = attempt.first_retry_at or now

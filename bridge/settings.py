@@ -60,6 +60,15 @@ class Settings(SharedSettings):
         default=20 * 60, gt=0, validation_alias=_env("FULLKIT_RETRY_WINDOW_SECONDS")
     )
 
+    # Retry delays of a CRM failure: exponential from the base, capped, with jitter. Chaos
+    # runs and tests shorten them; production keeps the defaults.
+    backoff_base_seconds: float = Field(
+        default=2.0, gt=0, validation_alias=_env("FULLKIT_BACKOFF_BASE_SECONDS")
+    )
+    backoff_cap_seconds: float = Field(
+        default=300.0, gt=0, validation_alias=_env("FULLKIT_BACKOFF_CAP_SECONDS")
+    )
+
     # Attempts one batching job advances together. HubSpot's batch endpoints take 100;
     # 1 gives the old one-deal-per-job path (for comparison in the benchmark).
     batch_size: int = Field(default=100, ge=1, le=100, validation_alias=_env("FULLKIT_BATCH_SIZE"))

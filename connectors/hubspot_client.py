@@ -54,7 +54,8 @@ from kernel.settings import SharedSettings
 
 DISABLED_MESSAGE = "HubSpot connector disabled: HUBSPOT_ACCESS_TOKEN is not set"
 
-# (connect, read) seconds. Reads get longer because batch calls of 100 records can be slow.
+# (connect, read) seconds. Reads get longer because batch calls of 100 records can be slow;
+# HUBSPOT_TIMEOUT_SECONDS sets the read timeout.
 DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 30.0)
 
 BATCH_LIMIT = 100  # HubSpot's batch read/create/update input limit
@@ -196,7 +197,7 @@ class HubSpotApi:
         settings: SharedSettings,
         *,
         session: requests.Session | None = None,
-        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        timeout: tuple[float, float] | None = None,
         budgets: RateBudgets | None = None,
         cache: SharedCache | None = None,
     ) -> None:
@@ -216,6 +217,8 @@ class HubSpotApi:
             if budgets is not None and rate is not None
             else None
         )
+        read = own.timeout_seconds
+        timeout = timeout or (min(DEFAULT_TIMEOUT[0], read), read)
         self._pool = _SessionPool(self.session, timeout, self.budget)
         # Where the portal id goes once known, for the receivers (kernel/portal.py).
         self._redis = budgets.connection if budgets is not None else None

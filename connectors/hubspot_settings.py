@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from kernel.settings import Section, http_url
@@ -22,6 +22,9 @@ class HubSpotSettings(Section):
     # The app's request limit in the portal, shared by every process through Redis:
     # "100/10s" (Free, Starter), "190/10s" (Professional, Enterprise); "off" (or 0): none.
     rate_limit: str = "100/10s"
+    # How long one call may take to answer before it counts as failed (and is retried):
+    # batch calls of 100 records can be slow. Chaos runs and tests set it shorter.
+    timeout_seconds: float = Field(default=30.0, gt=0)
 
     @field_validator("api_base", "app_base")
     @classmethod

@@ -70,6 +70,10 @@ Facts a connector author can rely on (all mirrored from HubSpot)
   `VALIDATION_ERROR`).
 * `fail_next(n, 423)` / `fail_next(n, 477, retry_after=...)` answer "locked" and
   "migration in progress"; `exhaust_daily_limit(n)` answers 429 `policyName` `DAILY`.
+* `chaos = Chaos(error_rate=0.2, burst_every=20, burst_seconds=1, late_rate=0.02,
+  late_seconds=6)` (`sandbox/hubspot_chaos.py`, off by default) answers a share of calls
+  5xx, all calls 429 in periodic bursts, a share late (done, then answered after the
+  client's timeout) and, with `slow_rate`, a share done only after that wait.
 * Account details answer `uiDomain` = `ui_domain` (e.g. `app-eu1.hubspot.com`), else
   this server's host.
 * `attach_file(deal_id, name, ext, via="notes"|"emails")` stores a file and a note or

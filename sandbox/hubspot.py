@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from sandbox.hubspot_chaos import Chaos
 from sandbox.hubspot_model import (
     ASSOCIATION_BY_ID,
     ASSOCIATION_RESULT_KEYS,
@@ -328,6 +329,8 @@ class HubSpotSandbox:
         self.webhooks = WebhookDispatcher()
         self.call_log: list[CallRecord] = []
         self.faults: list[Fault] = []
+        # Random 5xx, 429 bursts and late answers for chaos runs; off unless set.
+        self.chaos = Chaos()
         self.request_times: dict[tuple[str, str], deque[float]] = {}
         self.files: dict[str, StoredFile] = {}
         self._file_ids = itertools.count(190_000_001)

@@ -107,11 +107,34 @@ class HubSpotApp:
             return _json(exc.code or 400, _error_body(400, "VALIDATION_ERROR", str(exc)))
         if str(endpoint).startswith("ui_"):
             return self._ui(str(endpoint), dict(args))
-        response = self._api(request, str(endpoint), dict(args))
+        chaos = self.sandbox.chaos
+        verdict, status = chaos.pick()
+        if verdict == "error" or verdict == "limited":
+            response = self._chaos_answer(status)
+        else:
+            if verdict == "slow":
+                # Carried out only after the client has stopped waiting for it.
+                time.sleep(chaos.late_seconds)
+            response = self._api(request, str(endpoint), dict(args))
         with self.sandbox.lock:
             self.sandbox.call_log.append(
                 CallRecord(request.method, request.path, response.status_code, time.time())
             )
+        if verdict == "late":
+            # Done and logged; the answer leaves after the client has stopped waiting.
+            time.sleep(chaos.late_seconds)
+        return response
+
+    def _chaos_answer(self, status: int) -> Response:
+        """An injected 5xx, or a 429 of a spent ten-second window with its headers."""
+        response = _fault_answer(Fault(1, status, None), self.sandbox.portal_id)
+        if status == 429:
+            limit, window = self.sandbox.rate_limit or (100, 10.0)
+            response.headers.update({
+                "X-HubSpot-RateLimit-Max": str(limit),
+                "X-HubSpot-RateLimit-Remaining": "0",
+                "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(window * 1000)),
+            })  # fmt: skip
         return response
 
     def _api(self, request: Request, endpoint: str, args: dict[str, Any]) -> Response:
