@@ -18,6 +18,7 @@ import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 import redis
 import structlog
@@ -84,21 +85,34 @@ def handle_stage_change(
     event_ref: str,
     change_key: str | None = None,
 ) -> str:
-    """A hand-off-stage change arrived: record it once, and start an attempt if it may.
+    """One stage change, as intake jobs carried them before they carried a delivery's worth.
 
-    Queued by name (`bridge.intake.INTAKE_JOB`) with `StageChange.job_args()`; jobs
-    queued before change keys (epoch milliseconds, no key) still run.
+    Jobs queued before change keys (epoch milliseconds, no key) still run.
+    """
+    args = (crm, deal_id, stage_ref, occurred_at, event_ref, change_key)
+    return handle_stage_changes([args])[0]
+
+
+def handle_stage_changes(changes: list[tuple[Any, ...]]) -> list[str]:
+    """Hand-off-stage changes arrived: record each once, and start attempts where they may.
+
+    Queued by name (`bridge.intake.INTAKE_JOB`), one job per delivery, each change as
+    `StageChange.job_args()`. Returns each change's outcome.
     """
     rt = current_runtime()
-    change = intake.StageChange.from_job_args(
-        crm, deal_id, stage_ref, occurred_at, event_ref, change_key
-    )
-    result = ledger.record_stage_change(rt.sessions, change)
-    log.info("stage change", crm=crm, deal_id=deal_id, stage=stage_ref, outcome=result.outcome)
-    if result.outcome == "started" and result.attempt_id is not None:
-        if not advance_alone(rt, crm, result.attempt_id):
+    parsed = [intake.StageChange.from_job_args(*args) for args in changes]
+    results = ledger.record_stage_changes(rt.sessions, parsed)
+    started: dict[str, list[int]] = {}
+    for change, result in zip(parsed, results, strict=True):
+        log.info("stage change", crm=change.crm, deal_id=change.deal_id,
+                 stage=change.stage_ref, outcome=result.outcome)  # fmt: skip
+        if result.outcome == "started" and result.attempt_id is not None:
+            started.setdefault(change.crm, []).append(result.attempt_id)
+    for crm, attempt_ids in started.items():
+        # A lone start on a quiet system is advanced here; more go to one batching job.
+        if len(attempt_ids) > 1 or not advance_alone(rt, crm, attempt_ids[0]):
             kick(rt, crm)
-    return result.outcome
+    return [result.outcome for result in results]
 
 
 def advance_alone(rt: Runtime, crm: str, attempt_id: int, account: str = DEFAULT_ACCOUNT) -> bool:

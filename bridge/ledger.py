@@ -59,6 +59,24 @@ def record_stage_change(sessions: sessionmaker, change: Change) -> ChangeOutcome
     raise RuntimeError(f"could not record the stage change of {change.crm}:{change.deal_id}")
 
 
+def record_stage_changes(sessions: sessionmaker, changes: list[Change]) -> list[ChangeOutcome]:
+    """Record a delivery's changes in one transaction (one commit, not one per deal).
+
+    Changes of the same deal are judged in order, each seeing the attempts the earlier
+    ones started. If a concurrent delivery takes one of their keys meanwhile, the whole
+    transaction rolls back and each change is recorded alone, as `record_stage_change`.
+    """
+    if len(changes) > 1:
+        with sessions() as session:
+            try:
+                results = [_record(session, change) for change in changes]
+                session.commit()
+                return results
+            except IntegrityError:
+                session.rollback()
+    return [record_stage_change(sessions, change) for change in changes]
+
+
 def would_start(session: Session, change: Change) -> bool:
     """Whether recording this change now would start an attempt (the rules of `_record`)."""
     if _change_exists(session, change):

@@ -44,7 +44,7 @@ def test_a_lone_deal_is_handed_off_by_its_intake_job(stack: Stack) -> None:
 
     assert states(stack, deal_id) == ACCEPTED
     assert len(stack.sandbox.tickets()) == 1
-    assert jobs_run(stack) == ["handle_stage_change"]
+    assert jobs_run(stack) == ["handle_stage_changes"]
 
 
 def test_a_queued_batching_job_keeps_the_deal(stack: Stack) -> None:
@@ -56,7 +56,7 @@ def test_a_queued_batching_job_keeps_the_deal(stack: Stack) -> None:
 
     assert states(stack, deal_id) == ACCEPTED
     assert len(stack.sandbox.tickets()) == 1
-    assert jobs_run(stack) == ["advance_ready", "handle_stage_change"]
+    assert jobs_run(stack) == ["advance_ready", "handle_stage_changes"]
 
 
 def test_an_attempt_another_worker_holds_is_left_to_it(stack: Stack) -> None:
@@ -64,7 +64,8 @@ def test_an_attempt_another_worker_holds_is_left_to_it(stack: Stack) -> None:
     stack.sandbox.move_deal(deal_id, "closedwon")
     assert stack.sandbox.flush_webhooks(timeout=30)
     [queued] = stack.queue.jobs
-    change = intake.StageChange.from_job_args(*queued.args)
+    [args] = queued.args[0]  # the delivery's one change
+    change = intake.StageChange.from_job_args(*args)
     started = ledger.record_stage_change(stack.runtime.sessions, change)
     assert started.outcome == "started" and started.attempt_id is not None
     stack.queue.empty()  # its intake, now recorded, would only find a duplicate
