@@ -211,27 +211,37 @@ def move(attempt: Attempt, state: str, detail: str | None = None) -> None:
 
 def next_ops_owner(session: Session, kit_id: str, owners: tuple[str, ...]) -> str | None:
     """The kit's next owner in round-robin, claimed atomically across workers."""
-    if not owners:
-        return None
+    return next_ops_owners(session, kit_id, owners, 1)[0]
+
+
+def next_ops_owners(
+    session: Session, kit_id: str, owners: tuple[str, ...], count: int
+) -> list[str | None]:
+    """The kit's next `count` owners in round-robin, claimed with one atomic update.
+
+    A batch accepts many deals of a kit at once; claiming them one by one cost a read,
+    an update and a flush of the whole batch's session per deal.
+    """
+    if not owners or count < 1:
+        return [None] * count
     for _ in range(5):
         row = session.get(RoundRobin, kit_id)
         if row is None:
             try:
                 with session.begin_nested():
-                    session.add(RoundRobin(kit_id=kit_id, next_index=1))
-                return owners[0]
+                    session.add(RoundRobin(kit_id=kit_id, next_index=count))
+                return [owners[i % len(owners)] for i in range(count)]
             except IntegrityError:
                 continue
         index = row.next_index
         claimed = session.execute(
             update(RoundRobin)
             .where(RoundRobin.kit_id == kit_id, RoundRobin.next_index == index)
-            .values(next_index=index + 1)
+            .values(next_index=index + count)
         )
-        if claimed.rowcount == 1:  # type: ignore[attr-defined]
-            session.expire(row)
-            return owners[index % len(owners)]
         session.expire(row)
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            return [owners[(index + i) % len(owners)] for i in range(count)]
     raise RuntimeError(f"could not claim the next ops owner of kit {kit_id}")
 
 

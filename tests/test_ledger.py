@@ -100,6 +100,15 @@ def test_round_robin_rotates_ops_owners(sessions: Any) -> None:
     assert picked == ["anna@example.com", "ben@example.com"] * 2 + ["anna@example.com"]
 
 
+def test_a_batch_of_acceptances_continues_the_rotation(sessions: Any) -> None:
+    owners = ("anna@example.com", "ben@example.com")
+    with sessions() as session:
+        first = ledger.next_ops_owners(session, "kit", owners, 3)
+        then = ledger.next_ops_owners(session, "kit", owners, 2)
+        session.commit()
+    assert first + then == ["anna@example.com", "ben@example.com"] * 2 + ["anna@example.com"]
+
+
 def test_owner_since_follows_the_handover(sessions: Any) -> None:
     first = record(sessions, T0)
     finish(sessions, first.attempt_id, "accepted")
