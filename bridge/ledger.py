@@ -60,21 +60,66 @@ def record_stage_change(sessions: sessionmaker, change: Change) -> ChangeOutcome
 
 
 def record_stage_changes(sessions: sessionmaker, changes: list[Change]) -> list[ChangeOutcome]:
-    """Record a delivery's changes in one transaction (one commit, not one per deal).
+    """Record a delivery's changes in one transaction: two reads, one commit.
 
-    Changes of the same deal are judged in order, each seeing the attempts the earlier
-    ones started. If a concurrent delivery takes one of their keys meanwhile, the whole
-    transaction rolls back and each change is recorded alone, as `record_stage_change`.
+    Changes of the same deal are judged in order, each seeing the attempt an earlier one
+    started. If a concurrent delivery takes one of their keys meanwhile, the transaction
+    rolls back and each change is recorded alone, as `record_stage_change`.
     """
     if len(changes) > 1:
         with sessions() as session:
             try:
-                results = [_record(session, change) for change in changes]
+                results = _record_all(session, changes)
                 session.commit()
                 return results
             except IntegrityError:
                 session.rollback()
     return [record_stage_change(sessions, change) for change in changes]
+
+
+def _record_all(session: Session, changes: list[Change]) -> list[ChangeOutcome]:
+    """`_record` for many changes, reading what they need up front instead of per change."""
+    seen: set[tuple[str, str]] = set()
+    latest: dict[tuple[str, str], Attempt] = {}
+    for crm in {change.crm for change in changes}:
+        of_crm = [change for change in changes if change.crm == crm]
+        keys = [change.change_key for change in of_crm]
+        known = select(StageChange.change_key).where(
+            StageChange.crm == crm, StageChange.change_key.in_(keys)
+        )
+        seen.update((crm, key) for key in session.scalars(known))
+        attempts = select(Attempt).where(
+            Attempt.crm == crm, Attempt.deal_id.in_({change.deal_id for change in of_crm})
+        )
+        for attempt in session.scalars(attempts.options(selectinload(Attempt.transitions))):
+            found = latest.get((crm, attempt.deal_id))
+            if found is None or attempt.number > found.number:
+                latest[(crm, attempt.deal_id)] = attempt
+    now = utcnow()
+    judged: list[tuple[Change, str, Attempt | None]] = []
+    started: list[Attempt] = []
+    for change in changes:
+        if (change.crm, change.change_key) in seen:
+            judged.append((change, "duplicate", None))
+            continue
+        seen.add((change.crm, change.change_key))
+        before = latest.get((change.crm, change.deal_id))
+        outcome, attempt = _decide(before, change.occurred_at)
+        if outcome == "started":
+            attempt = new_attempt(change, (before.number + 1) if before else 1, now)
+            latest[(change.crm, change.deal_id)] = attempt
+            started.append(attempt)
+        judged.append((change, outcome, attempt))
+    session.add_all(started)
+    session.flush()  # the new attempts' ids, for their stage changes
+    for change, outcome, attempt in judged:
+        if outcome != "duplicate":
+            session.add(_stage_change(change, outcome, attempt, now))
+    session.flush()
+    return [
+        ChangeOutcome(outcome, None if outcome == "duplicate" or not a else a.id)
+        for _, outcome, a in judged
+    ]
 
 
 def would_start(session: Session, change: Change) -> bool:
@@ -103,21 +148,25 @@ def _record(session: Session, change: Change) -> ChangeOutcome:
         attempt = new_attempt(change, number, now)
         session.add(attempt)
         session.flush()
-    session.add(
-        StageChange(
-            crm=change.crm,
-            change_key=change.change_key,
-            deal_id=change.deal_id,
-            stage_ref=change.stage_ref,
-            occurred_at=change.occurred_at,
-            received_at=now,
-            event_ref=change.event_ref,
-            outcome=outcome,
-            attempt_id=attempt.id if attempt else None,
-        )
-    )
+    session.add(_stage_change(change, outcome, attempt, now))
     session.flush()
     return ChangeOutcome(outcome, attempt.id if attempt else None)
+
+
+def _stage_change(
+    change: Change, outcome: str, attempt: Attempt | None, now: dt.datetime
+) -> StageChange:
+    return StageChange(
+        crm=change.crm,
+        change_key=change.change_key,
+        deal_id=change.deal_id,
+        stage_ref=change.stage_ref,
+        occurred_at=change.occurred_at,
+        received_at=now,
+        event_ref=change.event_ref,
+        outcome=outcome,
+        attempt_id=attempt.id if attempt else None,
+    )
 
 
 def _decide(latest: Attempt | None, occurred_at: dt.datetime) -> tuple[str, Attempt | None]:
