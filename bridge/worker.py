@@ -49,6 +49,8 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     _await_backends(rt, burst=burst, stop=stop)
     if not burst:
         threading.Thread(target=_resume_loop, args=(rt, stop), daemon=True).start()
+    # In the background: a CRM that is slow to answer must not hold up `worker ready`.
+    threading.Thread(target=rt.prepare_connectors, daemon=True).start()
     worker = build_worker(rt)
     log.info("worker ready", queue=QUEUE_NAME, pid_name=worker.name)
     try:

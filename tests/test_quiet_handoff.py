@@ -79,3 +79,17 @@ def test_an_attempt_another_worker_holds_is_left_to_it(stack: Stack) -> None:
     assert jobs.advance_alone(stack.runtime, "hubspot", started.attempt_id)
     assert states(stack, deal_id) == ACCEPTED
     assert len(stack.sandbox.tickets()) == 1
+
+
+def test_a_prepared_worker_spends_its_calls_on_the_hand_offs(stack: Stack) -> None:
+    stack.runtime.prepare_connectors()  # what `fullkit worker` does as it starts
+    deal_ids = [stack.complete_deal(f"Acme {n}") for n in range(2)]
+    stack.sandbox.reset_calls()
+    for deal_id in deal_ids:
+        stack.sandbox.move_deal(deal_id, "closedwon")
+    stack.work()
+
+    assert [states(stack, deal_id) for deal_id in deal_ids] == [ACCEPTED, ACCEPTED]
+    assert len(stack.sandbox.tickets()) == 2
+    asked = {call.path for call in stack.sandbox.calls(method="GET")}
+    assert not [path for path in asked if path.startswith(("/account-info", "/crm/v3/owners"))]
