@@ -154,7 +154,11 @@ def kick(rt: Runtime, crm: str, account: str = DEFAULT_ACCOUNT) -> bool:
     """
     generation = int(rt.redis.get(_generation_key(crm, account)) or 0)
     key = job_id("batch", crm, account, generation)
-    return rt.queue.enqueue_unique(advance_ready, key, crm, account, result_ttl=BATCH_RESULT_TTL)
+    # At the front: in a burst, the intake jobs of later deliveries would otherwise keep
+    # the first batch (and the CRM's first calls) waiting until every delivery is recorded.
+    return rt.queue.enqueue_unique(
+        advance_ready, key, crm, account, result_ttl=BATCH_RESULT_TTL, at_front=True
+    )
 
 
 def advance_ready(

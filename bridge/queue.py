@@ -60,8 +60,8 @@ _ENQUEUE_UNIQUE = b"""
 if redis.call("EXISTS", KEYS[1]) == 1 then
     return redis.call("HGET", KEYS[1], "status") or ""
 end
-redis.call("HSET", KEYS[1], unpack(ARGV, 3))
-redis.call("RPUSH", KEYS[2], ARGV[1])
+redis.call("HSET", KEYS[1], unpack(ARGV, 4))
+redis.call(ARGV[3], KEYS[2], ARGV[1])
 redis.call("SADD", KEYS[3], ARGV[2])
 return 1
 """
@@ -111,12 +111,15 @@ class HandoffQueue:
         *args: Any,
         retry: Retry | None = None,
         result_ttl: int = DEDUPE_SECONDS,
+        at_front: bool = False,
     ) -> bool:
         """Queue func(*args) under job_key; False when that job is queued or done already."""
         call = self.call(func, job_key, *args, retry=retry, result_ttl=result_ttl)
-        return self.enqueue_unique_many([call])[0]
+        return self.enqueue_unique_many([call], at_front=at_front)[0]
 
-    def enqueue_unique_many(self, calls: Sequence[EnqueueData]) -> list[bool]:
+    def enqueue_unique_many(
+        self, calls: Sequence[EnqueueData], *, at_front: bool = False
+    ) -> list[bool]:
         """Queue every call in one round trip; for each, False when it is a duplicate.
 
         The batch is one MULTI/EXEC: HubSpot gets its 204 only once all of it is written,
@@ -133,7 +136,8 @@ class HandoffQueue:
             job = _job(queue, data, enqueued_at)
             fields = [part for item in job.to_dict().items() for part in item]
             keys = [job.key, queue.key, queue.redis_queues_keys]
-            scripted.append((keys, [job.id, queue.key, *fields]))
+            push = "LPUSH" if at_front else "RPUSH"
+            scripted.append((keys, [job.id, queue.key, push, *fields]))
         try:
             if len(scripted) == 1:
                 # A webhook delivery is one job: the script alone is atomic, and redis-py

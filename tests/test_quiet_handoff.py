@@ -51,7 +51,7 @@ def test_a_queued_batching_job_keeps_the_deal(stack: Stack) -> None:
     deal_id = stack.complete_deal()
     stack.sandbox.move_deal(deal_id, "closedwon")
     assert stack.sandbox.flush_webhooks(timeout=30)
-    assert jobs.kick(stack.runtime, "hubspot")  # queued behind the intake job
+    assert jobs.kick(stack.runtime, "hubspot")  # queued ahead of the intake job
     stack.work()
 
     assert states(stack, deal_id) == ACCEPTED
