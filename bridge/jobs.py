@@ -218,11 +218,12 @@ def _claim(rt: Runtime, leases: Leases, crm: str, named: list[int]) -> bool:
     with rt.sessions() as session:
         ready = ledger.ready_attempt_ids(session, crm, ledger.utcnow(), limit)
     candidates = list(dict.fromkeys([*named, *ready]))
-    for attempt_id in candidates:
-        if len(leases.held) == size:
-            return True
-        leases.take(attempt_id)
-    return len(ready) == limit
+    while candidates and len(leases.held) < size:
+        # Usually one round trip: only attempts another worker holds make it try again.
+        wanted = size - len(leases.held)
+        leases.take_many(candidates[:wanted])
+        candidates = candidates[wanted:]
+    return bool(candidates) or len(ready) == limit
 
 
 def _run(rt: Runtime, session: ledger.Session, attempts: list[Attempt], account: str) -> None:
