@@ -78,7 +78,9 @@ class Leases:
             # ours (redis-py's own compare-and-delete script), as Lock.release does.
             pipe = self.connection.pipeline(transaction=False)
             for lock in self._locks.values():
-                lock.lua_release(keys=[lock.name], args=[lock.local.token], client=pipe)
+                release = lock.lua_release  # registered when the first Lock was made
+                assert release is not None
+                release(keys=[lock.name], args=[lock.local.token], client=pipe)
             try:
                 pipe.execute(raise_on_error=False)
             except redis.RedisError:

@@ -91,10 +91,10 @@ def _record_all(session: Session, changes: list[Change]) -> list[ChangeOutcome]:
         attempts = select(Attempt).where(
             Attempt.crm == crm, Attempt.deal_id.in_({change.deal_id for change in of_crm})
         )
-        for attempt in session.scalars(attempts.options(selectinload(Attempt.transitions))):
-            found = latest.get((crm, attempt.deal_id))
-            if found is None or attempt.number > found.number:
-                latest[(crm, attempt.deal_id)] = attempt
+        for row in session.scalars(attempts.options(selectinload(Attempt.transitions))):
+            found = latest.get((crm, row.deal_id))
+            if found is None or row.number > found.number:
+                latest[(crm, row.deal_id)] = row
     now = utcnow()
     judged: list[tuple[Change, str, Attempt | None]] = []
     started: list[Attempt] = []
@@ -104,6 +104,7 @@ def _record_all(session: Session, changes: list[Change]) -> list[ChangeOutcome]:
             continue
         seen.add((change.crm, change.change_key))
         before = latest.get((change.crm, change.deal_id))
+        attempt: Attempt | None
         outcome, attempt = _decide(before, change.occurred_at)
         if outcome == "started":
             attempt = new_attempt(change, (before.number + 1) if before else 1, now)

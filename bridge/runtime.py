@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Self
 
 import structlog
@@ -38,9 +40,11 @@ class Runtime(Container):
         for kit in self.rules.kits:
             owners.setdefault(kit.ops.target, []).extend(kit.ops.owners)
         crms = {kit.crm for kit in self.rules.kits if kit.crm} or set(self.rules.mappings)
-        steps = [(f"crm {name}", lambda name=name: self.crm(name).prepare()) for name in crms]
+        steps: list[tuple[str, Callable[[], None]]] = [
+            (f"crm {name}", partial(self._prepare_crm, name)) for name in sorted(crms)
+        ]
         steps += [
-            (f"target {name}", lambda name=name, emails=emails: self.target(name).prepare(emails))
+            (f"target {name}", partial(self._prepare_target, name, emails))
             for name, emails in owners.items()
         ]
         for label, step in steps:
@@ -48,3 +52,9 @@ class Runtime(Container):
                 step()
             except Exception as exc:  # noqa: BLE001 - a disabled or unreachable CRM waits
                 log.info("connector not prepared", connector=label, error=type(exc).__name__)
+
+    def _prepare_crm(self, name: str) -> None:
+        self.crm(name).prepare()
+
+    def _prepare_target(self, name: str, owner_emails: list[str]) -> None:
+        self.target(name).prepare(owner_emails)

@@ -119,6 +119,7 @@ class CrmConnector(ABC):
     def prepare(self) -> None:
         """Learn, when a worker starts, what its first batch would otherwise stop to ask
         (e.g. the account's time zone). May raise; the worker logs it and goes on."""
+        return None  # nothing to learn unless a connector says otherwise
 
     @abstractmethod
     def fetch_packets(
@@ -206,6 +207,7 @@ class OpsTarget(ABC):
 
     def prepare(self, owner_emails: Sequence[str]) -> None:
         """As CrmConnector.prepare, given the ops owners the kits name for this target."""
+        return None
 
     @abstractmethod
     def create(self, requests: Sequence[OpsRequest]) -> dict[str, OpsResult]:

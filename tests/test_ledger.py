@@ -63,9 +63,8 @@ def test_a_delivery_is_recorded_as_its_changes_one_by_one(sessions: Any) -> None
                 change("3", 1, ledger.utcnow()), change("4", 0)]  # fmt: skip
     results = ledger.record_stage_changes(sessions, delivery)
 
-    assert [r.outcome for r in results] == [
-        "started", "duplicate", "in_progress", "started", "started", "duplicate"
-    ]
+    outcomes = ["started", "duplicate", "in_progress", "started", "started", "duplicate"]
+    assert [r.outcome for r in results] == outcomes
     assert results[2].attempt_id == results[0].attempt_id
     with sessions() as session:
         assert ledger.latest_attempt(session, "hubspot", "3").number == 2
