@@ -62,7 +62,11 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "")
 
 bind = f"0.0.0.0:{os.environ.get('PORT') or 8000}"
-accesslog = "-"
+# No access log: a formatted line and a write per request cost the receivers CPU the ack
+# time needs at hundreds of webhooks a second, and the platform's router logs requests
+# anyway. The app logs every refused webhook with its status and reason, and /metrics
+# counts every answer by status (fullkit_webhook_answers).
+accesslog = None
 loglevel = "warning"
 
 

@@ -116,6 +116,7 @@ class Handoffs:
                     and needs("attachments", kits[attempt.id], packet, today)
                 ]
             )
+            complete: dict[str, list[tuple[Attempt, Kit, Packet]]] = {}
             for attempt in of_crm:
                 packet = packets.get(attempt.deal_id)
                 if packet is None:
@@ -124,11 +125,17 @@ class Handoffs:
                     )
                     continue
                 try:
-                    self._judge(attempt, kits[attempt.id], packet)
+                    kit = self._judge(attempt, kits[attempt.id], packet)
                 except PermanentError as exc:
                     self._set_aside(attempt, exc)
+                    continue
+                if kit is not None:
+                    complete.setdefault(kit.id, []).append((attempt, kit, packet))
+            for accepted in complete.values():
+                self._accept(accepted)
 
-    def _judge(self, attempt: Attempt, kits: list[Kit], packet: Packet) -> None:
+    def _judge(self, attempt: Attempt, kits: list[Kit], packet: Packet) -> Kit | None:
+        """Store the decision; the kit when the deal is complete and ops must accept it."""
         today = ledger.utcnow().date()
         try:
             kit = select_kit(kits, packet, today)
@@ -136,7 +143,7 @@ class Handoffs:
             raise PermanentError(f"no kit could be chosen for this deal: {exc}") from None
         if kit is None:
             ledger.move(attempt, "no_kit", "no kit applies to this deal")
-            return
+            return None
         findings = evaluate(kit, packet, today)
         decision = Decision.judged(
             kit.id,
@@ -149,8 +156,8 @@ class Handoffs:
         ledger.record_decision(attempt, decision)
         if findings:
             attempt.updated_at = ledger.utcnow()
-            return
-        self._accept(attempt, kit, packet)
+            return None
+        return kit
 
     def _fetch(self, crm: str, deal_ids: list[str], *, with_attachments: bool) -> dict[str, Packet]:
         packets = self.runtime.crm(crm).fetch_packets(deal_ids, with_attachments=with_attachments)
@@ -173,15 +180,19 @@ class Handoffs:
             return packet.previous_stage_ref
         raise PermanentError("the deal has no earlier stage to return to and the kit sets none")
 
-    def _accept(self, attempt: Attempt, kit: Kit, packet: Packet) -> None:
-        attempt.ops_target = kit.ops.target
-        attempt.ops_owner = ledger.next_ops_owner(self.session, kit.id, kit.ops.owners)
-        ledger.move(attempt, "accepted", f"kit {kit.id} complete")
-        attempt.expected_kickoff = expected_kickoff(
-            attempt.owner_since.date(),
-            kit.ops.kickoff_within_days,
-            packet.deal.get("kickoff_date"),
-        )
+    def _accept(self, accepted: list[tuple[Attempt, Kit, Packet]]) -> None:
+        """Ops accepts these complete deals of one kit, each with its next ops owner."""
+        kit = accepted[0][1]
+        owners = ledger.next_ops_owners(self.session, kit.id, kit.ops.owners, len(accepted))
+        for (attempt, _, packet), owner in zip(accepted, owners, strict=True):
+            attempt.ops_target = kit.ops.target
+            attempt.ops_owner = owner
+            ledger.move(attempt, "accepted", f"kit {kit.id} complete")
+            attempt.expected_kickoff = expected_kickoff(
+                attempt.owner_since.date(),
+                kit.ops.kickoff_within_days,
+                packet.deal.get("kickoff_date"),
+            )
 
     # --- acting on the decision ------------------------------------------------------
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 import redis
 import structlog
@@ -91,25 +92,38 @@ def handle_stage_change(
     event_ref: str,
     change_key: str | None = None,
 ) -> str:
-    """A hand-off-stage change arrived: record it once, and start an attempt if it may.
+    """One stage change, as intake jobs carried them before they carried a delivery's worth.
 
-    Queued by name (`bridge.intake.INTAKE_JOB`) with `StageChange.job_args()`; jobs
-    queued before change keys (epoch milliseconds, no key) still run.
+    Jobs queued before change keys (epoch milliseconds, no key) still run.
+    """
+    args = (crm, deal_id, stage_ref, occurred_at, event_ref, change_key)
+    return handle_stage_changes([args])[0]
+
+
+def handle_stage_changes(changes: list[tuple[Any, ...]]) -> list[str]:
+    """Hand-off-stage changes arrived: record each once, and start attempts where they may.
+
+    Queued by name (`bridge.intake.INTAKE_JOB`), one job per delivery, each change as
+    `StageChange.job_args()`. Returns each change's outcome.
     """
     rt = current_runtime()
-    change = intake.StageChange.from_job_args(
-        crm, deal_id, stage_ref, occurred_at, event_ref, change_key
-    )
-    result = ledger.record_stage_change(rt.sessions, change)
-    log.info("stage change", crm=crm, deal_id=deal_id, stage=stage_ref, outcome=result.outcome)
-    if result.outcome == "started" and result.attempt_id is not None:
-        if not advance_alone(rt, crm, result.attempt_id):
+    parsed = [intake.StageChange.from_job_args(*args) for args in changes]
+    results = ledger.record_stage_changes(rt.sessions, parsed)
+    started: dict[str, list[int]] = {}
+    for change, result in zip(parsed, results, strict=True):
+        log.info("stage change", crm=change.crm, deal_id=change.deal_id,
+                 stage=change.stage_ref, outcome=result.outcome)  # fmt: skip
+        if result.outcome == "started" and result.attempt_id is not None:
+            started.setdefault(change.crm, []).append(result.attempt_id)
+        elif result.outcome == "duplicate":
+            # This job may be RQ's retry of one whose kick failed after the change was
+            # committed: without a kick now its attempt would wait for the stall resumer.
+            _kick_if_stranded(rt, change)
+    for crm, attempt_ids in started.items():
+        # A lone start on a quiet system is advanced here; more go to one batching job.
+        if len(attempt_ids) > 1 or not advance_alone(rt, crm, attempt_ids[0]):
             kick_promptly(rt, crm)
-    elif result.outcome == "duplicate":
-        # This job may be RQ's retry of one whose kick failed after the change was
-        # committed: without a kick now its attempt would wait for the stall resumer.
-        _kick_if_stranded(rt, change)
-    return result.outcome
+    return [result.outcome for result in results]
 
 
 def kick_promptly(rt: Runtime, crm: str, account: str = DEFAULT_ACCOUNT) -> None:
@@ -187,7 +201,11 @@ def kick(rt: Runtime, crm: str, account: str = DEFAULT_ACCOUNT) -> bool:
     """
     generation = int(rt.redis.get(_generation_key(crm, account)) or 0)
     key = job_id("batch", crm, account, generation)
-    return rt.queue.enqueue_unique(advance_ready, key, crm, account, result_ttl=BATCH_RESULT_TTL)
+    # At the front: in a burst, the intake jobs of later deliveries would otherwise keep
+    # the first batch (and the CRM's first calls) waiting until every delivery is recorded.
+    return rt.queue.enqueue_unique(
+        advance_ready, key, crm, account, result_ttl=BATCH_RESULT_TTL, at_front=True
+    )
 
 
 def advance_ready(
@@ -247,11 +265,12 @@ def _claim(rt: Runtime, leases: Leases, crm: str, named: list[int]) -> bool:
     with rt.sessions() as session:
         ready = ledger.ready_attempt_ids(session, crm, ledger.utcnow(), limit)
     candidates = list(dict.fromkeys([*named, *ready]))
-    for attempt_id in candidates:
-        if len(leases.held) == size:
-            return True
-        leases.take(attempt_id)
-    return len(ready) == limit
+    while candidates and len(leases.held) < size:
+        # Usually one round trip: only attempts another worker holds make it try again.
+        wanted = size - len(leases.held)
+        leases.take_many(candidates[:wanted])
+        candidates = candidates[wanted:]
+    return bool(candidates) or len(ready) == limit
 
 
 def _run(rt: Runtime, session: ledger.Session, attempts: list[Attempt], account: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import uuid
+from collections.abc import Sequence
 
 import redis
 from redis.exceptions import LockError
@@ -35,6 +37,28 @@ class Leases:
         self._locks[attempt_id] = lock
         return True
 
+    def take_many(self, attempt_ids: Sequence[int]) -> list[int]:
+        """`take` for many attempts in one round trip; the ids this process now holds.
+
+        The same SET NX PX and token a redis-py Lock uses, so each lease is then a Lock
+        like those `take` makes (renewed and released the same way).
+        """
+        tokens = {attempt_id: uuid.uuid4().hex.encode() for attempt_id in attempt_ids}
+        pipe = self.connection.pipeline(transaction=False)
+        for attempt_id, token in tokens.items():
+            pipe.set(lease_key(attempt_id), token, nx=True, px=round(LEASE_SECONDS * 1000))
+        taken: list[int] = []
+        for (attempt_id, token), acquired in zip(tokens.items(), pipe.execute(), strict=True):
+            if not acquired:
+                continue
+            lock = self.connection.lock(
+                lease_key(attempt_id), timeout=LEASE_SECONDS, blocking=False, thread_local=False
+            )
+            lock.local.token = token
+            self._locks[attempt_id] = lock
+            taken.append(attempt_id)
+        return taken
+
     def keep(self) -> None:
         """Renew every lease taken so far until `release` (take them all first)."""
         if self._renewer is None:
@@ -49,10 +73,17 @@ class Leases:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        for lock in self._locks.values():
+        if self._locks:
+            # One round trip for the batch: each lease is deleted only while it is still
+            # ours (redis-py's own compare-and-delete script), as Lock.release does.
+            pipe = self.connection.pipeline(transaction=False)
+            for lock in self._locks.values():
+                release = lock.lua_release  # registered when the first Lock was made
+                assert release is not None
+                release(keys=[lock.name], args=[lock.local.token], client=pipe)
             try:
-                lock.release()
-            except (LockError, redis.RedisError):
+                pipe.execute(raise_on_error=False)
+            except redis.RedisError:
                 pass  # lapsed: the version check stops any stale commit of ours
         self._locks.clear()
 

@@ -59,6 +59,70 @@ def record_stage_change(sessions: sessionmaker, change: Change) -> ChangeOutcome
     raise RuntimeError(f"could not record the stage change of {change.crm}:{change.deal_id}")
 
 
+def record_stage_changes(sessions: sessionmaker, changes: list[Change]) -> list[ChangeOutcome]:
+    """Record a delivery's changes in one transaction: two reads, one commit.
+
+    Changes of the same deal are judged in order, each seeing the attempt an earlier one
+    started. If a concurrent delivery takes one of their keys meanwhile, the transaction
+    rolls back and each change is recorded alone, as `record_stage_change`.
+    """
+    if len(changes) > 1:
+        with sessions() as session:
+            try:
+                results = _record_all(session, changes)
+                session.commit()
+                return results
+            except IntegrityError:
+                session.rollback()
+    return [record_stage_change(sessions, change) for change in changes]
+
+
+def _record_all(session: Session, changes: list[Change]) -> list[ChangeOutcome]:
+    """`_record` for many changes, reading what they need up front instead of per change."""
+    seen: set[tuple[str, str]] = set()
+    latest: dict[tuple[str, str], Attempt] = {}
+    for crm in {change.crm for change in changes}:
+        of_crm = [change for change in changes if change.crm == crm]
+        keys = [change.change_key for change in of_crm]
+        known = select(StageChange.change_key).where(
+            StageChange.crm == crm, StageChange.change_key.in_(keys)
+        )
+        seen.update((crm, key) for key in session.scalars(known))
+        attempts = select(Attempt).where(
+            Attempt.crm == crm, Attempt.deal_id.in_({change.deal_id for change in of_crm})
+        )
+        for row in session.scalars(attempts.options(selectinload(Attempt.transitions))):
+            found = latest.get((crm, row.deal_id))
+            if found is None or row.number > found.number:
+                latest[(crm, row.deal_id)] = row
+    now = utcnow()
+    judged: list[tuple[Change, str, Attempt | None]] = []
+    started: list[Attempt] = []
+    for change in changes:
+        if (change.crm, change.change_key) in seen:
+            judged.append((change, "duplicate", None))
+            continue
+        seen.add((change.crm, change.change_key))
+        before = latest.get((change.crm, change.deal_id))
+        attempt: Attempt | None
+        outcome, attempt = _decide(before, change.occurred_at)
+        if outcome == "started":
+            attempt = new_attempt(change, (before.number + 1) if before else 1, now)
+            latest[(change.crm, change.deal_id)] = attempt
+            started.append(attempt)
+        judged.append((change, outcome, attempt))
+    session.add_all(started)
+    session.flush()  # the new attempts' ids, for their stage changes
+    for change, outcome, attempt in judged:
+        if outcome != "duplicate":
+            session.add(_stage_change(change, outcome, attempt, now))
+    session.flush()
+    return [
+        ChangeOutcome(outcome, None if outcome == "duplicate" or not a else a.id)
+        for _, outcome, a in judged
+    ]
+
+
 def would_start(session: Session, change: Change) -> bool:
     """Whether recording this change now would start an attempt (the rules of `_record`)."""
     if _change_exists(session, change):
@@ -85,21 +149,25 @@ def _record(session: Session, change: Change) -> ChangeOutcome:
         attempt = new_attempt(change, number, now)
         session.add(attempt)
         session.flush()
-    session.add(
-        StageChange(
-            crm=change.crm,
-            change_key=change.change_key,
-            deal_id=change.deal_id,
-            stage_ref=change.stage_ref,
-            occurred_at=change.occurred_at,
-            received_at=now,
-            event_ref=change.event_ref,
-            outcome=outcome,
-            attempt_id=attempt.id if attempt else None,
-        )
-    )
+    session.add(_stage_change(change, outcome, attempt, now))
     session.flush()
     return ChangeOutcome(outcome, attempt.id if attempt else None)
+
+
+def _stage_change(
+    change: Change, outcome: str, attempt: Attempt | None, now: dt.datetime
+) -> StageChange:
+    return StageChange(
+        crm=change.crm,
+        change_key=change.change_key,
+        deal_id=change.deal_id,
+        stage_ref=change.stage_ref,
+        occurred_at=change.occurred_at,
+        received_at=now,
+        event_ref=change.event_ref,
+        outcome=outcome,
+        attempt_id=attempt.id if attempt else None,
+    )
 
 
 def _decide(latest: Attempt | None, occurred_at: dt.datetime) -> tuple[str, Attempt | None]:
@@ -193,27 +261,37 @@ def move(attempt: Attempt, state: str, detail: str | None = None) -> None:
 
 def next_ops_owner(session: Session, kit_id: str, owners: tuple[str, ...]) -> str | None:
     """The kit's next owner in round-robin, claimed atomically across workers."""
-    if not owners:
-        return None
+    return next_ops_owners(session, kit_id, owners, 1)[0]
+
+
+def next_ops_owners(
+    session: Session, kit_id: str, owners: tuple[str, ...], count: int
+) -> list[str | None]:
+    """The kit's next `count` owners in round-robin, claimed with one atomic update.
+
+    A batch accepts many deals of a kit at once; claiming them one by one cost a read,
+    an update and a flush of the whole batch's session per deal.
+    """
+    if not owners or count < 1:
+        return [None] * count
     for _ in range(5):
         row = session.get(RoundRobin, kit_id)
         if row is None:
             try:
                 with session.begin_nested():
-                    session.add(RoundRobin(kit_id=kit_id, next_index=1))
-                return owners[0]
+                    session.add(RoundRobin(kit_id=kit_id, next_index=count))
+                return [owners[i % len(owners)] for i in range(count)]
             except IntegrityError:
                 continue
         index = row.next_index
         claimed = session.execute(
             update(RoundRobin)
             .where(RoundRobin.kit_id == kit_id, RoundRobin.next_index == index)
-            .values(next_index=index + 1)
+            .values(next_index=index + count)
         )
-        if claimed.rowcount == 1:  # type: ignore[attr-defined]
-            session.expire(row)
-            return owners[index % len(owners)]
         session.expire(row)
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            return [owners[(index + i) % len(owners)] for i in range(count)]
     raise RuntimeError(f"could not claim the next ops owner of kit {kit_id}")
 
 

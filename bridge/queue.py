@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
+from redis.commands.core import Script
 from rq import Queue, Retry
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
@@ -59,8 +60,8 @@ _ENQUEUE_UNIQUE = b"""
 if redis.call("EXISTS", KEYS[1]) == 1 then
     return redis.call("HGET", KEYS[1], "status") or ""
 end
-redis.call("HSET", KEYS[1], unpack(ARGV, 3))
-redis.call("RPUSH", KEYS[2], ARGV[1])
+redis.call("HSET", KEYS[1], unpack(ARGV, 4))
+redis.call(ARGV[3], KEYS[2], ARGV[1])
 redis.call("SADD", KEYS[3], ARGV[2])
 return 1
 """
@@ -110,12 +111,15 @@ class HandoffQueue:
         *args: Any,
         retry: Retry | None = None,
         result_ttl: int = DEDUPE_SECONDS,
+        at_front: bool = False,
     ) -> bool:
         """Queue func(*args) under job_key; False when that job is queued or done already."""
         call = self.call(func, job_key, *args, retry=retry, result_ttl=result_ttl)
-        return self.enqueue_unique_many([call])[0]
+        return self.enqueue_unique_many([call], at_front=at_front)[0]
 
-    def enqueue_unique_many(self, calls: Sequence[EnqueueData]) -> list[bool]:
+    def enqueue_unique_many(
+        self, calls: Sequence[EnqueueData], *, at_front: bool = False
+    ) -> list[bool]:
         """Queue every call in one round trip; for each, False when it is a duplicate.
 
         The batch is one MULTI/EXEC: HubSpot gets its 204 only once all of it is written,
@@ -127,19 +131,22 @@ class HandoffQueue:
             return []
         queue = self.rq
         enqueued_at = now()
-        pipe = self.connection.pipeline(transaction=True)
-        # Loaded in the same round trip: EVALSHA after a server restart (or SCRIPT FLUSH)
-        # never meets NOSCRIPT, and there is no SCRIPT EXISTS round trip first.
-        pipe.script_load(_ENQUEUE_UNIQUE)
+        scripted = []
         for data in calls:
             job = _job(queue, data, enqueued_at)
             fields = [part for item in job.to_dict().items() for part in item]
-            pipe.evalsha(
-                _ENQUEUE_UNIQUE_SHA, 3, job.key, queue.key, queue.redis_queues_keys,
-                job.id, queue.key, *fields,
-            )  # fmt: skip
+            keys = [job.key, queue.key, queue.redis_queues_keys]
+            push = "LPUSH" if at_front else "RPUSH"
+            scripted.append((keys, [job.id, queue.key, push, *fields]))
         try:
-            answers = pipe.execute()[1:]
+            if len(scripted) == 1:
+                # A webhook delivery is one job: the script alone is atomic, and redis-py
+                # sends only its EVALSHA (loading it once, on NOSCRIPT), where a
+                # transaction would add MULTI, EXEC and the script's text to every request.
+                keys, args = scripted[0]
+                answers = [self._script(keys=keys, args=args, client=self.connection)]
+            else:
+                answers = self._transaction(scripted)
         except redis.RedisError as exc:
             timed_out = isinstance(exc, redis.TimeoutError)
             raise QueueUnavailable(str(exc), timed_out=timed_out) from None
@@ -148,6 +155,20 @@ class HandoffQueue:
             or (answer in _REQUEUED_ON_REDELIVERY and self._requeue_if_failed(data.job_id))
             for data, answer in zip(calls, answers, strict=True)
         ]
+
+    @property
+    def _script(self) -> Script:
+        return Script(self.connection, _ENQUEUE_UNIQUE)
+
+    def _transaction(self, scripted: list[tuple[list[Any], list[Any]]]) -> list[Any]:
+        pipe = self.connection.pipeline(transaction=True)
+        # Loaded in the same round trip: EVALSHA after a server restart (or SCRIPT FLUSH)
+        # never meets NOSCRIPT, and there is no SCRIPT EXISTS round trip first.
+        pipe.script_load(_ENQUEUE_UNIQUE)
+        for keys, args in scripted:
+            pipe.evalsha(_ENQUEUE_UNIQUE_SHA, len(keys), *keys, *args)
+        answers: list[Any] = pipe.execute()[1:]
+        return answers
 
     def _requeue_if_failed(self, job_key: str) -> bool:
         try:

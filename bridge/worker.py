@@ -107,6 +107,8 @@ def _supervise(rt: Runtime, stop: threading.Event) -> None:
 
 def _work(rt: Runtime, on_ready: Callable[[str], None], *, burst: bool = False) -> None:
     worker = build_worker(rt)
+    # In the background: a CRM that is slow to answer must not hold up `worker ready`.
+    threading.Thread(target=rt.prepare_connectors, daemon=True).start()
     # A burst worker beats too: other workers' reapers would take its job otherwise.
     heartbeat = Heartbeat(rt.redis, worker.name)
     heartbeat.start()

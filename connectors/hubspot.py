@@ -125,6 +125,10 @@ class HubSpotConnector(CrmConnector):
             self._api = HubSpotApi(self.settings, budgets=self.rate_budgets, cache=self.cache)
         return self._api
 
+    def prepare(self) -> None:
+        # Every batch writes record links (portal id) and task due times (time zone).
+        self.api.time_zone()
+
     # --- reading -------------------------------------------------------------------
 
     def fetch_packets(

@@ -66,6 +66,12 @@ class HubSpotTicketTarget(OpsTarget):
                 )
         return problems
 
+    def prepare(self, owner_emails: Sequence[str]) -> None:
+        # The first batch of tickets would otherwise look each owner up before creating.
+        self.api.portal_id()
+        for email in dict.fromkeys(owner_emails):
+            self.owner_id(email)
+
     def create(self, requests: Sequence[OpsRequest]) -> dict[str, OpsResult]:
         """One batch create (with associations) per 100 tickets; a request HubSpot refuses
         fails alone (PartialFailure keyed by hand-off id).

@@ -122,6 +122,11 @@ class CrmConnector(ABC):
         """
         raise Unsupported(f"{self.name}: finding deals by stage is not supported yet")
 
+    def prepare(self) -> None:
+        """Learn, when a worker starts, what its first batch would otherwise stop to ask
+        (e.g. the account's time zone). May raise; the worker logs it and goes on."""
+        return None  # nothing to learn unless a connector says otherwise
+
     @abstractmethod
     def fetch_packets(
         self, deal_ids: Sequence[str], *, with_attachments: bool = False
@@ -206,6 +211,10 @@ class OpsTarget(ABC):
             for key in options
             if key not in cls.option_keys
         ]
+
+    def prepare(self, owner_emails: Sequence[str]) -> None:
+        """As CrmConnector.prepare, given the ops owners the kits name for this target."""
+        return None
 
     @abstractmethod
     def create(self, requests: Sequence[OpsRequest]) -> dict[str, OpsResult]:

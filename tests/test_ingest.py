@@ -66,17 +66,21 @@ def counted_app(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def test_a_100_event_webhook_is_queued_in_one_round_trip(counted_app: Any) -> None:
     client = counted_app.test_client()
+    # The server's first delivery also loads the queueing script (once per server start).
+    assert post(client, batch(4000, 1)) == 204
+    Queue(QUEUE_NAME, connection=counted_app.config["FULLKIT"].redis).empty()
     body = batch(5000, 100)
     CountingConnection.sends = 0
     assert post(client, body) == 204
     assert CountingConnection.sends == 1
     queue = Queue(QUEUE_NAME, connection=counted_app.config["FULLKIT"].redis)
-    assert sorted(int(job.args[1]) for job in queue.jobs) == list(range(5000, 5100))
+    [job] = queue.jobs  # the delivery's intake job, carrying all its changes
+    assert sorted(int(change[1]) for change in job.args[0]) == list(range(5000, 5100))
 
     CountingConnection.sends = 0
     assert post(client, body) == 204  # HubSpot retried the same batch
     assert CountingConnection.sends == 1
-    assert queue.count == 100
+    assert queue.count == 1
 
 
 def test_a_redelivered_batch_requeues_the_intake_job_that_failed(counted_app: Any) -> None:
@@ -84,7 +88,7 @@ def test_a_redelivered_batch_requeues_the_intake_job_that_failed(counted_app: An
     body = batch(6000, 3)
     assert post(client, body) == 204
     queue = Queue(QUEUE_NAME, connection=counted_app.config["FULLKIT"].redis)
-    failed = queue.jobs[1]
+    [failed] = queue.jobs
     # As a worker leaves an intake job whose retries are spent.
     queue.remove(failed)
     failed.set_status(JobStatus.FAILED)
@@ -92,10 +96,9 @@ def test_a_redelivered_batch_requeues_the_intake_job_that_failed(counted_app: An
 
     assert post(client, body) == 204
     assert failed.get_status() == JobStatus.QUEUED
-    assert failed.id in queue.job_ids
-    assert queue.count == 3
+    assert queue.job_ids == [failed.id]
     assert post(client, body) == 204  # queued already: not twice
-    assert queue.count == 3
+    assert queue.count == 1
 
 
 def test_a_batch_answers_503_when_the_queue_is_down(make_settings: Any) -> None:

@@ -50,6 +50,28 @@ def test_same_change_twice_is_a_duplicate(sessions: Any) -> None:
     assert record(sessions, T0).outcome == "duplicate"
 
 
+def test_a_delivery_is_recorded_as_its_changes_one_by_one(sessions: Any) -> None:
+    returned = record(sessions, T0, deal="3")
+    finish(sessions, returned.attempt_id, "returned")
+    record(sessions, T0, deal="4")
+
+    def change(deal: str, seconds: int, since: dt.datetime = T0) -> intake.StageChange:
+        at = since + dt.timedelta(seconds=seconds)
+        return intake.observed_change("hubspot", deal, "closedwon", at, "test")
+
+    delivery = [change("1", 0), change("1", 0), change("1", 5), change("2", 0),
+                change("3", 1, ledger.utcnow()), change("4", 0)]  # fmt: skip
+    results = ledger.record_stage_changes(sessions, delivery)
+
+    outcomes = ["started", "duplicate", "in_progress", "started", "started", "duplicate"]
+    assert [r.outcome for r in results] == outcomes
+    assert results[2].attempt_id == results[0].attempt_id
+    with sessions() as session:
+        assert ledger.latest_attempt(session, "hubspot", "3").number == 2
+        assert ledger.deal_history(session, "hubspot", "2")["owner"] == "sales"
+    assert record(sessions, T0 + dt.timedelta(seconds=5)).outcome == "duplicate"
+
+
 def test_change_while_in_progress_is_recorded_without_action(sessions: Any) -> None:
     record(sessions, T0)
     result = record(sessions, T0 + dt.timedelta(seconds=5))
@@ -98,6 +120,15 @@ def test_round_robin_rotates_ops_owners(sessions: Any) -> None:
         picked = [ledger.next_ops_owner(session, "kit", owners) for _ in range(5)]
         session.commit()
     assert picked == ["anna@example.com", "ben@example.com"] * 2 + ["anna@example.com"]
+
+
+def test_a_batch_of_acceptances_continues_the_rotation(sessions: Any) -> None:
+    owners = ("anna@example.com", "ben@example.com")
+    with sessions() as session:
+        first = ledger.next_ops_owners(session, "kit", owners, 3)
+        then = ledger.next_ops_owners(session, "kit", owners, 2)
+        session.commit()
+    assert first + then == ["anna@example.com", "ben@example.com"] * 2 + ["anna@example.com"]
 
 
 def test_owner_since_follows_the_handover(sessions: Any) -> None:

@@ -78,6 +78,26 @@ def test_a_batch_of_100_is_queued_in_one_round_trip(backend: Any) -> None:
     assert Queue(QUEUE_NAME, connection=queue.connection).count == 100
 
 
+def test_a_lone_job_is_queued_in_one_round_trip_without_a_transaction(backend: Any) -> None:
+    queue = HandoffQueue(counted(backend.redis_url))
+    queue.connection.script_flush()  # a restarted server: the script is loaded on demand
+    CountingConnection.sends = 0
+    assert queue.enqueue_unique(flaky, "lone", backend.redis_url)
+    assert CountingConnection.sends == 3  # EVALSHA, NOSCRIPT -> SCRIPT LOAD, EVALSHA
+    CountingConnection.sends = 0
+    assert queue.enqueue_unique(flaky, "lone-2", backend.redis_url)
+    assert not queue.enqueue_unique(flaky, "lone", backend.redis_url)  # a redelivery
+    assert CountingConnection.sends == 2
+    assert queue.rq.job_ids == ["lone", "lone-2"]
+
+
+def test_a_job_queued_at_the_front_runs_before_those_waiting(backend: Any) -> None:
+    queue = HandoffQueue(redis.Redis.from_url(backend.redis_url))
+    assert queue.enqueue_unique(flaky, "waiting", backend.redis_url)
+    assert queue.enqueue_unique(flaky, "urgent", backend.redis_url, at_front=True)
+    assert queue.rq.job_ids == ["urgent", "waiting"]
+
+
 def test_a_duplicate_inside_one_batch_is_queued_once(backend: Any) -> None:
     queue = HandoffQueue(redis.Redis.from_url(backend.redis_url))
     call = queue.call(flaky, "twice", backend.redis_url)

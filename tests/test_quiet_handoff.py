@@ -44,19 +44,19 @@ def test_a_lone_deal_is_handed_off_by_its_intake_job(stack: Stack) -> None:
 
     assert states(stack, deal_id) == ACCEPTED
     assert len(stack.sandbox.tickets()) == 1
-    assert jobs_run(stack) == ["handle_stage_change"]
+    assert jobs_run(stack) == ["handle_stage_changes"]
 
 
 def test_a_queued_batching_job_keeps_the_deal(stack: Stack) -> None:
     deal_id = stack.complete_deal()
     stack.sandbox.move_deal(deal_id, "closedwon")
     assert stack.sandbox.flush_webhooks(timeout=30)
-    assert jobs.kick(stack.runtime, "hubspot")  # queued behind the intake job
+    assert jobs.kick(stack.runtime, "hubspot")  # queued ahead of the intake job
     stack.work()
 
     assert states(stack, deal_id) == ACCEPTED
     assert len(stack.sandbox.tickets()) == 1
-    assert jobs_run(stack) == ["advance_ready", "handle_stage_change"]
+    assert jobs_run(stack) == ["advance_ready", "handle_stage_changes"]
 
 
 def test_an_attempt_another_worker_holds_is_left_to_it(stack: Stack) -> None:
@@ -64,7 +64,8 @@ def test_an_attempt_another_worker_holds_is_left_to_it(stack: Stack) -> None:
     stack.sandbox.move_deal(deal_id, "closedwon")
     assert stack.sandbox.flush_webhooks(timeout=30)
     [queued] = stack.queue.jobs
-    change = intake.StageChange.from_job_args(*queued.args)
+    [args] = queued.args[0]  # the delivery's one change
+    change = intake.StageChange.from_job_args(*args)
     started = ledger.record_stage_change(stack.runtime.sessions, change)
     assert started.outcome == "started" and started.attempt_id is not None
     stack.queue.empty()  # its intake, now recorded, would only find a duplicate
@@ -78,3 +79,17 @@ def test_an_attempt_another_worker_holds_is_left_to_it(stack: Stack) -> None:
     assert jobs.advance_alone(stack.runtime, "hubspot", started.attempt_id)
     assert states(stack, deal_id) == ACCEPTED
     assert len(stack.sandbox.tickets()) == 1
+
+
+def test_a_prepared_worker_spends_its_calls_on_the_hand_offs(stack: Stack) -> None:
+    stack.runtime.prepare_connectors()  # what `fullkit worker` does as it starts
+    deal_ids = [stack.complete_deal(f"Acme {n}") for n in range(2)]
+    stack.sandbox.reset_calls()
+    for deal_id in deal_ids:
+        stack.sandbox.move_deal(deal_id, "closedwon")
+    stack.work()
+
+    assert [states(stack, deal_id) for deal_id in deal_ids] == [ACCEPTED, ACCEPTED]
+    assert len(stack.sandbox.tickets()) == 2
+    asked = {call.path for call in stack.sandbox.calls(method="GET")}
+    assert not [path for path in asked if path.startswith(("/account-info", "/crm/v3/owners"))]

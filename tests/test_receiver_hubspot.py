@@ -46,7 +46,8 @@ def client(app: Any) -> FlaskClient:
 
 def queued(app: Any) -> list[tuple[Any, ...]]:
     queue = Queue(QUEUE_NAME, connection=app.config["FULLKIT"].redis)
-    return [tuple(job.args) for job in queue.jobs]
+    # Each intake job carries a delivery's changes.
+    return [tuple(change) for job in queue.jobs for change in job.args[0]]
 
 
 def post(client: FlaskClient, body: str, headers: dict[str, str] | None = None) -> Any:
@@ -94,7 +95,7 @@ print(sorted(ours) + worker_side)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
     queue = Queue(QUEUE_NAME, connection=create_app(settings).config["FULLKIT"].redis)
-    assert [job.func_name for job in queue.jobs] == ["bridge.jobs.handle_stage_change"]
+    assert [job.func_name for job in queue.jobs] == ["bridge.jobs.handle_stage_changes"]
 
 
 def test_other_stage_is_answered_but_not_queued(client: FlaskClient, app: Any) -> None:
