@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import sessionmaker
 
+from bridge.home import private_home
 from bridge.settings import Settings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -23,7 +24,7 @@ class SchemaOutdated(Exception):
 def make_engine(settings: Settings) -> Engine:
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
-        settings.home.mkdir(parents=True, exist_ok=True)
+        private_home(settings.home)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

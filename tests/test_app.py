@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 
 from bridge import db, ledger
@@ -143,6 +144,16 @@ def test_serve_and_worker_processes_hand_off_a_deal(processes: Any) -> None:
     # The deal settled, so what serve queued reached the worker: both processes found the
     # one embedded server through FULLKIT_HOME, and it is the only one recorded there.
     assert json.loads((settings.home / "valkey.json").read_text())["port"] > 0
+    # The queue's password is in no log, nothing queued (every write is in the
+    # append-only file once synced), no ledger row: in no file but its own and the
+    # server's config.
+    password = (settings.home / "valkey.password").read_text().strip().encode()
+    with redis.Redis.from_url(EmbeddedValkey(settings.home).url()) as queue:
+        assert queue.execute_command("WAITAOF", 1, 0, 5000)[0] == 1
+    files = [path for path in settings.home.rglob("*") if path.is_file()]
+    holding = [path.name for path in files + [logs / "serve.log", logs / "worker.log"]
+               if password in path.read_bytes()]  # fmt: skip
+    assert sorted(holding) == ["valkey.conf", "valkey.password"]
 
 
 def test_the_embedded_valkey_stops_with_the_last_process_using_it(processes: Any) -> None:
