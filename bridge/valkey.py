@@ -22,8 +22,10 @@ import secrets
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,6 +272,38 @@ class EmbeddedValkey:
                 process.kill()
                 raise EmbeddedValkeyError("embedded Valkey did not answer within 15 s")
             time.sleep(0.02)
+
+
+class Reviver:
+    """Starts a home's server again from a background thread, one start at a time.
+
+    For the web process: a request that finds the server gone waits for the start only a
+    moment, and never on the file lock, which a process starting the server, or waiting
+    for a stalled one, holds for seconds. Requests meanwhile share the one start.
+    """
+
+    def __init__(self, valkey: EmbeddedValkey) -> None:
+        self._valkey = valkey
+        self._guard = threading.Lock()
+        self._pending: Future[str] | None = None
+
+    def revive(self, wait: float) -> str:
+        """The server's URL once it answers; TimeoutError after `wait` seconds, or why
+        it could not start."""
+        with self._guard:
+            if self._pending is None or self._pending.done():
+                self._pending = Future()
+                threading.Thread(
+                    target=self._start, args=(self._pending,), name="valkey-reviver", daemon=True
+                ).start()
+            pending = self._pending
+        return pending.result(timeout=wait)
+
+    def _start(self, pending: Future[str]) -> None:
+        try:
+            pending.set_result(self._valkey.url())
+        except Exception as exc:  # handed to the waiting requests, which answer 503
+            pending.set_exception(exc)
 
 
 def _url(port: int, password: str) -> str:

@@ -51,7 +51,7 @@ def post(client: Any, body: str) -> int:
 def counted_app(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The app, its queue connection counting what it sends to the server."""
 
-    def connect(settings: Any, *, timeout: float) -> redis.Redis:
+    def connect(settings: Any, client: Any, *, url: str | None = None) -> redis.Redis:
         client = redis.Redis.from_url(settings.redis_url, connection_class=CountingConnection)
         client.ping()  # the connection's own handshake is not the webhook's
         return client
