@@ -4,6 +4,7 @@ one table."""
 from bench import (
     bench_budget,
     bench_evaluator,
+    bench_frozen_queue,
     bench_handoff,
     bench_ingest,
     bench_reads,
@@ -23,5 +24,7 @@ bench_sweep.main([])
 print()
 ingest = bench_ingest.main([])
 print()
-print("Key figures (issue 12 targets, 2-core machine)")
-print(table(ingest + handoff + evaluator))
+frozen = bench_frozen_queue.main(["--rounds", "1"])
+print()
+print("Key figures (issue 12 and 15 targets, 2-core machine)")
+print(table(ingest + handoff + evaluator + frozen))
