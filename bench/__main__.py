@@ -4,6 +4,7 @@ one table."""
 from bench import (
     bench_budget,
     bench_evaluator,
+    bench_frozen_queue,
     bench_handoff,
     bench_ingest,
     bench_reads,
@@ -27,7 +28,9 @@ ingest = bench_ingest.main([])
 print()
 worker = bench_worker.main([])
 print()
+frozen = bench_frozen_queue.main(["--rounds", "1"])
+print()
 shaken = chaos.main([])
 print()
 print("Key figures (issue 12 and 15 targets, 2-core machine)")
-print(table(ingest + handoff + evaluator + worker + shaken))
+print(table(ingest + handoff + evaluator + worker + frozen + shaken))

@@ -10,21 +10,21 @@ from sqlalchemy import text
 from bridge import admin_auth, db, headers, ledger, receivers
 from bridge.container import Container
 from bridge.deal_ids import InvalidDealId, canonical_deal_id
+from bridge.home import private_home
 from bridge.logging import configure_logging
 from bridge.metrics import LedgerCollector, RateLimitCollector, scrape_registry
 from bridge.proxies import ForwardedFromTrustedProxies
-from bridge.queue import QueueUnavailable
+from bridge.queue import RECEIVER_CLIENT, QueueUnavailable
 from bridge.settings import Settings, load_settings
 from kernel import rate_budget
-
-RECEIVER_QUEUE_TIMEOUT = 1.5
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     configure_logging()
+    private_home(settings.home)  # also when gunicorn serves the app without `fullkit serve`
     # No registry: the web process runs no connector, so kits' ops targets go unchecked.
-    state = Container.build(settings, queue_timeout=RECEIVER_QUEUE_TIMEOUT)
+    state = Container.build(settings, client=RECEIVER_CLIENT)
     state.handoff_stages = receivers.watched_stages(state.rules)
     _prepare_ledger(state)
     app = Flask("fullkit")

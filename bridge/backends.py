@@ -105,10 +105,14 @@ def ledger_unreachable(settings: Settings, exc: BaseException) -> Unreachable:
 
 def ping_queue(settings: Settings, connection: Callable[[], redis.Redis] | None = None) -> None:
     """Raise Unreachable unless the queue answers PING (starting the embedded one if need be)."""
-    from bridge.queue import QueueUnavailable, connect
+    from bridge.queue import QueueClient, QueueUnavailable, connect
 
     try:
-        client = connection() if connection else connect(settings, timeout=2)
+        client = (
+            connection()
+            if connection
+            else connect(settings, QueueClient(connect_timeout=1.5, read_timeout=2.0))
+        )
         try:
             client.ping()
         finally:

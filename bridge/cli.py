@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
+from bridge.home import PRIVATE_UMASK, private_home
 from bridge.settings import Settings, SettingsError, load_settings
 from kernel.settings import Section
 
@@ -65,6 +67,7 @@ def serve(host: str, port: int | None, workers: int | None) -> None:
     sections = _sections(settings)
     _check_rules(settings)
     _check_schema(settings)
+    private_home(settings.home)  # before gunicorn makes the metrics folder in it
     try:
         serve_forever(settings, host, port or settings.port, workers, sections)
     except CannotServe as exc:
@@ -506,6 +509,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def main() -> NoReturn:
+    # Whatever a command creates (ledger, append-only file, logs, state and metrics files,
+    # in its children too) is its user's alone; see bridge/home.py.
+    os.umask(PRIVATE_UMASK)
     try:
         result = cli.main(prog_name="fullkit", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:

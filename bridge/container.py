@@ -15,14 +15,17 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from bridge import db, ledger
-from bridge.queue import HandoffQueue, QueueUnavailable, connect
+from bridge.queue import WORKER_CLIENT, HandoffQueue, QueueClient, QueueUnavailable, connect
 from bridge.rules import Rules, load_rules
 from bridge.settings import Settings
+from bridge.valkey import EmbeddedValkey, Reviver
 from kernel.cache import RedisCache
 from kernel.connector import CrmConnector, OpsTarget, Registry
 from kernel.rate_budget import RateBudgets
 
-WORKER_QUEUE_TIMEOUT = 10.0
+# How long a request waits for the embedded server to start again: a clean restart takes
+# a fraction of this, and with the client's own waits the answer stays within 2 s.
+REVIVE_WAIT_SECONDS = 0.4
 
 
 @dataclass
@@ -30,10 +33,11 @@ class Container:
     settings: Settings
     rules: Rules
     registry: Registry | None = None
-    queue_timeout: float = WORKER_QUEUE_TIMEOUT
+    client: QueueClient = WORKER_CLIENT
     # Per CRM: the stages its receivers watch. Only the web process fills it in.
     handoff_stages: dict[str, frozenset[str]] = field(default_factory=dict)
     _redis: redis.Redis | None = None
+    _reviver: Reviver | None = None
     _crms: dict[str, CrmConnector] = field(default_factory=dict)
     _targets: dict[str, OpsTarget] = field(default_factory=dict)
 
@@ -43,11 +47,11 @@ class Container:
         settings: Settings,
         registry: Registry | None = None,
         *,
-        queue_timeout: float = WORKER_QUEUE_TIMEOUT,
+        client: QueueClient = WORKER_CLIENT,
     ) -> Self:
         """Rules are checked against the registry's connectors when one is given."""
         rules = load_rules(settings.rules_dir, registry)
-        return cls(settings=settings, rules=rules, registry=registry, queue_timeout=queue_timeout)
+        return cls(settings=settings, rules=rules, registry=registry, client=client)
 
     @cached_property
     def engine(self) -> Engine:
@@ -62,8 +66,30 @@ class Container:
         # One client (and its connection pool) per process: a connection per job or
         # webhook would cost a TCP handshake and more every time.
         if self._redis is None:
-            self._redis = connect(self.settings, timeout=self.queue_timeout)
+            self._redis = connect(self.settings, self.client, url=self._embedded_url())
         return self._redis
+
+    def _embedded_url(self) -> str | None:
+        """Where the web process finds the embedded server: the state file, or a start
+        in the background if there is none. None: let connect() find (or start) it."""
+        if self.settings.redis_url or self.client.starts_embedded:
+            return None
+        return EmbeddedValkey(self.settings.home).current_url() or self._revive()
+
+    def _revive(self) -> str:
+        if self._reviver is None:
+            self._reviver = Reviver(EmbeddedValkey(self.settings.home))
+        try:
+            return self._reviver.revive(wait=REVIVE_WAIT_SECONDS)
+        except Exception as exc:  # not started (yet): this request answers 503
+            raise QueueUnavailable(f"embedded Valkey is not running: {exc}") from None
+
+    def _reconnect(self) -> None:
+        """The embedded server refused: it stopped, or came back on another port."""
+        # Dropped, not closed: other threads may be using the old client this moment.
+        self._redis = None
+        if not self.client.starts_embedded:
+            self._redis = connect(self.settings, self.client, url=self._revive())
 
     @property
     def queue(self) -> HandoffQueue:
@@ -80,26 +106,30 @@ class Container:
         return RedisCache(self.redis)
 
     def enqueue_unique_many(self, calls: Sequence[EnqueueData]) -> list[bool]:
+        queue = self.queue  # no server to be found in time raises here, with no second try
         try:
-            return self.queue.enqueue_unique_many(calls)
+            return queue.enqueue_unique_many(calls)
         except QueueUnavailable as exc:
-            # A server that does not answer in time gets no second wait: the receivers
-            # must answer 503 within 2 s.
+            # A server that does not answer in time (stalled, frozen) gets no second
+            # wait: the receivers must answer 503 within 2 s.
             if self.settings.redis_url or exc.timed_out:
                 raise
-        # The embedded server may have been restarted on another port: look once more.
-        # Safe to repeat, since every job is unique by its key.
-        self._redis = None
+        # The embedded server refused: it may have been restarted on another port, or be
+        # starting again. Safe to repeat, since every job is unique by its key.
+        self._reconnect()
         return self.queue.enqueue_unique_many(calls)
 
     def ping_queue(self) -> None:
+        """Raise unless the queue answers, on the same terms as the receivers."""
+        client = self.redis
         try:
-            self.redis.ping()
-        except (redis.RedisError, QueueUnavailable):
-            if self.settings.redis_url:
+            client.ping()
+            return
+        except redis.RedisError as exc:
+            if self.settings.redis_url or isinstance(exc, redis.TimeoutError):
                 raise
-            self._redis = None
-            self.redis.ping()
+        self._reconnect()
+        self.redis.ping()
 
     def count_by_state(self) -> dict[str, int]:
         with self.sessions() as session:

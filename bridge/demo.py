@@ -25,6 +25,7 @@ from typing import Any
 import requests
 
 from bridge import db, ledger
+from bridge.home import private_home
 from bridge.settings import Settings, load_settings
 from bridge.valkey import EmbeddedValkey, free_port
 from sandbox import HubSpotSandbox, WriteSource, start_sandbox
@@ -186,7 +187,7 @@ def demo_lock(home: Path) -> Iterator[None]:
     The lock sits beside the home, which each demo empties first, and the kernel drops
     it with its process, so a demo that was killed leaves nothing to clean up by hand.
     """
-    home.parent.mkdir(parents=True, exist_ok=True)
+    private_home(home.parent)
     with open(home.parent / "demo.lock", "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

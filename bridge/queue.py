@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
+import redis.retry
+from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from rq import Queue, Retry
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -32,6 +34,29 @@ class QueueUnavailable(Exception):
         self.timed_out = timed_out
 
 
+@dataclass(frozen=True)
+class QueueClient:
+    """How a process's Redis client waits, and whether it may start the embedded server."""
+
+    connect_timeout: float
+    read_timeout: float
+    # redis-py's own retries of a call that failed to connect or timed out; None: its
+    # default (3, with backoff), which multiplies every wait by four.
+    retries: int | None = None
+    # False for the web process: it only reads where the embedded server is (see
+    # Container), so its requests never wait on the lock of a process starting it.
+    starts_embedded: bool = True
+
+
+# Workers can wait: a job that meets a slow queue is better late than failed.
+WORKER_CLIENT = QueueClient(connect_timeout=1.5, read_timeout=10.0)
+# Receivers promise a 503 within 2 s when the queue is unreachable (SPEC): one try, and
+# waits that leave room for a restart of the embedded server inside that budget.
+RECEIVER_CLIENT = QueueClient(
+    connect_timeout=0.5, read_timeout=1.0, retries=0, starts_embedded=False
+)
+
+
 def redis_url(settings: Settings) -> str:
     if settings.redis_url:
         return settings.redis_url.get_secret_value()
@@ -41,10 +66,18 @@ def redis_url(settings: Settings) -> str:
         raise QueueUnavailable(f"embedded Valkey could not start: {exc}") from None
 
 
-def connect(settings: Settings, *, timeout: float = 5.0) -> redis.Redis:
-    url = redis_url(settings)
+def connect(
+    settings: Settings, client: QueueClient = WORKER_CLIENT, *, url: str | None = None
+) -> redis.Redis:
+    """A client of the queue (`url`, or REDIS_URL, or the embedded server started now)."""
+    extra: dict[str, Any] = {}
+    if client.retries is not None:
+        extra["retry"] = redis.retry.Retry(NoBackoff(), client.retries)
     return redis.Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=min(timeout, 1.5)
+        url or redis_url(settings),
+        socket_timeout=client.read_timeout,
+        socket_connect_timeout=client.connect_timeout,
+        **extra,
     )
 
 

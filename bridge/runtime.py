@@ -9,7 +9,8 @@ from typing import Self
 import structlog
 
 import connectors
-from bridge.container import WORKER_QUEUE_TIMEOUT, Container
+from bridge.container import Container
+from bridge.queue import WORKER_CLIENT, QueueClient
 from bridge.settings import Settings
 from kernel.connector import Registry
 
@@ -23,13 +24,11 @@ class Runtime(Container):
         settings: Settings,
         registry: Registry | None = None,
         *,
-        queue_timeout: float = WORKER_QUEUE_TIMEOUT,
+        client: QueueClient = WORKER_CLIENT,
     ) -> Self:
         # The registry is chosen here, on the worker side, so that the container itself
         # never imports connector code the web process must not load.
-        return super().build(
-            settings, registry or connectors.load_all(), queue_timeout=queue_timeout
-        )
+        return super().build(settings, registry or connectors.load_all(), client=client)
 
     def prepare_connectors(self) -> None:
         """Let each connector the kits use learn its one-off facts (a portal's time zone,

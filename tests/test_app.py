@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 
 from bridge import db, ledger
@@ -21,6 +26,7 @@ from bridge.valkey import EmbeddedValkey, free_port
 from sandbox import HubSpotSandbox, start_sandbox
 from tests.conftest import FIXTURES, ROOT
 from tests.hubspot_signing import v3_headers
+from tests.test_ingest import SECRET, batch, post
 
 
 def test_healthz_is_200_when_queue_and_ledger_answer(settings: Any) -> None:
@@ -41,6 +47,66 @@ def test_healthz_is_503_when_the_database_is_down(make_settings: Any) -> None:
     answer = app.test_client().get("/healthz")
     assert answer.status_code == 503
     assert answer.get_json()["ledger"] == "unreachable"
+
+
+@pytest.fixture
+def frozen_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A web app whose embedded Valkey stopped answering (SIGSTOP, as a stalled host or a
+    debugger does), and a record of every wait on that server's file lock."""
+    home = tmp_path / "home"
+    settings = load_settings(FULLKIT_HOME=str(home), HUBSPOT_CLIENT_SECRET=SECRET,
+                             FULLKIT_RULES_DIR=str(ROOT / "kit_rules"))  # fmt: skip
+    app = create_app(settings)
+    assert post(app.test_client(), batch(9300, 1)) == 204  # connected, as a busy server is
+    pid = json.loads((home / "valkey.json").read_text())["pid"]
+    lock_waits: list[str] = []
+
+    @contextmanager
+    def locked(valkey: EmbeddedValkey) -> Iterator[None]:
+        # Recorded, and refused rather than waited for: the process that holds it may
+        # keep it for seconds while it starts the server or waits for it to answer.
+        lock_waits.append(threading.current_thread().name)
+        raise RuntimeError("waited on the embedded Valkey's file lock")
+        yield
+
+    monkeypatch.setattr(EmbeddedValkey, "_locked", locked)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield settings, app, lock_waits
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        monkeypatch.undo()
+        EmbeddedValkey(home).stop()
+
+
+def test_a_frozen_queue_gets_503_from_receivers_and_healthz_without_waiting(
+    frozen_queue: Any,
+) -> None:
+    settings, app, lock_waits = frozen_queue
+
+    def deliver(deal: int) -> int:
+        return post(app.test_client(), batch(deal, 1))
+
+    def health() -> int:
+        return int(app.test_client().get("/healthz").status_code)
+
+    # Two waves of HubSpot deliveries and a load balancer's check at once: the second
+    # meets whatever the first left behind.
+    for wave in (9400, 9500):
+        with ThreadPoolExecutor(4) as pool:
+            hooks = [pool.submit(deliver, wave + n) for n in range(3)]
+            checked = pool.submit(health)
+            assert [hook.result() for hook in hooks] == [503] * 3
+            assert checked.result() == 503
+    # A web process started while the queue is frozen answers the same way.
+    fresh = create_app(settings)
+    assert post(fresh.test_client(), batch(9600, 1)) == 503
+    assert fresh.test_client().get("/healthz").get_json()["queue"] == "unreachable"
+    assert lock_waits == []
+    # What bounds each answer: one try, each wait well under the 2 s promise.
+    used = app.config["FULLKIT"].redis.connection_pool.connection_kwargs
+    assert used["retry"].get_retries() == 0
+    assert used["socket_connect_timeout"] + used["socket_timeout"] <= 1.5
 
 
 def test_metrics_speak_prometheus_and_count_webhooks(settings: Any) -> None:
@@ -143,6 +209,16 @@ def test_serve_and_worker_processes_hand_off_a_deal(processes: Any) -> None:
     # The deal settled, so what serve queued reached the worker: both processes found the
     # one embedded server through FULLKIT_HOME, and it is the only one recorded there.
     assert json.loads((settings.home / "valkey.json").read_text())["port"] > 0
+    # The queue's password is in no log, nothing queued (every write is in the
+    # append-only file once synced), no ledger row: in no file but its own and the
+    # server's config.
+    password = (settings.home / "valkey.password").read_text().strip().encode()
+    with redis.Redis.from_url(EmbeddedValkey(settings.home).url()) as queue:
+        assert queue.execute_command("WAITAOF", 1, 0, 5000)[0] == 1
+    files = [path for path in settings.home.rglob("*") if path.is_file()]
+    holding = [path.name for path in files + [logs / "serve.log", logs / "worker.log"]
+               if password in path.read_bytes()]  # fmt: skip
+    assert sorted(holding) == ["valkey.conf", "valkey.password"]
 
 
 def test_the_embedded_valkey_stops_with_the_last_process_using_it(processes: Any) -> None:

@@ -51,7 +51,7 @@ def post(client: Any, body: str) -> int:
 def counted_app(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The app, its queue connection counting what it sends to the server."""
 
-    def connect(settings: Any, *, timeout: float) -> redis.Redis:
+    def connect(settings: Any, client: Any, *, url: str | None = None) -> redis.Redis:
         client = redis.Redis.from_url(
             secret(settings.redis_url), connection_class=CountingConnection
         )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,3 +127,40 @@ def test_downgrade_and_upgrade_again_keep_the_changes(empty_ledger: Engine) -> N
     with db.session_factory(empty_ledger)() as session:
         keys = session.scalars(select(StageChange.change_key).order_by(StageChange.id)).all()
     assert keys == [f"1234:closedwon:{OCCURRED_MS}", f"99:closedwon:{OCCURRED_MS}"]
+
+
+# Each process imports everything first and then waits for the word, so that all of them
+# migrate at the same moment, as serve and worker started together on a fresh home do.
+STARTER = """
+import sys
+import sqlalchemy as sa
+from bridge import db
+engine = sa.create_engine(sys.argv[1])
+sys.stdin.readline()
+db.upgrade(engine)
+"""
+
+
+def test_processes_starting_together_on_a_fresh_ledger_all_migrate_it(
+    empty_ledger: Engine,
+) -> None:
+    url = empty_ledger.url.render_as_string(hide_password=False)
+    starters = [
+        subprocess.Popen(
+            [sys.executable, "-c", STARTER, url],
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(4)
+    ]
+    for starter in starters:
+        assert starter.stdin is not None
+        starter.stdin.write("go\n")
+        starter.stdin.flush()
+    said = [starter.communicate(timeout=120)[0] for starter in starters]
+    assert [starter.returncode for starter in starters] == [0] * 4, said
+    assert db.current_revision(empty_ledger) == db.head_revision()
+    tables = set(sa.inspect(empty_ledger).get_table_names())
+    assert {"attempts", "stage_changes", "alembic_version"} <= tables
