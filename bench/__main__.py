@@ -7,6 +7,7 @@ from bench import (
     bench_handoff,
     bench_ingest,
     bench_reads,
+    bench_slow_clients,
     bench_sweep,
 )
 from bench.figures import table
@@ -23,5 +24,7 @@ bench_sweep.main([])
 print()
 ingest = bench_ingest.main([])
 print()
+slow_clients = bench_slow_clients.main([])
+print()
 print("Key figures (issue 12 targets, 2-core machine)")
-print(table(ingest + handoff + evaluator))
+print(table(ingest + slow_clients + handoff + evaluator))
