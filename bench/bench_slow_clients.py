@@ -8,7 +8,8 @@ run twice, back to back: as configured (gevent), and with the worker class it ha
 connections that send their headers a byte every 2 s, or complete headers and then the
 body a byte every 2 s. After each step, /healthz and a signed webhook are asked three times
 each with a 2 s client timeout; the figure is the number of slow clients at the first step
-where one of them was not answered within 2 s (or the cap, when none was).
+where most of these rounds were not answered within 2 s (or the cap, when none was). A
+starved server misses every round; one late answer on a busy shared machine is not that.
 
 Processes: gunicorn's default for this machine (WEB_CONCURRENCY, else one per core).
 """
@@ -124,9 +125,11 @@ def starving_count(web: Web, kind: Kind, cap: int) -> int | None:
         for step in (s for s in STEPS if s <= cap):
             slow.open(step - len(slow.sockets))
             time.sleep(0.5)  # let the server take up the new connections before asking
+            late = 0
             for _ in range(PROBES):
                 deal += 1
-                if web.healthz() != 200 or web.webhook(deal) != 204:
+                late += web.healthz() != 200 or web.webhook(deal) != 204
+                if late > PROBES // 2:
                     return step
     return None
 

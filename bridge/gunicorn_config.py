@@ -34,8 +34,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
 # reads through socket (its socket_timeout still bounds the queue round trip; hiredis only
 # parses bytes), SQLAlchemy's pool locks are threading locks, and prometheus_client's
 # multiprocess files are plain mmap writes. The app is imported after the patch
-# (preload_app below), so nothing it builds holds an unpatched socket or lock.
-worker_class = "gevent"
+# (preload_app below), so nothing it builds holds an unpatched socket or lock. The class is
+# gunicorn's gevent worker, which also closes idle keep-alive connections on SIGTERM.
+worker_class = "bridge.web_worker.WebWorker"
 # The master imported ssl (through redis and requests) before the worker patches it, and
 # gevent warns of that in every worker. Harmless here: the web process's only TLS client is
 # redis-py for a rediss:// REDIS_URL, which builds its context through the ssl module's

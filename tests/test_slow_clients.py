@@ -110,3 +110,18 @@ def test_a_queue_that_never_answers_is_a_503_under_the_event_loop(tmp_path: Path
     assert webhook.status_code == 503
     assert health.status_code == 503
     assert health.json()["queue"] == "unreachable"
+
+
+def test_a_stopping_server_closes_idle_keep_alive_connections_at_once(tmp_path: Path) -> None:
+    """HubSpot and proxies keep connections open between deliveries; a deploy must not wait
+    out graceful_timeout for them (gunicorn's own gevent worker does)."""
+    env = {**clean_environment(), "FULLKIT_HOME": str(tmp_path / "home")}
+    log = tmp_path / "serve.log"
+    with running_serve(env, log) as port:
+        idle = socket.create_connection(("127.0.0.1", port), timeout=PATIENCE)
+        idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: fullkit\r\n\r\n")
+        assert b"200 OK" in idle.recv(4096)
+    # serve has exited: the idle connection was closed by the server, not cut off late.
+    assert idle.recv(4096) == b""
+    idle.close()
+    assert "graceful timeout" not in log.read_text()
