@@ -19,7 +19,7 @@ import gevent
 from gunicorn.workers.ggevent import GeventWorker
 
 
-class WebWorker(GeventWorker):  # type: ignore[misc]
+class WebWorker(GeventWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Each greenlet now waiting for a request, with the timeout it waits under.
