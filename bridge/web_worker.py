@@ -6,12 +6,14 @@ graceful_timeout has passed. A connection idling between two requests (HubSpot k
 open; so do proxies and test clients) is only done when its keep-alive of 75 s runs out, so
 every deploy or restart would wait the full graceful_timeout. Here a connection that is
 waiting for its next request is closed at once, as the gthread worker did;
-requests in flight still get graceful_timeout to finish.
+requests in flight still get graceful_timeout to finish. And a SIGTERM that arrives while
+the worker is still starting is not lost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +26,16 @@ class WebWorker(GeventWorker):
         super().__init__(*args, **kwargs)
         # Each greenlet now waiting for a request, with the timeout it waits under.
         self._waiting: dict[gevent.Greenlet, gevent.Timeout] = {}
+
+    def init_process(self) -> None:
+        # gunicorn installs the worker's signal handlers only after gevent has patched the
+        # standard library, which takes a moment: a SIGTERM meanwhile would be lost, and the
+        # master would wait graceful_timeout before killing the worker. Hear it from the start.
+        signal.signal(signal.SIGTERM, self._stop_before_running)
+        super().init_process()
+
+    def _stop_before_running(self, _sig: int, _frame: Any) -> None:
+        self.alive = False
 
     @contextlib.contextmanager
     def timeout_ctx(self) -> Iterator[None]:
