@@ -114,8 +114,9 @@ def test_a_queue_that_never_answers_is_a_503_under_the_event_loop(tmp_path: Path
 
 
 def test_a_stopping_server_closes_idle_keep_alive_connections_at_once(tmp_path: Path) -> None:
-    """HubSpot and proxies keep connections open between deliveries; a deploy must not wait
-    out graceful_timeout for them (gunicorn's own gevent worker does)."""
+    """HubSpot and proxies keep connections open between deliveries; stopping closes them
+    quietly. (That it does so at once, where gunicorn's own gevent worker waits out
+    graceful_timeout, is what the 15 s stop waits of tests/test_app.py hold it to.)"""
     env = {**clean_environment(), "FULLKIT_HOME": str(tmp_path / "home")}
     log = tmp_path / "serve.log"
     with running_serve(env, log) as port:
@@ -126,4 +127,5 @@ def test_a_stopping_server_closes_idle_keep_alive_connections_at_once(tmp_path: 
     # serve has exited: the idle connection was closed by the server, not cut off late.
     assert idle.sock is not None and idle.sock.recv(1) == b""
     idle.close()
-    assert "graceful timeout" not in log.read_text()
+    said = log.read_text()
+    assert "graceful timeout" not in said and "Traceback" not in said
