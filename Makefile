@@ -2,16 +2,34 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements-lock.txt
+# uv resolves the lock (make lock) only; installing needs nothing but pip.
+UV_VERSION := 0.13.8
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench audit lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# Exactly the locked set, every file checked against its hash; then the project itself,
+# built with the locked setuptools (no build isolation, which would fetch an unpinned one).
+# A lock older than pyproject's dependency lists stops here with one line.
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	@$(PYTHON) tools/lockfile.py check
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Re-resolve every dependency (latest releases within pyproject's ranges) and the build
+# tools; commit the result. Runs without the stamp: the lock may be stale right now.
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/python tools/lockfile.py compile --uv $(BIN)/uv
+
+# The locked set against PyPI's vulnerability data (the JSON API, which also serves the
+# packages): exit 1 naming each vulnerable package, or one line when PyPI cannot be reached.
+audit: $(STAMP)
+	$(BIN)/python tools/audit.py $(LOCK)
 
 demo: $(STAMP)
 	$(BIN)/fullkit demo

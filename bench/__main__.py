@@ -8,6 +8,7 @@ from bench import (
     bench_handoff,
     bench_ingest,
     bench_reads,
+    bench_slow_clients,
     bench_sweep,
     bench_worker,
     chaos,
@@ -26,6 +27,8 @@ bench_sweep.main([])
 print()
 ingest = bench_ingest.main([])
 print()
+slow_clients = bench_slow_clients.main([])
+print()
 worker = bench_worker.main([])
 print()
 frozen = bench_frozen_queue.main(["--rounds", "1"])
@@ -33,4 +36,4 @@ print()
 shaken = chaos.main([])
 print()
 print("Key figures (issue 12 and 15 targets, 2-core machine)")
-print(table(ingest + handoff + evaluator + worker + frozen + shaken))
+print(table(ingest + slow_clients + handoff + evaluator + worker + frozen + shaken))

@@ -57,7 +57,7 @@ def cli() -> None:
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
-    help="Gunicorn processes (default: $WEB_CONCURRENCY or one per core; 8 threads each).",
+    help="Gunicorn processes (default: $WEB_CONCURRENCY or one per core).",
 )
 def serve(host: str, port: int | None, workers: int | None) -> None:
     """Serve the webhook receivers, /healthz, /metrics and the API (gunicorn)."""

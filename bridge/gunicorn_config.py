@@ -5,7 +5,7 @@
 Tuned for a small machine (2 cores) that also runs Valkey and the RQ worker. What a
 receiver does per request is short and mostly Python (verify, parse, one round trip to the
 queue), so the GIL, not waiting, bounds a process: throughput comes from processes, and
-threads only cover the moments a request waits on the queue or on a slow client.
+waiting (on the queue, or on a client that sends slowly) must cost next to nothing.
 
 Nothing here may import prometheus_client or the app: the master sets the metrics directory
 before any worker is forked, and each worker imports the app itself.
@@ -14,7 +14,9 @@ before any worker is forked, and each worker imports the app itself.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +24,30 @@ from typing import Any
 # that size dynos set WEB_CONCURRENCY, which wins, as gunicorn's own default does.
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
 
-# gthread: a thread answers one request at a time, and idle keep-alive connections wait in
-# the worker's poller, not in a thread. An event-loop worker (gevent) would be the choice
-# to hold thousands of slow clients (issue 15), at the price of monkey-patching redis,
-# psycopg and requests; with gthread a client that sends its body slowly holds a thread
-# until it is done, so workers * threads such clients at once delay everyone else. Put a
-# buffering proxy in front (most platforms' routers buffer already) or revisit this then.
-worker_class = "gthread"
-# Enough to overlap the queue round trips and a few slow uploads; more threads in one
-# process only contend for its GIL.
-threads = 8
+# gevent, not threads (issue 15): a client that sends its request a byte every few seconds,
+# or stops after the headers, holds whatever serves it until it finishes. With gthread that
+# was one of 8 threads, so 8 such clients per process froze /healthz and the receivers for
+# as long as they liked. Under gevent each connection costs a greenlet (a few KiB), so the
+# same clients are worker_connections apart from starving anyone, and the service runs on a
+# fresh machine with Python alone (no buffering proxy to ship). What the receivers wait on
+# cooperates once the worker monkey-patches the standard library after the fork: redis-py
+# reads through socket (its socket_timeout still bounds the queue round trip; hiredis only
+# parses bytes), SQLAlchemy's pool locks are threading locks, and prometheus_client's
+# multiprocess files are plain mmap writes. The app is imported after the patch
+# (preload_app below), so nothing it builds holds an unpatched socket or lock. The class is
+# gunicorn's gevent worker, which also closes idle keep-alive connections on SIGTERM.
+worker_class = "bridge.web_worker.WebWorker"
+# The master imported ssl (through redis and requests) before the worker patches it, and
+# gevent warns of that in every worker. Harmless here: the web process's only TLS client is
+# redis-py for a rediss:// REDIS_URL, which builds its context through the ssl module's
+# attributes at connect time, after the patch.
+warnings.filterwarnings("ignore", message="Monkey-patching ssl after ssl has already been")
+# Connections one process holds at once, slow ones included; past this a process stops
+# accepting until one closes. Each needs a file descriptor: see on_starting.
+worker_connections = 1000
+# A request's headers must arrive within keepalive seconds (the gevent worker reads them
+# under that timeout), so a client that trickles its headers is dropped after 75 s. One that
+# stalls in its body holds only its own greenlet meanwhile.
 
 # The master restarts a worker whose main loop is silent this long. Receivers answer in
 # milliseconds (and 503 within 2 s when the queue is down), so 30 s means a stuck worker.
@@ -87,8 +103,19 @@ def prepare_metrics_dir(path: Path) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
+def raise_open_file_limit() -> None:
+    """Let every worker hold its worker_connections sockets (soft limits start at 256-1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = workers * worker_connections + 1024  # + the metric files, the ledger, logs
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def on_starting(_server: Any) -> None:
     """In the master, before the first worker is forked."""
+    raise_open_file_limit()
     prepare_metrics_dir(metrics_dir())
 
 

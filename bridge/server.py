@@ -70,6 +70,7 @@ def serve_forever(
             EmbeddedValkey(settings.home).stop_if_unused()
 
     def on_starting(_server: Any) -> None:
+        gunicorn_config.raise_open_file_limit()
         gunicorn_config.prepare_metrics_dir(gunicorn_config.metrics_dir(settings.home))
 
     _Gunicorn(

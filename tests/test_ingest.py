@@ -205,5 +205,5 @@ def test_the_procfile_web_process_uses_the_serve_settings(tmp_path: Path) -> Non
         )
     )
     assert settings["workers"] == "3"
-    assert settings["worker_class"] == "gthread"
+    assert settings["worker_class"] == "bridge.web_worker.WebWorker"
     assert settings["keepalive"] == "75"  # the file's own choices, not gunicorn's defaults
