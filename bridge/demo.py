@@ -37,6 +37,9 @@ SETTLE_SECONDS = 120.0
 # ticket hand-off to ops (Free and Starter get 100). The sandbox enforces it: past it,
 # Fullkit waits out HubSpot's 429s as it would in production.
 PORTAL_RATE_LIMIT = (190, 10.0)
+# Starting serve and a worker's processes takes seconds on a quiet machine; a loaded one
+# (CI running two suites) needs more, and a dead process is reported at once anyway.
+START_SECONDS = 90.0
 # What `hubspot setup` says of each property group and property ("deals: property ...").
 PROPERTY_LINE = re.compile(r"^\w+: property (group )?\w+ ")
 
@@ -294,7 +297,7 @@ def start_stack(
                 cli + args, env=env, stdout=log, stderr=subprocess.STDOUT
             )
     try:
-        wait_for(_ready(stack), 30, "serve and worker to start", stack.check_alive)
+        wait_for(_ready(stack), START_SECONDS, "serve and worker to start", stack.check_alive)
     except BaseException:
         stack.stop()  # the caller never gets the stack, so nothing else would stop them
         raise

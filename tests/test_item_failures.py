@@ -209,7 +209,7 @@ def test_a_redis_blink_during_the_kick_is_ridden_out(
     redis_down_for(monkeypatch, calls=1)
 
     with jobs.serving(stack.runtime):
-        assert jobs.handle_stage_change(*args) == "started"
+        assert jobs.handle_stage_changes(*args) == ["started"]
     stack.work()
     assert attempt(stack, deal_id)["state"] == "returned"
 
@@ -223,8 +223,8 @@ def test_a_kick_lost_to_redis_is_made_when_rq_retries_the_intake(
 
     with jobs.serving(stack.runtime):
         with pytest.raises(QueueUnavailable):
-            jobs.handle_stage_change(*args)  # the change is committed, the kick lost
+            jobs.handle_stage_changes(*args)  # the change is committed, the kick lost
         # RQ runs the failed intake job again: the change is a duplicate now.
-        assert jobs.handle_stage_change(*args) == "duplicate"
+        assert jobs.handle_stage_changes(*args) == ["duplicate"]
     stack.work()
     assert attempt(stack, deal_id)["state"] == "returned"
