@@ -21,6 +21,7 @@ from bridge.settings import Settings
 from bridge.valkey import EmbeddedValkey, Reviver
 from kernel.cache import RedisCache
 from kernel.connector import CrmConnector, OpsTarget, Registry
+from kernel.errors import NotConfigured
 from kernel.rate_budget import RateBudgets
 
 # How long a request waits for the embedded server to start again: a clean restart takes
@@ -137,7 +138,13 @@ class Container:
 
     def crm(self, name: str) -> CrmConnector:
         if name not in self._crms:
-            crm = self._connectors().crms[name](self.settings, self.rules.mappings[name])
+            made = self._connectors().crms.get(name)
+            if made is None:
+                # A receiver may queue changes of a CRM this worker has no connector for
+                # (Salesforce's receivers came before its connector): the attempt fails
+                # with this reason, once, and `fullkit replay` resumes it later.
+                raise NotConfigured(f"the {name} connector is not configured in this worker")
+            crm = made(self.settings, self.rules.mappings[name])
             crm.rate_budgets = self.rate_budgets
             crm.cache = self.cache
             self._crms[name] = crm

@@ -172,8 +172,8 @@ def test_kit_check_reads_a_live_hubspot_deal_and_writes_nothing(
         ("sandbox-token", "hubspot:424242", "fullkit: hubspot:424242: the CRM has no such deal"),
         ("wrong-token", "hubspot:1", "fullkit: cannot read hubspot:1: HubSpot read deal: "
          "the access token was refused (HTTP 401)"),
-        ("sandbox-token", "salesforce:006000000000001", "fullkit: no field mapping for crm "
-         "salesforce (mappings/salesforce.yaml)"),
+        ("sandbox-token", "salesforce:006000000000001",
+         "fullkit: no salesforce connector in this version of Fullkit"),
     ],
 )  # fmt: skip
 def test_kit_check_of_a_live_deal_it_cannot_read_is_one_line_exit_1(

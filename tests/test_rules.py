@@ -711,7 +711,7 @@ def test_packet_from_json_leaves_empty_values_out() -> None:
             "unknown key 'deals' (expected: crm, deal_id, name, deal, company, "
             "contacts, line_items, attachments)",
         ),
-        ({"crm": "salesforce"}, "no field mapping for crm 'salesforce' (have: hubspot)"),
+        ({"crm": "pipedrive"}, "no field mapping for crm 'pipedrive' (have: hubspot, salesforce)"),
         ({"deal": []}, "deal must be an object"),
         ({"contacts": {}}, "contacts must be a list of objects"),
         (

@@ -34,6 +34,11 @@ RECEIVERS: dict[str, Receiver] = {
             ("bridge.receivers.hubspot:blueprint",),
             "bridge.receivers.hubspot_settings:HubSpotReceiverSettings",
         ),
+        Receiver(
+            "salesforce",
+            ("bridge.receivers.salesforce:blueprint",),
+            "bridge.receivers.salesforce_settings:SalesforceReceiverSettings",
+        ),
     )
 }
 
