@@ -62,6 +62,7 @@ class SalesforceSandbox:
         daily_api_limit: int = DEFAULT_DAILY_LIMIT,
         custom_object: str = "Onboarding__c",
         query_batch_size: int = 2000,
+        child_batch_size: int = 200,
         api_version: str = API_VERSION,
     ) -> None:
         self.lock = threading.RLock()
@@ -71,6 +72,7 @@ class SalesforceSandbox:
         self.custom_object = custom_object
         self.api_version = api_version
         self.query_batch_size = query_batch_size
+        self.child_batch_size = child_batch_size
         self.daily_api_limit = daily_api_limit
         self.api_requests_used = 0
         self.base_url = "http://127.0.0.1"  # set by the server once it listens

@@ -32,6 +32,8 @@ from sandbox.salesforce_soql import Executor, parse
 Answer = tuple[int, Any, dict[str, str]]  # status, JSON body (None: no content), headers
 COLLECTION_LIMIT = 200
 COMPOSITE_LIMIT = 25
+MAX_URI_BYTES = 16_384
+MAX_SOQL_CHARS = 100_000
 _DATA = "/services/data/v<version>"
 _RULES = [
     ("POST", "/services/oauth2/token", "token"),
@@ -74,6 +76,13 @@ class SalesforceApp:
         return response(environ, start_response)
 
     def handle(self, request: Request) -> Response:
+        # Salesforce's request size limits: the URI, then the URI and headers together.
+        uri = len(request.environ.get("RAW_URI") or request.full_path)
+        headers = sum(len(k) + len(v) + 4 for k, v in request.headers.items())
+        if uri > MAX_URI_BYTES:
+            return Response("URI Too Long", 414, content_type="text/plain")
+        if uri + headers > MAX_URI_BYTES:
+            return Response("Request Header Fields Too Large", 431, content_type="text/plain")
         adapter = self.url_map.bind_to_environ(request.environ)
         try:
             endpoint, args = adapter.match()
@@ -142,7 +151,15 @@ class SalesforceApp:
         text = params.get("q")
         if not text:
             raise SalesforceError(400, "MALFORMED_QUERY", "A query string has to be specified")
-        rows = Executor(self.sandbox.store, version).run(parse(text))
+        if len(text) > MAX_SOQL_CHARS:
+            raise SalesforceError(
+                400,
+                "MALFORMED_QUERY",
+                f"Query is too long: {len(text)} characters, at most {MAX_SOQL_CHARS}",
+            )
+        box = self.sandbox
+        executor = Executor(box.store, version, self._park, box.child_batch_size)
+        rows = executor.run(parse(text))
         return 200, self._page(rows, None, 0, version), {}
 
     def do_query_more(self, locator: str, version: str, **_: Any) -> Answer:
@@ -152,15 +169,26 @@ class SalesforceApp:
             raise SalesforceError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
         return 200, self._page(rows, cursor, int(offset), version), {}
 
+    def _park(self, rows: list[Any]) -> str:
+        cursor = self.sandbox.store.data.ids.new("01g")
+        self.sandbox.cursors[cursor] = rows
+        return cursor
+
     def _page(self, rows: list[Any], cursor: str | None, offset: int, version: str) -> Any:
-        size = self.sandbox.query_batch_size
-        page: dict[str, Any] = {"totalSize": len(rows), "done": offset + size >= len(rows)}
+        """One batch of at most `query_batch_size` records, children included (the
+        docs: "child objects count toward the number of records for the batch size"),
+        and always at least one parent row."""
+        end, weight = offset, 0
+        while end < len(rows):
+            weight += _weight(rows[end])
+            if weight > self.sandbox.query_batch_size and end > offset:
+                break
+            end += 1
+        page: dict[str, Any] = {"totalSize": len(rows), "done": end >= len(rows)}
         if not page["done"]:
-            if cursor is None:
-                cursor = self.sandbox.store.data.ids.new("01g")
-                self.sandbox.cursors[cursor] = rows
-            page["nextRecordsUrl"] = f"/services/data/v{version}/query/{cursor}-{offset + size}"
-        page["records"] = rows[offset : offset + size]
+            cursor = cursor or self._park(rows)
+            page["nextRecordsUrl"] = f"/services/data/v{version}/query/{cursor}-{end}"
+        page["records"] = rows[offset:end]
         return page
 
     def do_describe_global(self, version: str, **_: Any) -> Answer:
@@ -495,6 +523,11 @@ class SalesforceApp:
             "</soapenv:Envelope>"
         )
         return Response(body, 200, content_type="text/xml; charset=utf-8")
+
+
+def _weight(row: dict[str, Any]) -> int:
+    children = [v for v in row.values() if isinstance(v, dict) and "records" in v]
+    return 1 + sum(len(child["records"]) for child in children)
 
 
 def _json_body(request: Request) -> Any:

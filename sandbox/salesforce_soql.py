@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,9 +215,18 @@ def parse(text: str) -> Query:
 class Executor:
     """Runs a parsed query against the store and renders Salesforce's JSON records."""
 
-    def __init__(self, store: Store, version: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        version: str,
+        park: Callable[[list[Row]], str] | None = None,
+        child_batch: int = 200,
+    ) -> None:
         self.store = store
         self.version = version
+        # Keeps the children past `child_batch` for queryMore; returns their locator.
+        self.park = park
+        self.child_batch = child_batch
 
     def run(self, query: Query) -> list[Row]:
         obj = self.store.schema.get(query.source.lower())
@@ -272,7 +282,9 @@ class Executor:
             for part in condition.parts:
                 self._check_condition(obj, part)
         else:
-            self._resolve(obj, condition.path)
+            definition = self._resolve(obj, condition.path)
+            for value in condition.values:
+                _check_filter_value(definition, value)
 
     def _child_object(self, obj: ObjectDef, relationship: str) -> ObjectDef:
         relation = obj.children.get(relationship.lower())
@@ -403,7 +415,52 @@ class Executor:
         if not rows:
             return None  # Salesforce answers null, not an empty list, for no children
         rendered = [self._render(child, r, query) for r in rows]
-        return {"totalSize": len(rendered), "done": True, "records": rendered}
+        result: Row = {"totalSize": len(rendered), "done": True, "records": rendered}
+        if self.park is not None and len(rendered) > self.child_batch:
+            # A parent with many children gets only the first of them; the rest need a
+            # queryMore of their own, as the real org answers such a subquery.
+            locator = self.park(rendered)
+            result["done"] = False
+            result["nextRecordsUrl"] = (
+                f"/services/data/v{self.version}/query/{locator}-{self.child_batch}"
+            )
+            result["records"] = rendered[: self.child_batch]
+        return result
+
+
+_TYPED = {
+    "date": (dt.date,),
+    "datetime": (dt.datetime,),
+    "double": (float,),
+    "currency": (float,),
+    "percent": (float,),
+    "int": (float,),
+    "boolean": (bool,),
+}
+
+
+def _check_filter_value(definition: FieldDef, value: Any) -> None:
+    """Salesforce refuses a filter value of the wrong kind instead of matching nothing:
+    a quoted date, a bare number against text, an Id that is no id."""
+    if value is None:
+        return
+    kinds = _TYPED.get(definition.type, (str,))
+    fits = isinstance(value, kinds) and not (bool in kinds) ^ isinstance(value, bool)
+    if definition.type == "date" and isinstance(value, dt.datetime):
+        fits = False
+    if not fits:
+        kind = {"double": "number", "currency": "number", "percent": "number"}.get(
+            definition.type, definition.type
+        )
+        quoted = "should not" if isinstance(value, str) else "should"
+        raise SalesforceError(
+            400,
+            "INVALID_FIELD",
+            f"value of filter criterion for field '{definition.name}' must be of type "
+            f"{'string' if kinds == (str,) else kind} and {quoted} be enclosed in quotes",
+        )
+    if definition.type in ("id", "reference") and not looks_like_id(value):
+        raise SalesforceError(400, "INVALID_QUERY_FILTER_OPERATOR", f"invalid ID field: {value}")
 
 
 def _comparable(definition: FieldDef, value: Any) -> Any:

@@ -278,10 +278,32 @@ def test_query_errors_name_what_the_org_lacks(served: RunningSalesforceSandbox) 
         "SELECT Id, Acount.Name FROM Opportunity": "INVALID_FIELD",
         "SELECT Id FROM Opportunity WHERE": "MALFORMED_QUERY",
         "SELECT FROM Opportunity": "MALFORMED_QUERY",
+        # A filter value of the wrong kind is refused, not silently unmatched.
+        "SELECT Id FROM Opportunity WHERE CloseDate = '2026-12-31'": "INVALID_FIELD",
+        "SELECT Id FROM Opportunity WHERE Name = 12": "INVALID_FIELD",
+        "SELECT Id FROM Opportunity WHERE Id IN ('hubspot-123')": "INVALID_QUERY_FILTER_OPERATOR",
     }
     for query, code in cases.items():
         answer = raw(served, "GET", f"{API}/query", params={"q": query})
         assert (answer.status_code, answer.json()[0]["errorCode"]) == (400, code), query
+
+
+def test_a_query_longer_than_a_uri_may_be_is_refused(served: RunningSalesforceSandbox) -> None:
+    # About 580 ids fit in the 16,384 bytes Salesforce takes for a URI; a connector must
+    # cut its IN lists (or send the query inside a composite request).
+    ids = ", ".join(f"'0065g{n:010d}AAA'" for n in range(800))
+    query = f"SELECT Id FROM Opportunity WHERE Id IN ({ids})"
+    assert raw(served, "GET", f"{API}/query", params={"q": query}).status_code == 414
+    inside = served.client().restful(
+        "composite",
+        method="POST",
+        json={
+            "compositeRequest": [
+                {"method": "GET", "url": f"{API}/query?q={query}", "referenceId": "q"}
+            ]
+        },
+    )
+    assert inside["compositeResponse"][0]["httpStatusCode"] == 200
 
 
 # ---------------------------------------------------------------- sObjects
@@ -601,3 +623,40 @@ def test_sandbox_refuses_writes_it_would_not_accept_from_helpers() -> None:
     box = SalesforceSandbox()
     with pytest.raises(Exception, match="INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"):
         box.create_opportunity({"Name": "x", "StageName": "closedwon"})
+
+
+def test_many_children_page_on_their_own(org: RunningSalesforceSandbox) -> None:
+    big = org.sandbox.create_opportunity(
+        {"Name": "Big account", "StageName": "Negotiation/Review"},
+        line_items=[{"Name": f"Seat {n:03d}", "Quantity": 1, "UnitPrice": 10} for n in range(250)],
+    )
+    sf = org.client()
+    query = (
+        "SELECT Id, (SELECT Product2.Name FROM OpportunityLineItems ORDER BY Product2.Name) "
+        f"FROM Opportunity WHERE Id = '{big}'"
+    )
+    items = sf.query(query)["records"][0]["OpportunityLineItems"]
+    assert (items["totalSize"], items["done"], len(items["records"])) == (250, False, 200)
+    rest = sf.query_more(items["nextRecordsUrl"], identifier_is_url=True)
+    names = [r["Product2"]["Name"] for r in items["records"] + rest["records"]]
+    assert rest["done"] is True and names == [f"Seat {n:03d}" for n in range(250)]
+
+
+def test_children_count_toward_the_batch_size(org: RunningSalesforceSandbox) -> None:
+    box = org.sandbox
+    for n in range(11):
+        box.create_opportunity(
+            {"Name": f"Batch {n:02d}", "StageName": "Prospecting"},
+            line_items=[{"Name": "Seat", "Quantity": 1, "UnitPrice": 10}] * 190,
+        )
+    sf = org.client()
+    query = (
+        "SELECT Name, (SELECT Quantity FROM OpportunityLineItems) FROM Opportunity "
+        "WHERE Name LIKE 'Batch%' ORDER BY Name"
+    )
+    first = sf.query(query)
+    # 10 parents with 190 children each fill 1,910 of the 2,000 records a batch holds.
+    assert (first["totalSize"], len(first["records"]), first["done"]) == (11, 10, False)
+    assert [r["Name"] for r in sf.query_all(query)["records"]] == [
+        f"Batch {n:02d}" for n in range(11)
+    ]
