@@ -227,6 +227,10 @@ class Executor:
         # Keeps the children past `child_batch` for queryMore; returns their locator.
         self.park = park
         self.child_batch = child_batch
+        # Per run: children by parent id, and each condition's resolved field and values,
+        # so a 1,000-opportunity packet query stays linear in the org's size.
+        self._children_of: dict[tuple[str, str], dict[str, list[Row]]] = {}
+        self._conditions: dict[int, tuple[FieldDef, list[Any], frozenset[Any]]] = {}
 
     def run(self, query: Query) -> list[Row]:
         obj = self.store.schema.get(query.source.lower())
@@ -357,13 +361,16 @@ class Executor:
             return any(self._holds(obj, row, p) for p in condition.parts)
         if condition.kind == "not":
             return not self._holds(obj, row, condition.parts[0])
-        definition = self._resolve(obj, condition.path)
+        prepared = self._conditions.get(id(condition))
+        if prepared is None:
+            definition = self._resolve(obj, condition.path)
+            values = [_comparable(definition, v) for v in condition.values]
+            prepared = (definition, values, frozenset(values))
+            self._conditions[id(condition)] = prepared
+        definition, wanted, members = prepared
         actual = _comparable(definition, self._value(obj, row, condition.path))
-        wanted = [_comparable(definition, v) for v in condition.values]
-        if condition.kind == "in":
-            return actual in wanted
-        if condition.kind == "not_in":
-            return actual not in wanted
+        if condition.kind in ("in", "not_in"):
+            return (actual in members) == (condition.kind == "in")
         if condition.kind == "like":
             pattern = re.escape(str(wanted[0])).replace("%", ".*").replace("_", ".")
             return actual is not None and re.fullmatch(pattern, str(actual), re.I) is not None
@@ -410,8 +417,13 @@ class Executor:
     def _children(self, obj: ObjectDef, row: Row, query: Query) -> Row | None:
         relation = obj.children[query.source.lower()]
         child = self.store.object(relation.child)
-        rows = [r for r in self.store.table(child).values() if r.get(relation.field) == row["Id"]]
-        rows = self._select(child, rows, query)
+        key = (child.name, relation.field)
+        if key not in self._children_of:
+            grouped: dict[str, list[Row]] = {}
+            for candidate in self.store.table(child).values():
+                grouped.setdefault(candidate.get(relation.field) or "", []).append(candidate)
+            self._children_of[key] = grouped
+        rows = self._select(child, self._children_of[key].get(row["Id"], []), query)
         if not rows:
             return None  # Salesforce answers null, not an empty list, for no children
         rendered = [self._render(child, r, query) for r in rows]

@@ -333,6 +333,10 @@ def test_sobject_crud_and_field_checks(served: RunningSalesforceSandbox) -> None
         sf.Opportunity.create({"Name": "No stage"})
     assert required.value.content[0]["errorCode"] == "REQUIRED_FIELD_MISSING"
     assert required.value.content[0]["fields"] == ["StageName", "CloseDate"]
+    gone = raw(served, "GET", f"{API}/sobjects/Opportunity/006{'0' * 12}")
+    assert (gone.status_code, gone.json()[0]["errorCode"]) == (404, "NOT_FOUND")
+    no_type = raw(served, "GET", f"{API}/sobjects/Deal/describe")
+    assert (no_type.status_code, no_type.json()[0]["errorCode"]) == (404, "NOT_FOUND")
     # Nothing above changed the opportunity but the one valid write.
     row = served.sandbox.get("Opportunity", opportunity)
     assert (row["StageName"], row["Fullkit_Status__c"]) == ("Negotiation/Review", "returned")
