@@ -324,12 +324,17 @@ class SalesforceSandbox:
         url: str,
         stages: Iterable[str] = ("Closed Won",),
         fields: Iterable[str] = ("StageName", "LastModifiedDate", "OwnerId", "AccountId"),
+        *,
+        skip_saves_by: Iterable[str] = (),
     ) -> str:
         """A record-triggered Flow on Opportunity whose entry criteria are "StageName is
-        changed to one of `stages`", sending an outbound message to `url`."""
+        changed to one of `stages`" (and, optionally, "the save was not made by one of
+        `skip_saves_by`", user emails), sending an outbound message to `url`."""
         with self.lock:
             action_id = self.store.data.ids.new("04k")
-            self.rules.append(OutboundRule(action_id, url, frozenset(stages), tuple(fields)))
+            skipped = frozenset(filter(None, (self.user_by_email(e) for e in skip_saves_by)))
+            rule = OutboundRule(action_id, url, frozenset(stages), tuple(fields), skipped)
+            self.rules.append(rule)
             return action_id
 
     def _flow(self, old: Row | None, row: Row, data: OrgData) -> None:
@@ -339,7 +344,9 @@ class SalesforceSandbox:
         if not changed:
             return
         for rule in self.rules:
-            if row.get("StageName") in rule.stages:
+            if row.get("StageName") in rule.stages and row["LastModifiedById"] not in (
+                rule.skip_user_ids
+            ):
                 notification_id = data.ids.new("04l")
                 data.notifications.append(Notification(notification_id, rule.action_id, row["Id"]))
 

@@ -36,6 +36,8 @@ class OutboundRule:
     url: str
     stages: frozenset[str]
     fields: tuple[str, ...]  # besides Id, which is always sent
+    # An entry condition admins add ("LastModifiedBy is not the integration user").
+    skip_user_ids: frozenset[str] = frozenset()
 
 
 @dataclass

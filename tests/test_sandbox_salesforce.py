@@ -612,6 +612,21 @@ def test_outbound_batches_and_flow_criteria(
     assert len(notifications(again.body.encode())[1]) == 1
 
 
+def test_flow_may_skip_saves_by_the_integration_user(
+    org: RunningSalesforceSandbox, receiver: Receiver
+) -> None:
+    box = org.sandbox
+    box.add_outbound_message(
+        receiver.url, stages=["Closed Won"], skip_saves_by=["fullkit-integration@example.com"]
+    )
+    deal = box.create_opportunity({"Name": "Skip", "StageName": "Negotiation/Review"})
+    org.client().Opportunity.update(deal, {"StageName": "Closed Won"})
+    assert box.pending_notifications() == []
+    box.move_opportunity(deal, "Negotiation/Review")
+    box.move_opportunity(deal, "Closed Won", by="sales-sam@example.com")
+    assert len(box.pending_notifications()) == 1
+
+
 def test_every_api_call_is_counted(served: RunningSalesforceSandbox) -> None:
     served.sandbox.reset_calls()
     sf = served.client()
