@@ -89,9 +89,87 @@ Facts a connector author can rely on (all mirrored from HubSpot)
 * Webhook events are `deal.propertyChange` with `changeSource` `INTEGRATION` and
   `sourceId` = the app id for writes made with an app's token, `CRM_UI` for
   `move_deal`.
+
+Salesforce
+----------
+`SalesforceSandbox` is an in-memory org (Opportunity with Fullkit's custom fields,
+Account, Contact, OpportunityContactRole, OpportunityLineItem with Product2 and
+PricebookEntry, files as ContentVersion/ContentDocument/ContentDocumentLink, field
+history, User, Task, Case with the external id `Fullkit_Handoff_Id__c`, and a
+configurable custom object, `Onboarding__c` by default). `start_salesforce_sandbox()`
+serves it::
+
+    from sandbox import start_salesforce_sandbox
+
+    with start_salesforce_sandbox() as running:
+        box = running.sandbox
+        box.seed_default_org()                # users, Plan__c, Kickoff_Date__c, roles
+        opp = box.create_opportunity(
+            {"Name": "Acme", "StageName": "Negotiation/Review", "Amount": 1500},
+            account={"Name": "Acme"},
+            contacts=[{"LastName": "Bill", "Email": "bill@acme.example", "Role": "Billing"}],
+            line_items=[{"Name": "Pro plan", "Quantity": 1, "UnitPrice": 1500}],
+            files=[("Signed order form", "pdf")],
+            owner_email="sales-sam@example.com",
+        )
+        box.add_outbound_message(receiver_url, stages=["Closed Won"])
+        box.move_opportunity(opp, "Closed Won")   # the Flow queues a notification
+        box.deliver_outbound()                    # POSTs it; kept until Acked
+
+Pointing simple-salesforce (1.12) at it
+---------------------------------------
+simple-salesforce always builds `https://` URLs (`https://<domain>.salesforce.com` for
+the token, `https://<instance>` after it), so hand it `running.session()`, a requests
+session that sends every URL to the loopback server::
+
+    Salesforce(instance_url=running.url, session_id=token, session=running.session())
+    Salesforce(consumer_key=..., consumer_secret=..., domain="acme.my",
+               session=running.session())   # client credentials (External Client App)
+    Salesforce(username=..., password=..., security_token=..., session=...)  # SOAP login
+
+(`running.client()` is the first, on the integration user's session.)
+
+Facts a connector author can rely on (all mirrored from Salesforce)
+-------------------------------------------------------------------
+* Errors are a JSON list `[{"message", "errorCode", "fields"}]`: INVALID_FIELD for a
+  field the org lacks (`remove_field`), INVALID_FIELD_FOR_INSERT_UPDATE for one the user
+  may not write (`restrict_field`), INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST for a bad
+  StageName or Fullkit_Status__c, REQUIRED_FIELD_MISSING, DUPLICATE_VALUE on an
+  external-id clash, NOT_FOUND, MALFORMED_QUERY / INVALID_TYPE for SOQL it cannot run.
+* `expire_session()` makes the next call a 401 INVALID_SESSION_ID; the daily limit
+  (`set_daily_api_limit`) answers 403 REQUEST_LIMIT_EXCEEDED once spent; every API
+  answer carries `Sforce-Limit-Info: api-usage=used/max`. A composite request counts
+  as one call. `calls()` lists every request.
+* Queries page at 2,000 records, children counted; a parent with more than 200
+  children of one subquery gets the first 200 and a `nextRecordsUrl` for the rest.
+  No children is `null`, not an empty list. A URI over 16,384 bytes is a 414 (so
+  long `IN` lists must be cut, or sent inside `composite`); a filter value of the
+  wrong kind (a quoted date, an Id that is no id) is refused, not left unmatched.
+* Upsert by external id answers 201 (created) or 200 with `"created": false` (API
+  46.0 and later; 204 before). sObject Collections answer 200 with one result per
+  record, `statusCode` in their errors; `composite` answers 200 even when `allOrNone`
+  rolled everything back (PROCESSING_HALTED in the other sub-responses).
+* Outbound messages read the record at delivery time, hold up to 100 notifications,
+  stay queued until the endpoint answers 200 with the `Ack` true envelope, and
+  `redeliver` sends one again as Salesforce sometimes does. The Flow fires on any save
+  that changes StageName into one of its stages, whoever saves.
 """
 
 from sandbox.hubspot import HubSpotSandbox, WriteSource
-from sandbox.server import RunningSandbox, start_sandbox
+from sandbox.salesforce import SalesforceSandbox
+from sandbox.server import (
+    RunningSalesforceSandbox,
+    RunningSandbox,
+    start_salesforce_sandbox,
+    start_sandbox,
+)
 
-__all__ = ["HubSpotSandbox", "RunningSandbox", "WriteSource", "start_sandbox"]
+__all__ = [
+    "HubSpotSandbox",
+    "RunningSalesforceSandbox",
+    "RunningSandbox",
+    "SalesforceSandbox",
+    "WriteSource",
+    "start_salesforce_sandbox",
+    "start_sandbox",
+]

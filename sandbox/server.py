@@ -6,10 +6,14 @@ import threading
 from types import TracebackType
 from typing import Any
 
+import requests
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from sandbox.hubspot import HubSpotSandbox
 from sandbox.hubspot_http import HubSpotApp
+from sandbox.salesforce import SalesforceSandbox
+from sandbox.salesforce_http import SalesforceApp
+from sandbox.salesforce_session import loopback_session
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -78,3 +82,73 @@ def start_sandbox(
     handler = WSGIRequestHandler if access_log else _QuietHandler
     server = make_server(host, port, HubSpotApp(box), threaded=True, request_handler=handler)
     return RunningSandbox(box, server)
+
+
+# --- Salesforce ------------------------------------------------------------------
+
+
+class RunningSalesforceSandbox:
+    """A Salesforce org being served: `.url`, `.sandbox`, `.client()`, `.stop()`."""
+
+    def __init__(self, sandbox: SalesforceSandbox, server: BaseWSGIServer) -> None:
+        self.sandbox = sandbox
+        self._server = server
+        self.url = f"http://{server.host}:{server.port}"
+        sandbox.base_url = self.url
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name=f"salesforce-sandbox:{server.port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    @property
+    def access_token(self) -> str:
+        return self.sandbox.access_token
+
+    def session(self) -> requests.Session:
+        """A requests session that routes simple-salesforce's https URLs here."""
+        return loopback_session(self.url)
+
+    def client(self, **config: Any) -> Any:
+        """A simple-salesforce `Salesforce` on the integration user's session."""
+        from simple_salesforce import Salesforce
+
+        options: dict[str, Any] = {
+            "instance_url": self.url,
+            "session_id": self.sandbox.access_token,
+            "session": self.session(),
+        }
+        return Salesforce(**{**options, **config})
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+        self.sandbox.close()
+
+    def __enter__(self) -> RunningSalesforceSandbox:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def start_salesforce_sandbox(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    sandbox: SalesforceSandbox | None = None,
+    *,
+    access_log: bool = False,
+) -> RunningSalesforceSandbox:
+    """Serve `sandbox` (a fresh org by default) on host:port (0 = any free port)."""
+    box = sandbox if sandbox is not None else SalesforceSandbox()
+    handler = WSGIRequestHandler if access_log else _QuietHandler
+    server = make_server(host, port, SalesforceApp(box), threaded=True, request_handler=handler)
+    return RunningSalesforceSandbox(box, server)
