@@ -121,7 +121,8 @@ def test_metrics_speak_prometheus_and_count_webhooks(settings: Any) -> None:
     assert "test-client-secret" not in text
 
 
-def _wait_for(check: Any, timeout: float = 30.0) -> None:
+# Generous: a worker's processes start slowly on a 2-core machine running two suites.
+def _wait_for(check: Any, timeout: float = 90.0) -> None:
     """Wait for another process to reach a state; fails the test past the deadline."""
     deadline = time.monotonic() + timeout
     while not check():
