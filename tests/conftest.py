@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from bridge.settings import Settings, load_settings
-from bridge.valkey import EmbeddedValkey
+from bridge.valkey import STATE_FILE, EmbeddedValkey
 from connectors.hubspot_setup import setup_properties
 from sandbox import HubSpotSandbox, RunningSandbox, start_sandbox
 
@@ -49,6 +49,34 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests build their settings explicitly; nothing leaks in from the shell."""
     for name in SPEC_ENV:
         monkeypatch.delenv(name, raising=False)
+
+
+def _stop_embedded_servers(under: Path) -> None:
+    """Stop every embedded Valkey whose home lies under `under`: a test's processes may
+    have started one (serve, worker, demo) and exited without the last stop."""
+    for state in under.rglob(STATE_FILE):
+        try:
+            EmbeddedValkey(state.parent).stop()
+        except Exception:  # noqa: BLE001 - cleaning up; a half-written state file is fine
+            pass
+
+
+@pytest.fixture(autouse=True)
+def _no_embedded_server_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    # Set up first, torn down last: after the test's own processes have stopped.
+    uses = "tmp_path" in request.fixturenames
+    home: Path | None = request.getfixturevalue("tmp_path") if uses else None
+    yield
+    if home is not None:
+        _stop_embedded_servers(home)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_embedded_server_outlives_the_session(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    yield
+    _stop_embedded_servers(tmp_path_factory.getbasetemp())
 
 
 def _worker_index(request: pytest.FixtureRequest) -> int:

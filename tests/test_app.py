@@ -167,7 +167,7 @@ def processes(tmp_path: Path) -> Iterator[Any]:
         for child in children:
             child.terminate()
         for child in children:
-            child.wait(timeout=15)
+            child.wait(timeout=60)
         for log in logs:
             log.close()
         running.stop()
@@ -279,7 +279,7 @@ def test_serve_starts_and_says_503_while_the_queue_is_down(tmp_path: Path) -> No
         assert "hunter2" not in said
     finally:
         child.terminate()
-        child.wait(timeout=15)
+        child.wait(timeout=60)
 
 
 def test_serve_says_where_it_listens_and_what_unset_secrets_disable(tmp_path: Path) -> None:
@@ -299,7 +299,7 @@ def test_serve_says_where_it_listens_and_what_unset_secrets_disable(tmp_path: Pa
         assert "not-for-logs" not in said and "Traceback" not in said
     finally:
         child.terminate()
-        child.wait(timeout=15)
+        child.wait(timeout=60)
         EmbeddedValkey(tmp_path).stop()
 
 
@@ -328,10 +328,10 @@ def test_worker_is_ready_only_once_the_queue_answers(tmp_path: Path) -> None:
         assert worker.poll() is None
     finally:
         worker.terminate()
-        worker.wait(timeout=15)
+        worker.wait(timeout=60)
         if server is not None:
             server.terminate()
-            server.wait(timeout=15)
+            server.wait(timeout=60)
 
 
 def test_the_demo_banner_webhook_command_is_accepted(processes: Any) -> None:
