@@ -366,3 +366,12 @@ def test_every_replacement_finds_its_placeholder() -> None:
     for entry in _project()["replacements"]:
         text = (PROJECT / entry["filename"]).read_text()
         assert entry["stringToReplace"] in text, entry
+
+
+def test_readme_walkthrough_sets_every_variable_the_deploy_reads() -> None:
+    """An admin follows the README alone; a variable it never exports stops the deploy."""
+    readme = (ROOT / "README.md").read_text()
+    walkthrough = readme.split("## Connect a Salesforce org", 1)[1].split("\n## ", 1)[0]
+    for entry in _project()["replacements"]:
+        assert f"export {entry['replaceWithEnv']}=" in walkthrough, entry["replaceWithEnv"]
+    assert _receiver_path() in walkthrough
