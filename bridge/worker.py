@@ -24,7 +24,7 @@ from bridge import backends, db, jobs
 from bridge.logging import configure_logging
 from bridge.pool import Pool, die_with_parent
 from bridge.queue import QUEUE_NAME
-from bridge.reaper import Heartbeat, reap
+from bridge.reaper import Heartbeat, Reaper
 from bridge.runtime import Runtime
 from bridge.scheduler import Scheduler
 from bridge.settings import Settings
@@ -175,19 +175,20 @@ def _prepare_ledger(rt: Runtime) -> None:
 
 
 def _maintenance_loop(rt: Runtime, stop: threading.Event) -> None:
+    reaper = Reaper()
     while not stop.wait(RESUME_EVERY_SECONDS):
         try:
-            maintain(rt)
+            maintain(rt, reaper)
         except Exception as exc:  # the queue or ledger may be briefly down; try next tick
             log.warning("maintenance failed", error=type(exc).__name__)
 
 
-def maintain(rt: Runtime) -> None:
+def maintain(rt: Runtime, reaper: Reaper) -> None:
     """One round: jobs of dead workers go back on the queue, stalled attempts resume."""
     if not rt.settings.redis_url:
         # Brings the shared embedded server back (on its old port) if it died.
         EmbeddedValkey(rt.settings.home).url()
-    reaped = reap(rt.queue.rq)
+    reaped = reaper.reap(rt.queue.rq)
     if reaped:
         log.info("requeued jobs of dead workers", jobs=reaped)
     resumed = jobs.resume_stalled(rt)
