@@ -52,7 +52,21 @@ class FullkitWorker(SimpleWorker):
 
 
 def build_worker(rt: Runtime) -> FullkitWorker:
-    return FullkitWorker([Queue(QUEUE_NAME, connection=rt.redis)], connection=rt.redis, runtime=rt)
+    # RQ gets a client of its own. Its wait for the next job is a BLPOP of minutes, so it
+    # raises the socket timeout of its client's pool, but only for connections made after
+    # that: one the runtime had already pooled (10 s) timed the wait out, and RQ took that
+    # for a lost queue and slept up to a minute between waits, an idle worker deaf to new
+    # jobs. The runtime's own client (jobs, leases, heartbeat) keeps its short timeout.
+    connection = _own_client(rt.redis)
+    return FullkitWorker(
+        [Queue(QUEUE_NAME, connection=connection)], connection=connection, runtime=rt
+    )
+
+
+def _own_client(client: redis.Redis) -> redis.Redis:
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    return redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs))
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> None:
