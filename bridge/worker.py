@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.synchronize import Event as ProcessEvent
+from types import FrameType
 from typing import Any
 
 import redis
@@ -45,6 +46,14 @@ class FullkitWorker(SimpleWorker):
     def __init__(self, *args: Any, runtime: Runtime, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.runtime = runtime
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        # RQ stops an idle worker by raising StopRequested from this handler; when the
+        # signal lands while a finalizer runs (a ConnectionPool's __del__), Python swallows
+        # that exception, the stop is lost, and the supervisor waits on this process for
+        # ever. The flag makes the loop stop at its next turn all the same.
+        self._stop_requested = True
+        super().request_stop(signum, frame)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         with jobs.serving(self.runtime):

@@ -3,11 +3,15 @@ a lost connection, which would put it to sleep for up to a minute at a time."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import threading
 from typing import Any
 
 import pytest
+from rq.exceptions import StopRequested
+from rq.job import JobStatus
 
 from bridge.queue import QueueClient
 from bridge.runtime import Runtime
@@ -36,3 +40,19 @@ def test_waiting_for_jobs_longer_than_the_read_timeout_is_not_a_lost_queue(
     assert not waiting.is_alive(), "the worker slept as if the queue were unreachable"
     assert answers == [None]
     assert "could not connect to Redis" not in caplog.text
+
+
+def test_a_stop_request_python_swallowed_still_stops_the_worker(settings: Any) -> None:
+    rt = Runtime.build(settings)
+    worker = build_worker(rt)
+    job = worker.queues[0].enqueue(print, "never run")
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        # SIGTERM's handler raised StopRequested inside a finalizer, which Python ignores.
+        with contextlib.suppress(StopRequested):
+            worker.request_stop(signal.SIGTERM, None)
+        worker.work(burst=True, logging_level="WARNING")
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert job.get_status() == JobStatus.QUEUED  # it stopped before taking another job
