@@ -153,6 +153,9 @@ def test_three_workers_settle_200_deals_each_exactly_once(backend: Backend, tmp_
         "HUBSPOT_ACCESS_TOKEN": box.access_token,
         "HUBSPOT_API_BASE": running.url,
         "HUBSPOT_RATE_LIMIT": "off",
+        # Three workers of one RQ process each: with the default pool of four, both batches
+        # could go to processes of one worker, whose log would then hold every attempt.
+        "FULLKIT_WORKER_PROCESSES": "1",
     }
     if backend.name == "real":  # CI: this machine's PostgreSQL and Redis, as in production
         env.update({k: str(v) for k, v in backend.env(home).items()})
