@@ -34,6 +34,9 @@ from bridge.valkey import EmbeddedValkey
 log = structlog.get_logger("fullkit.worker")
 RESUME_EVERY_SECONDS = 10.0
 MAX_WAIT_SECONDS = 30.0
+# RQ's longest wait between tries of a queue that is down (its own default: a minute). Short,
+# so that a worker takes jobs again within seconds of a Valkey restart.
+MAX_RECONNECT_WAIT_SECONDS = 5.0
 
 
 class FullkitWorker(SimpleWorker):
@@ -42,6 +45,8 @@ class FullkitWorker(SimpleWorker):
     SimpleWorker runs jobs in this process: the runtime (connections, compiled kits,
     connector clients) is built once instead of once per job in a forked horse.
     """
+
+    max_connection_wait_time = MAX_RECONNECT_WAIT_SECONDS
 
     def __init__(self, *args: Any, runtime: Runtime, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

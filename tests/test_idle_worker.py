@@ -10,12 +10,13 @@ import threading
 from typing import Any
 
 import pytest
+import redis
 from rq.exceptions import StopRequested
 from rq.job import JobStatus
 
 from bridge.queue import QueueClient
 from bridge.runtime import Runtime
-from bridge.worker import build_worker
+from bridge.worker import MAX_RECONNECT_WAIT_SECONDS, build_worker
 
 # A short read timeout stands for the workers' 10 s, so that a wait for jobs outlasts it.
 QUICK = QueueClient(connect_timeout=1.0, read_timeout=0.3)
@@ -56,3 +57,25 @@ def test_a_stop_request_python_swallowed_still_stops_the_worker(settings: Any) -
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     assert job.get_status() == JobStatus.QUEUED  # it stopped before taking another job
+
+
+def test_a_worker_tries_the_queue_again_every_few_seconds_while_it_is_down(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RQ doubles its wait after each failed try up to a minute: a queue back after an
+    # outage (a Valkey restart) would leave due retries and new webhooks waiting that long.
+    worker = build_worker(Runtime.build(settings))
+    tries: list[str] = []
+
+    def queue_down_for_a_while(*_: Any, **__: Any) -> None:
+        tries.append("try")
+        if len(tries) <= 10:
+            raise redis.ConnectionError("Connection refused")
+        return None  # back, and nothing to do
+
+    slept: list[float] = []
+    monkeypatch.setattr(worker.queue_class, "dequeue_any", queue_down_for_a_while)
+    monkeypatch.setattr("rq.worker.base.time.sleep", slept.append)
+    assert worker.dequeue_job_and_maintain_ttl(None) is None
+    assert len(slept) == 10
+    assert max(slept) <= MAX_RECONNECT_WAIT_SECONDS <= 5
