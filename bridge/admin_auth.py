@@ -8,6 +8,7 @@ instance sees the same count; after MAX_FAILURES in WINDOW_SECONDS the client is
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
 import redis
 import structlog
@@ -38,13 +39,15 @@ class Throttle:
     (bridge/settings.py) is the real guard, and the API must not go down with the queue.
     """
 
-    def __init__(self, connection: redis.Redis) -> None:
+    def __init__(self, connection: Callable[[], redis.Redis]) -> None:
+        # A callable: finding the embedded server may itself fail (QueueUnavailable),
+        # and that must mean "throttle unavailable" like any other Redis error.
         self.redis = connection
 
     def retry_after(self, client: str) -> int | None:
         """Seconds until `client` may try again, or None when it may try now."""
         try:
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = self.redis().pipeline(transaction=False)
             pipe.get(_KEY + client)
             pipe.ttl(_KEY + client)
             count, ttl = pipe.execute()
@@ -57,7 +60,7 @@ class Throttle:
 
     def failed(self, client: str) -> None:
         try:
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = self.redis().pipeline(transaction=False)
             # The window starts at the first failure; later ones do not extend it.
             pipe.set(_KEY + client, 0, ex=WINDOW_SECONDS, nx=True)
             pipe.incr(_KEY + client)

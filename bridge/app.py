@@ -100,7 +100,7 @@ def _authorized() -> Response | None:
             state.settings.api_token,
             # The peer, or the client a trusted proxy names (bridge/proxies.py).
             request.remote_addr or "unknown",
-            admin_auth.Throttle(state.redis),
+            admin_auth.Throttle(lambda: state.redis),
         )
     except admin_auth.Refused as refused:
         answer = _error(refused.status, refused.message)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import redis
 from pydantic import SecretStr
@@ -33,7 +33,8 @@ def masked(url: SecretStr | str) -> str:
     text = url.get_secret_value() if isinstance(url, SecretStr) else url
     if urlsplit(text).scheme.split("+")[0] in {"postgresql", "postgres", "sqlite"}:
         try:
-            return make_url(text).render_as_string(hide_password=True)
+            # Its query may name the password too (libpq's `?password=`).
+            return hide_url_passwords(make_url(text).render_as_string(hide_password=True))
         except (ArgumentError, ValueError):
             return hide_url_passwords(text)
     parts = urlsplit(text)
@@ -44,7 +45,8 @@ def masked(url: SecretStr | str) -> str:
     if password is None:
         return hide_url_passwords(text)
     host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    shown = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    return hide_url_passwords(shown)
 
 
 def queue_name(settings: Settings) -> str:
@@ -83,9 +85,9 @@ def _passwords(settings: Settings | None) -> list[str]:
             continue
         url = secret.get_secret_value()
         with contextlib.suppress(ValueError):
-            written = urlsplit(url).password
-            if written:
-                found |= {written, unquote(written)}
+            parts = urlsplit(url)
+            written = [parts.password, *parse_qs(parts.query).get("password", [])]
+            found |= {word for word in written if word} | {unquote(w) for w in written if w}
         with contextlib.suppress(ArgumentError, ValueError):
             decoded = make_url(url).password
             if decoded:

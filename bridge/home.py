@@ -11,12 +11,16 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 PRIVATE_UMASK = 0o077
 PRIVATE_DIR = 0o700
+# How often a process waiting for a home lock tries again: the holders (a Valkey start, a
+# migration) keep it for a fraction of a second to seconds.
+LOCK_RETRY_SECONDS = 0.02
 
 
 def private_home(home: Path) -> Path:
@@ -52,9 +56,19 @@ def exclusive(lock_file: Path) -> Iterator[None]:
 
     flock locks belong to the open file, so threads of one process exclude each other
     too, and the kernel drops the lock of a process that dies holding it.
+
+    Taken without blocking, and tried again after a short sleep while another holds it:
+    a blocking flock is a call gevent cannot make cooperative, so under the web process's
+    gevent worker a request waiting here (the embedded Valkey's reviver, while a worker
+    starts the server) would stop every other request and /healthz of that process.
     """
     with open(lock_file, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(LOCK_RETRY_SECONDS)  # gevent's sleep in the web process
         try:
             yield
         finally:

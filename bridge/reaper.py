@@ -3,13 +3,15 @@
 RQ reclaims a started job only once its timeout plus a minute has passed, and only at a
 worker's start or its ten-minute clean-up: a webhook acknowledged just before a SIGKILL
 would wait six minutes or more. Instead every worker process renews a short-lived key
-(`Heartbeat`), and `reap` requeues each started job whose worker's key has expired.
+(`Heartbeat`), and a `Reaper` requeues each started job whose worker's key has expired.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
+from collections.abc import Callable
 
 import redis
 from rq import Queue
@@ -21,6 +23,9 @@ from rq.registry import StartedJobRegistry
 # machine, well below the SPEC's 60-second resume promise.
 ALIVE_SECONDS = 15
 BEAT_EVERY_SECONDS = ALIVE_SECONDS / 5
+# How long a worker whose key is missing has to beat again before its job is requeued:
+# two beats' time (the maintenance round, 10 s, usually makes it the next round).
+GRACE_SECONDS = 2 * BEAT_EVERY_SECONDS
 
 
 def alive_key(worker_name: str) -> str:
@@ -60,24 +65,47 @@ class Heartbeat:
                 continue  # the queue is down: nothing runs meanwhile; beat again next time
 
 
-def reap(queue: Queue) -> list[str]:
-    """Requeue every started job whose worker stopped beating; returns their ids."""
-    registry = StartedJobRegistry(queue=queue)
-    connection = queue.connection
-    reaped: list[str] = []
-    for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
-        try:
-            job = Job.fetch(job_id, connection=connection)
-        except NoSuchJobError:
-            continue  # expired; RQ's own clean-up drops the entry
-        if job.get_status() != JobStatus.STARTED or not job.worker_name:
-            continue
-        if connection.exists(alive_key(job.worker_name)):
-            continue
-        # Removing the entry is the claim: of two reapers, only the one that removed it
-        # requeues, so the job is queued once.
-        if not connection.zrem(registry.key, f"{job_id}:{execution_id}"):
-            continue
-        queue.enqueue_job(job)
-        reaped.append(job_id)
-    return reaped
+class Reaper:
+    """Requeues every started job whose worker stopped beating; one per supervisor.
+
+    A missing alive key alone does not prove a worker dead: after a queue outage longer
+    than ALIVE_SECONDS (Valkey frozen, or killed and started again from its append-only
+    file) every worker's key has lapsed, and the maintenance round that brings the server
+    back would otherwise run before any worker beats again, queueing each job in progress
+    a second time beside the run that goes on. So a job is requeued only when its
+    worker's key was missing at two sightings at least GRACE_SECONDS apart; a live worker
+    beats within BEAT_EVERY_SECONDS of the queue's return.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._missing_since: dict[str, float] = {}  # job id -> first sighting
+
+    def reap(self, queue: Queue) -> list[str]:
+        """Requeue the jobs of dead workers; returns their ids."""
+        registry = StartedJobRegistry(queue=queue)
+        connection = queue.connection
+        now = self._clock()
+        seen: dict[str, float] = {}
+        reaped: list[str] = []
+        for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
+            try:
+                job = Job.fetch(job_id, connection=connection)
+            except NoSuchJobError:
+                continue  # expired; RQ's own clean-up drops the entry
+            if job.get_status() != JobStatus.STARTED or not job.worker_name:
+                continue
+            if connection.exists(alive_key(job.worker_name)):
+                continue
+            since = seen[job_id] = self._missing_since.get(job_id, now)
+            if now - since < GRACE_SECONDS:
+                continue
+            # Removing the entry is the claim: of two reapers, only the one that removed it
+            # requeues, so the job is queued once.
+            if not connection.zrem(registry.key, f"{job_id}:{execution_id}"):
+                continue
+            queue.enqueue_job(job)
+            reaped.append(job_id)
+            seen.pop(job_id)
+        self._missing_since = seen
+        return reaped

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.synchronize import Event as ProcessEvent
+from types import FrameType
 from typing import Any
 
 import redis
@@ -24,7 +25,7 @@ from bridge import backends, db, jobs
 from bridge.logging import configure_logging
 from bridge.pool import Pool, die_with_parent
 from bridge.queue import QUEUE_NAME
-from bridge.reaper import Heartbeat, reap
+from bridge.reaper import Heartbeat, Reaper
 from bridge.runtime import Runtime
 from bridge.scheduler import Scheduler
 from bridge.settings import Settings
@@ -33,6 +34,9 @@ from bridge.valkey import EmbeddedValkey
 log = structlog.get_logger("fullkit.worker")
 RESUME_EVERY_SECONDS = 10.0
 MAX_WAIT_SECONDS = 30.0
+# RQ's longest wait between tries of a queue that is down (its own default: a minute). Short,
+# so that a worker takes jobs again within seconds of a Valkey restart.
+MAX_RECONNECT_WAIT_SECONDS = 5.0
 
 
 class FullkitWorker(SimpleWorker):
@@ -42,9 +46,19 @@ class FullkitWorker(SimpleWorker):
     connector clients) is built once instead of once per job in a forked horse.
     """
 
+    max_connection_wait_time = MAX_RECONNECT_WAIT_SECONDS
+
     def __init__(self, *args: Any, runtime: Runtime, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.runtime = runtime
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        # RQ stops an idle worker by raising StopRequested from this handler; when the
+        # signal lands while a finalizer runs (a ConnectionPool's __del__), Python swallows
+        # that exception, the stop is lost, and the supervisor waits on this process for
+        # ever. The flag makes the loop stop at its next turn all the same.
+        self._stop_requested = True
+        super().request_stop(signum, frame)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         with jobs.serving(self.runtime):
@@ -52,7 +66,21 @@ class FullkitWorker(SimpleWorker):
 
 
 def build_worker(rt: Runtime) -> FullkitWorker:
-    return FullkitWorker([Queue(QUEUE_NAME, connection=rt.redis)], connection=rt.redis, runtime=rt)
+    # RQ gets a client of its own. Its wait for the next job is a BLPOP of minutes, so it
+    # raises the socket timeout of its client's pool, but only for connections made after
+    # that: one the runtime had already pooled (10 s) timed the wait out, and RQ took that
+    # for a lost queue and slept up to a minute between waits, an idle worker deaf to new
+    # jobs. The runtime's own client (jobs, leases, heartbeat) keeps its short timeout.
+    connection = _own_client(rt.redis)
+    return FullkitWorker(
+        [Queue(QUEUE_NAME, connection=connection)], connection=connection, runtime=rt
+    )
+
+
+def _own_client(client: redis.Redis) -> redis.Redis:
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    return redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs))
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> None:
@@ -175,19 +203,20 @@ def _prepare_ledger(rt: Runtime) -> None:
 
 
 def _maintenance_loop(rt: Runtime, stop: threading.Event) -> None:
+    reaper = Reaper()
     while not stop.wait(RESUME_EVERY_SECONDS):
         try:
-            maintain(rt)
+            maintain(rt, reaper)
         except Exception as exc:  # the queue or ledger may be briefly down; try next tick
             log.warning("maintenance failed", error=type(exc).__name__)
 
 
-def maintain(rt: Runtime) -> None:
+def maintain(rt: Runtime, reaper: Reaper) -> None:
     """One round: jobs of dead workers go back on the queue, stalled attempts resume."""
     if not rt.settings.redis_url:
         # Brings the shared embedded server back (on its old port) if it died.
         EmbeddedValkey(rt.settings.home).url()
-    reaped = reap(rt.queue.rq)
+    reaped = reaper.reap(rt.queue.rq)
     if reaped:
         log.info("requeued jobs of dead workers", jobs=reaped)
     resumed = jobs.resume_stalled(rt)

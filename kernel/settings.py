@@ -94,6 +94,8 @@ def http_url(value: str | None) -> str | None:
 # `scheme://user:password@`: the password ends at the last `@` before a space, so one
 # written with a raw `@`, `/` or `#` (which drivers accept) is hidden whole.
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)(?!\*\*\*@)\S*@")
+# `?password=` or `&password=`: redis-py's documented form for a unix socket, and libpq's.
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd)=)(?!\*\*\*(?:[&#\s]|$))[^&#\s]*", re.I)
 
 
 def hide_url_passwords(text: str) -> str:
@@ -101,7 +103,7 @@ def hide_url_passwords(text: str) -> str:
     URL that a driver's error or a library's log line repeats."""
     if "://" not in text:
         return text
-    return _URL_PASSWORD.sub(r"\1***@", text)
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
 
 
 def env_name(cls: type[BaseSettings], field_name: str) -> str:

@@ -13,7 +13,9 @@ from flask.testing import FlaskClient
 from bridge.admin_auth import MAX_FAILURES
 from bridge.app import create_app
 from bridge.server import CannotServe, serve_forever
-from tests.conftest import ADMIN_TOKEN, FIXTURES
+from bridge.settings import load_settings
+from bridge.valkey import EmbeddedValkeyError, Reviver
+from tests.conftest import ADMIN_TOKEN, FIXTURES, ROOT
 from tests.hubspot_signing import v3_headers
 from tests.test_cli import UNREACHABLE_REDIS, fullkit
 
@@ -122,3 +124,19 @@ def test_the_cli_says_why_serve_will_not_start(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "FULLKIT_ADMIN_TOKEN is shorter than 32 characters" in done.stderr
     assert "short" not in done.stderr.replace("shorter", "") and "Traceback" not in done.stderr
+
+
+def test_the_api_answers_while_the_embedded_queue_cannot_be_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The throttle lets requests through when Redis is down (the API must not go down with
+    # the queue): also when the web process finds no embedded server and cannot start one.
+    def cannot_start(_reviver: Reviver, wait: float) -> str:
+        raise EmbeddedValkeyError("embedded Valkey exited at start")
+
+    monkeypatch.setattr(Reviver, "revive", cannot_start)
+    settings = load_settings(FULLKIT_HOME=str(tmp_path / "home"), FULLKIT_ADMIN_TOKEN=ADMIN_TOKEN,
+                             FULLKIT_RULES_DIR=str(ROOT / "kit_rules"))  # fmt: skip
+    client = create_app(settings).test_client()
+    assert client.get(DEAL, headers=bearer(ADMIN_TOKEN)).status_code == 404
+    assert client.get(DEAL, headers=bearer("guess")).status_code == 403

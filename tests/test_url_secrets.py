@@ -110,3 +110,33 @@ def test_the_settings_show_no_password() -> None:
     for shown in (repr(settings), str(settings), settings.model_dump_json()):
         assert SECRET not in shown
     assert settings.sqlalchemy_url == DB_RAW.replace("postgresql:", "postgresql+psycopg:")
+
+
+# redis-py documents `unix:///path.sock?db=0&password=...` for sockets (and takes any URL's
+# `?password=`); libpq and SQLAlchemy take `?password=` too.
+REDIS_QUERY = f"unix:///tmp/fullkit-none/redis.sock?db=0&password={SECRET}%2Fpw"
+DB_QUERY = f"postgresql://fullkit@127.0.0.1:1/ledger?password={SECRET}&sslmode=prefer"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "said"),
+    [
+        (["replay"], {"REDIS_URL": REDIS_QUERY}, "password=***"),
+        (["status", "hubspot:1"], {"DATABASE_URL": DB_QUERY}, "password=***"),
+    ],
+)
+def test_a_password_in_the_url_query_is_hidden_too(
+    tmp_path: Path, args: list[str], env: dict[str, str], said: str
+) -> None:
+    done = fullkit(args, FULLKIT_HOME=str(tmp_path), **env)
+    assert done.returncode == 1
+    assert said in done.stderr
+    assert SECRET not in done.stdout + done.stderr
+
+
+def test_log_lines_hide_a_password_in_a_url_query() -> None:
+    from kernel.settings import hide_url_passwords
+
+    line = f"connecting to {REDIS_QUERY} and {DB_QUERY}"
+    assert SECRET not in hide_url_passwords(line)
+    assert "sslmode=prefer" in hide_url_passwords(line)
