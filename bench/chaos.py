@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import random
-import secrets
 import shutil
 import signal
 import statistics
@@ -49,7 +48,7 @@ from sqlalchemy import select
 
 from bench.figures import Figure
 from bridge import db, ledger
-from bridge.demo import PORTAL_RATE_LIMIT, hubspot_setup, sample_contacts
+from bridge.demo import PORTAL_RATE_LIMIT, hubspot_setup, sample_contacts, stack_env
 from bridge.models import Attempt
 from bridge.queue import QUEUE_NAME, connect
 from bridge.settings import Settings, load_settings
@@ -265,20 +264,11 @@ def _deal(box: HubSpotSandbox, n: int, complete: bool) -> str:
 
 def _env(home: Path, box: HubSpotSandbox, sandbox_url: str, plan: Plan) -> dict[str, str]:
     base, cap = plan.backoff
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env = stack_env(home, box, sandbox_url, free_port())
     env.update({
-        "FULLKIT_HOME": str(home),
-        "HUBSPOT_ACCESS_TOKEN": box.access_token,
-        "HUBSPOT_API_BASE": sandbox_url,
-        "HUBSPOT_APP_BASE": sandbox_url,
-        "HUBSPOT_CLIENT_SECRET": secrets.token_hex(16),
-        "HUBSPOT_APP_ID": str(box.app_id),
-        "HUBSPOT_RATE_LIMIT": f"{PORTAL_RATE_LIMIT[0]}/{PORTAL_RATE_LIMIT[1]:g}s",
         "HUBSPOT_TIMEOUT_SECONDS": f"{plan.client_timeout:g}",
         "FULLKIT_BACKOFF_BASE_SECONDS": f"{base:g}",
         "FULLKIT_BACKOFF_CAP_SECONDS": f"{cap:g}",
-        "FULLKIT_ADMIN_TOKEN": secrets.token_hex(16),
-        "PORT": str(free_port()),
         # Two work horses per worker: kills then hit busy processes, on a 2-core machine.
         "FULLKIT_WORKER_PROCESSES": "2",
     })  # fmt: skip

@@ -259,14 +259,8 @@ def _run(home: Path, keep: bool, deal_count: int | None, started: float) -> int:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def start_stack(
-    home: Path,
-    sandbox_url: str,
-    box: HubSpotSandbox,
-    verbose: bool = True,
-    env_overrides: dict[str, str] | None = None,
-) -> Stack:
-    port = free_port()
+def stack_env(home: Path, box: HubSpotSandbox, sandbox_url: str, port: int) -> dict[str, str]:
+    """The environment of a demo stack's serve and worker, talking to `box` at sandbox_url."""
     env = {
         **os.environ,
         "FULLKIT_HOME": str(home),
@@ -282,6 +276,18 @@ def start_stack(
     }
     for name in ("REDIS_URL", "DATABASE_URL"):
         env.pop(name, None)  # the demo runs on the embedded defaults
+    return env
+
+
+def start_stack(
+    home: Path,
+    sandbox_url: str,
+    box: HubSpotSandbox,
+    verbose: bool = True,
+    env_overrides: dict[str, str] | None = None,
+) -> Stack:
+    port = free_port()
+    env = stack_env(home, box, sandbox_url, port)
     env.update(env_overrides or {})  # e.g. the benchmark's portal limit and batch size
     settings = load_settings(**{k: v for k, v in env.items() if k.isupper()})
     for line in hubspot_setup(settings):

@@ -440,19 +440,11 @@ class HubSpotConnector(CrmConnector):
         done[item.handoff_id] = str(created["id"])
 
     def _task_by_handoff_id(self, handoff_id: str) -> str | None:
-        """A consistent read by the unique property (search could miss a new task)."""
         api = self.api
-        try:
-            found = api.call(
-                "read task by hand-off id",
-                api.client.crm.objects.tasks.basic_api.get_by_id,
-                handoff_id,
-                id_property=HANDOFF_PROPERTY,
-                properties=[HANDOFF_PROPERTY],
-            )
-        except NotFoundError:
-            return None
-        return str(found["id"]) if isinstance(found, dict) and found.get("id") else None
+        tasks = api.client.crm.objects.tasks.basic_api
+        return api.id_by_unique(
+            "read task by hand-off id", tasks.get_by_id, HANDOFF_PROPERTY, handoff_id
+        )
 
     def _task_input(self, item: PushBack) -> dict[str, Any]:
         properties = {

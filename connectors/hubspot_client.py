@@ -368,6 +368,17 @@ class HubSpotApi:
         """HubSpot refused a remembered owner id (the user left): ask again next time."""
         self.cache.forget(self._key("owner", email.strip().lower()))
 
+    def id_by_unique(
+        self, operation: str, get_by_id: Callable[..., Any], prop: str, value: str
+    ) -> str | None:
+        """The id of the object whose unique property `prop` holds `value`, or None.
+        A read by the property is consistent, where search could miss a new object."""
+        try:
+            found = self.call(operation, get_by_id, value, id_property=prop, properties=[prop])
+        except NotFoundError:
+            return None
+        return str(found["id"]) if isinstance(found, dict) and found.get("id") else None
+
     def record_url(self, object_type_id: str, object_id: str) -> str:
         """A record's page in HubSpot's UI, e.g. object type 0-3 (deal), 0-5 (ticket)."""
         account = self._account()

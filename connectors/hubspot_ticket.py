@@ -11,7 +11,6 @@ from hubspot.crm.association_type import AssociationType
 from connectors.hubspot_client import (
     ConflictError,
     HubSpotApi,
-    NotFoundError,
     chunks,
     results_of,
 )
@@ -174,17 +173,10 @@ class HubSpotTicketTarget(OpsTarget):
 
     def _find(self, handoff_id: str) -> str | None:
         api = self.api
-        try:
-            found = api.call(
-                "read ticket by hand-off id",
-                api.client.crm.tickets.basic_api.get_by_id,
-                handoff_id,
-                id_property=HANDOFF_PROPERTY,
-                properties=[HANDOFF_PROPERTY],
-            )
-        except NotFoundError:
-            return None
-        return str(found["id"]) if isinstance(found, dict) and found.get("id") else None
+        tickets = api.client.crm.tickets.basic_api
+        return api.id_by_unique(
+            "read ticket by hand-off id", tickets.get_by_id, HANDOFF_PROPERTY, handoff_id
+        )
 
     def _ticket_input(self, request: OpsRequest) -> dict[str, Any]:
         options = {**DEFAULT_OPTIONS, **{k: str(v) for k, v in request.options.items()}}

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from sandbox.call_log import CallRecord, matching
 from sandbox.hubspot_chaos import Chaos
 from sandbox.hubspot_model import (
     ASSOCIATION_BY_ID,
@@ -174,14 +175,6 @@ class Pipeline:
                 for i, (sid, label, meta) in enumerate(self.stages)
             ],
         }
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    method: str
-    path: str
-    status: int
-    at: float
 
 
 @dataclass
@@ -526,12 +519,7 @@ class HubSpotSandbox:
     def calls(self, method: str | None = None, path_prefix: str | None = None) -> list[CallRecord]:
         """API calls received so far, optionally filtered."""
         with self.lock:
-            return [
-                c
-                for c in self.call_log
-                if (method is None or c.method == method.upper())
-                and (path_prefix is None or c.path.startswith(path_prefix))
-            ]
+            return matching(self.call_log, method, path_prefix)
 
     def reset_calls(self) -> None:
         with self.lock:

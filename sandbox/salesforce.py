@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sandbox.call_log import CallRecord, matching
 from sandbox.salesforce_model import (
     API_VERSION,
     FieldDef,
@@ -26,14 +27,6 @@ from sandbox.salesforce_outbound import MAX_NOTIFICATIONS, Delivery, OutboundRul
 from sandbox.salesforce_store import Notification, OrgData, Row, Store
 
 DEFAULT_DAILY_LIMIT = 15_000  # Enterprise Edition's base allocation before per-licence extras
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    method: str
-    path: str
-    status: int
-    at: float
 
 
 @dataclass
@@ -185,12 +178,7 @@ class SalesforceSandbox:
 
     def calls(self, method: str | None = None, path_prefix: str | None = None) -> list[CallRecord]:
         with self.lock:
-            return [
-                c
-                for c in self.call_log
-                if (method is None or c.method == method)
-                and (path_prefix is None or c.path.startswith(path_prefix))
-            ]
+            return matching(self.call_log, method, path_prefix)
 
     def reset_calls(self) -> None:
         with self.lock:

@@ -12,8 +12,11 @@ from typing import Any
 import pytest
 import redis
 import sqlalchemy as sa
+from flask.testing import FlaskClient
 from pydantic import SecretStr
+from rq import Queue
 
+from bridge.queue import QUEUE_NAME
 from bridge.settings import Settings, load_settings
 from bridge.valkey import STATE_FILE, EmbeddedValkey
 from connectors.hubspot_setup import setup_properties
@@ -172,6 +175,20 @@ def settings(make_settings: Any) -> Settings:
     return make_settings(
         HUBSPOT_CLIENT_SECRET="test-client-secret", FULLKIT_ADMIN_TOKEN=ADMIN_TOKEN
     )
+
+
+# --- the receivers' tests: each module builds its `app`, and reads what got queued ------
+
+
+@pytest.fixture
+def client(app: Any) -> FlaskClient:
+    return app.test_client()
+
+
+def queued(app: Any) -> list[tuple[Any, ...]]:
+    queue = Queue(QUEUE_NAME, connection=app.config["FULLKIT"].redis)
+    # Each intake job carries a delivery's changes.
+    return [tuple(change) for job in queue.jobs for change in job.args[0]]
 
 
 # --- one loopback HubSpot portal per test module, for the connector tests ------------

@@ -129,3 +129,10 @@ def start_stack(settings_factory: Any, **sandbox_options: Any) -> Iterator[Stack
         server.shutdown()
         running.stop()
         runtime.engine.dispose()
+
+
+def move_together(stack: Stack, deal_ids: list[str]) -> None:
+    """Sales moves the deals at once; HubSpot delivers the changes in one webhook batch."""
+    with stack.sandbox.hold_webhooks():
+        for deal_id in deal_ids:
+            stack.sandbox.move_deal(deal_id, "closedwon")

@@ -21,7 +21,7 @@ from bridge.settings import load_settings
 from bridge.valkey import EmbeddedValkey
 from sandbox import HubSpotSandbox, start_sandbox
 from tests.conftest import ROOT, Backend
-from tests.e2e import KICKOFF, Stack, start_stack
+from tests.e2e import KICKOFF, Stack, move_together, start_stack
 
 ACCEPTED = ["received", "evaluating", "accepted", "ops_created"]
 RETURNED = ["received", "evaluating", "returned"]
@@ -30,13 +30,6 @@ RETURNED = ["received", "evaluating", "returned"]
 @pytest.fixture
 def stack(make_settings: Any) -> Iterator[Stack]:
     yield from start_stack(make_settings)
-
-
-def move_together(stack: Stack, deal_ids: list[str]) -> None:
-    """Sales moves the deals at once; HubSpot delivers the changes in one webhook batch."""
-    with stack.sandbox.hold_webhooks():
-        for deal_id in deal_ids:
-            stack.sandbox.move_deal(deal_id, "closedwon")
 
 
 def mixed_deals(stack: Stack, count: int) -> tuple[list[str], list[str]]:

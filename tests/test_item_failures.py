@@ -15,7 +15,7 @@ from bridge import jobs
 from bridge.models import Attempt
 from bridge.queue import HandoffQueue, QueueUnavailable
 from sandbox import WriteSource
-from tests.e2e import Stack, start_stack
+from tests.e2e import Stack, move_together, start_stack
 
 RETURNED = ["received", "evaluating", "returned"]
 
@@ -23,12 +23,6 @@ RETURNED = ["received", "evaluating", "returned"]
 @pytest.fixture
 def stack(make_settings: Any) -> Iterator[Stack]:
     yield from start_stack(make_settings)
-
-
-def move_together(stack: Stack, deal_ids: list[str]) -> None:
-    with stack.sandbox.hold_webhooks():
-        for deal_id in deal_ids:
-            stack.sandbox.move_deal(deal_id, "closedwon")
 
 
 def attempt(stack: Stack, deal_id: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from bridge.receivers.hubspot_signature import SignatureInvalid, decode_v3_uri, 
 from connectors.hubspot_client import HubSpotApi
 from kernel.rate_budget import RateBudgets
 from sandbox import RunningSandbox
-from tests.conftest import FIXTURES, ROOT, sandbox_settings, secret
+from tests.conftest import FIXTURES, ROOT, queued, sandbox_settings, secret
 from tests.hubspot_signing import v1_headers, v2_headers, v3_headers
 
 URI = "http://localhost/webhooks/hubspot"
@@ -37,17 +37,6 @@ def fixture(name: str) -> str:
 @pytest.fixture
 def app(settings: Any) -> Any:
     return create_app(settings)
-
-
-@pytest.fixture
-def client(app: Any) -> FlaskClient:
-    return app.test_client()
-
-
-def queued(app: Any) -> list[tuple[Any, ...]]:
-    queue = Queue(QUEUE_NAME, connection=app.config["FULLKIT"].redis)
-    # Each intake job carries a delivery's changes.
-    return [tuple(change) for job in queue.jobs for change in job.args[0]]
 
 
 def post(client: FlaskClient, body: str, headers: dict[str, str] | None = None) -> Any:

@@ -15,15 +15,13 @@ from xml.etree.ElementTree import fromstring
 
 import pytest
 from flask.testing import FlaskClient
-from rq import Queue
 
 from bridge import db, ledger
 from bridge.app import create_app
-from bridge.queue import QUEUE_NAME
 from bridge.receivers.salesforce_signature import sign
 from bridge.runtime import Runtime
 from bridge.worker import build_worker
-from tests.conftest import FIXTURES, ROOT, secret
+from tests.conftest import FIXTURES, ROOT, queued, secret
 
 ORG = "00D5g00000KxQfTEAV"
 SECRET = "test-salesforce-webhook-secret"
@@ -63,17 +61,6 @@ def sf_settings(make_settings: Any, rules_dir: Path) -> Any:
 @pytest.fixture
 def app(sf_settings: Any) -> Any:
     return create_app(sf_settings())
-
-
-@pytest.fixture
-def client(app: Any) -> FlaskClient:
-    return app.test_client()
-
-
-def queued(app: Any) -> list[tuple[Any, ...]]:
-    queue = Queue(QUEUE_NAME, connection=app.config["FULLKIT"].redis)
-    # Each intake job carries a delivery's changes.
-    return [tuple(change) for job in queue.jobs for change in job.args[0]]
 
 
 def post_outbound(client: FlaskClient, body: bytes, content_type: str = "text/xml") -> Any:

@@ -1,10 +1,21 @@
-"""What every receiver checks first, in the SPEC's order: size, then content type."""
+"""What every receiver checks first, in the SPEC's order: size, then content type; and how
+the JSON receivers parse, refuse, count and time a request."""
 
 from __future__ import annotations
 
-from flask import Request, current_app
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from bridge.metrics import WEBHOOK_ANSWERS
+import structlog
+from flask import Request, Response, current_app
+from pydantic import ValidationError
+
+from bridge.metrics import RECEIVER_SECONDS, WEBHOOK_ANSWERS
+
+log = structlog.get_logger("fullkit.receivers")
+T = TypeVar("T")
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -46,3 +57,37 @@ def public_url(request: Request) -> str:
 
 def count(receiver: str, status: int) -> None:
     WEBHOOK_ANSWERS.labels(receiver=receiver, status=str(status)).inc()
+
+
+def json_response(data: dict[str, Any], status: int) -> Response:
+    return Response(json.dumps(data), status=status, mimetype="application/json")
+
+
+def answer_json(receiver: str, handle: Callable[[], Response]) -> Response:
+    """`handle`'s answer, or a Refusal's as {"error": reason}; either counted and timed."""
+    started = time.perf_counter()
+    try:
+        answer = handle()
+    except Refusal as refusal:
+        # The reason only: a signature or secret in a log would be a credential leaked.
+        log.warning(
+            "webhook refused", receiver=receiver, status=refusal.status, reason=refusal.reason
+        )
+        answer = json_response({"error": refusal.reason}, refusal.status)
+    count(receiver, answer.status_code)
+    RECEIVER_SECONDS.labels(receiver=receiver).observe(time.perf_counter() - started)
+    return answer
+
+
+def parse_json(raw: str | bytes, validate: Callable[[Any], T], what: str) -> T:
+    """The body as `validate` makes it, or a 400 naming the first problem's path."""
+    try:
+        data: Any = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: hostile nesting depth
+        raise Refusal(400, "body is not JSON") from None
+    try:
+        return validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise Refusal(400, f"not {what}: {where}: {first['msg']}") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -18,16 +17,22 @@ from pydantic import (
     StrictInt,
     StrictStr,
     TypeAdapter,
-    ValidationError,
 )
 from redis import RedisError
 
 from bridge import intake
 from bridge.deal_ids import InvalidDealId
-from bridge.metrics import EVENTS_QUEUED, RECEIVER_SECONDS
+from bridge.metrics import EVENTS_QUEUED
 from bridge.queue import QueueUnavailable
 from bridge.receivers import hubspot_signature
-from bridge.receivers.common import Refusal, count, public_url, read_body, require_content_type
+from bridge.receivers.common import (
+    Refusal,
+    answer_json,
+    parse_json,
+    public_url,
+    read_body,
+    require_content_type,
+)
 from bridge.receivers.hubspot_settings import HubSpotReceiverSettings
 from kernel import portal
 
@@ -83,20 +88,7 @@ Batch = TypeAdapter(Annotated[list[HubSpotEvent], Field(min_length=1, max_length
 
 @blueprint.post("/webhooks/hubspot")
 def receive() -> Response:
-    started = time.perf_counter()
-    try:
-        status = _receive()
-        answer = Response(status=status)
-    except Refusal as refusal:
-        status = refusal.status
-        # The reason only: a signature or secret in a log would be a credential leaked.
-        log.warning("webhook refused", receiver=RECEIVER, status=status, reason=refusal.reason)
-        answer = Response(
-            json.dumps({"error": refusal.reason}), status=status, mimetype="application/json"
-        )
-    count(RECEIVER, status)
-    RECEIVER_SECONDS.labels(receiver=RECEIVER).observe(time.perf_counter() - started)
-    return answer
+    return answer_json(RECEIVER, lambda: Response(status=_receive()))
 
 
 def _receive() -> int:
@@ -134,16 +126,7 @@ def _text(body: bytes) -> str | None:
 
 
 def _parse(text: str) -> list[HubSpotEvent]:
-    try:
-        data: Any = json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: hostile nesting depth
-        raise Refusal(400, "body is not JSON") from None
-    try:
-        return Batch.validate_python(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise Refusal(400, f"not a HubSpot event batch: {where}: {first['msg']}") from None
+    return parse_json(text, Batch.validate_python, "a HubSpot event batch")
 
 
 class LearnedPortal:

@@ -7,7 +7,6 @@ trip; neither calls Salesforce. Stage names compare as Salesforce's do, ignoring
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from typing import Annotated, Any
 
@@ -20,7 +19,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictStr,
-    ValidationError,
 )
 
 from bridge import intake
@@ -28,7 +26,15 @@ from bridge.deal_ids import InvalidDealId, salesforce_id18
 from bridge.metrics import EVENTS_QUEUED, RECEIVER_SECONDS
 from bridge.queue import QueueUnavailable
 from bridge.receivers import salesforce_signature, salesforce_soap
-from bridge.receivers.common import Refusal, count, read_body, require_content_type
+from bridge.receivers.common import (
+    Refusal,
+    answer_json,
+    count,
+    json_response,
+    parse_json,
+    read_body,
+    require_content_type,
+)
 from bridge.receivers.salesforce_settings import SalesforceReceiverSettings, org_id18
 
 log = structlog.get_logger("fullkit.receivers")
@@ -162,19 +168,7 @@ class StageCall(BaseModel):
 
 @blueprint.post("/webhooks/salesforce")
 def receive_call() -> Response:
-    started = time.perf_counter()
-    try:
-        queued = _receive_call()
-        status = 202
-        answer = _json({"queued": queued}, status)
-    except Refusal as refusal:
-        status = refusal.status
-        # The reason only: a signature or secret in a log would be a credential leaked.
-        log.warning("webhook refused", receiver=JSON_RECEIVER, status=status, reason=refusal.reason)
-        answer = _json({"error": refusal.reason}, status)
-    count(JSON_RECEIVER, status)
-    RECEIVER_SECONDS.labels(receiver=JSON_RECEIVER).observe(time.perf_counter() - started)
-    return answer
+    return answer_json(JSON_RECEIVER, lambda: json_response({"queued": _receive_call()}, 202))
 
 
 def _receive_call() -> bool:
@@ -213,16 +207,7 @@ def _receive_call() -> bool:
 
 
 def _parse_call(body: bytes) -> StageCall:
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: hostile nesting depth
-        raise Refusal(400, "body is not JSON") from None
-    try:
-        return StageCall.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise Refusal(400, f"not a Salesforce stage call: {where}: {first['msg']}") from None
+    return parse_json(body, StageCall.model_validate, "a Salesforce stage call")
 
 
 # --- shared ------------------------------------------------------------------------------
@@ -239,7 +224,3 @@ def _plausible(moment: dt.datetime) -> bool:
 def _queue(app: Any, changes: list[intake.StageChange]) -> None:
     """Raises QueueUnavailable when the queue cannot be reached."""
     EVENTS_QUEUED.labels(crm=CRM).inc(intake.queue_changes(app, changes))
-
-
-def _json(data: dict[str, Any], status: int) -> Response:
-    return Response(json.dumps(data), status=status, mimetype="application/json")
