@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as ProcessEvent
@@ -29,6 +30,10 @@ log = structlog.get_logger("fullkit.worker")
 # How long a child that died waits before it is started again: a child that cannot
 # start at all must not spin the machine.
 RESTART_DELAY_SECONDS = 1.0
+# How long a stopping child may finish its job. A step caught mid-call is safe to cut:
+# every step is ledger-first and idempotent, and the resumer picks the attempt up again.
+# Shorter than the 30 s platforms commonly give between SIGTERM and SIGKILL.
+STOP_GRACE_SECONDS = 20.0
 PARENT_CHECK_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1
 
@@ -89,8 +94,9 @@ class Pool:
             for index, (child, _) in enumerate(self.children):
                 if not child.is_alive() and not self.stopping.is_set():
                     log.warning("worker process died; starting another", exitcode=child.exitcode)
+                    if self.stopping.wait(RESTART_DELAY_SECONDS):
+                        break  # asked to stop meanwhile: start nothing new
                     child.close()
-                    self.stopping.wait(RESTART_DELAY_SECONDS)
                     self.children[index] = self._start(_spawn)
             self.stopping.wait(0.2 if not announced else 1.0)
         self._stop_children()
@@ -110,5 +116,11 @@ class Pool:
         for child, _ in self.children:
             if child.is_alive() and child.pid is not None:
                 os.kill(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
         for child, _ in self.children:
-            child.join()
+            child.join(max(deadline - time.monotonic(), 0))
+        for child, _ in self.children:
+            if child.is_alive() and child.pid is not None:
+                log.warning("worker process did not stop in time; killing it", pid=child.pid)
+                os.kill(child.pid, signal.SIGKILL)
+                child.join()
