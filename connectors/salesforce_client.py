@@ -210,9 +210,12 @@ class SalesforceApi:
         session: requests.Session | None = None,
     ) -> None:
         self.config = settings.section(SalesforceSettings)
-        if not self.config.enabled or self.config.instance_url is None:
+        if self.config.instance_url is None:
+            raise NotConfigured("Salesforce connector disabled: SALESFORCE_INSTANCE_URL is not set")
+        if not self.config.enabled:
             raise NotConfigured(
-                "Salesforce is not configured (SALESFORCE_INSTANCE_URL and a login)"
+                "Salesforce connector disabled: no login is set (SALESFORCE_ACCESS_TOKEN, "
+                "SALESFORCE_CLIENT_ID and _SECRET, or SALESFORCE_USERNAME and _PASSWORD)"
             )
         self.instance_url = self.config.instance_url
         identity = f"{self.instance_url} {self._identity()}"
