@@ -424,7 +424,7 @@ def test_kit_without_crm_needs_its_fields_in_every_mapping(tmp_path: Path) -> No
         "deals, but this kit has no `crm` and would also judge salesforce deals; add "
         "`crm: hubspot`",
         "rules/kits/10-kit.yaml:11: requirements[1].field: unknown deal field 'plan' "
-        "(known: amount) [crm salesforce]"
+        "(known: amount) [crm salesforce]",
     ]
 
 
