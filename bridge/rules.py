@@ -26,7 +26,7 @@ from bridge.expressions import (
     compile_expression,
 )
 from bridge.yaml_errors import explain
-from kernel.connector import Registry
+from kernel.connector import OpsTarget, Registry
 from kernel.mapping import FIELD_TYPES, OBJECTS, FieldSpec, Mapping, convert
 from kernel.packet import Packet
 
@@ -478,6 +478,7 @@ class _KitParser:
         self.f = f
         self.entries = entries
         self.schemas: dict[str, Schema] = {}  # crm -> schema this kit is checked against
+        self.crm: str | None = None  # the kit's own `crm`, once read
 
     def parse(self) -> Kit | None:
         f, entries = self.f, self.entries
@@ -485,7 +486,7 @@ class _KitParser:
         if kit_id is not None:
             self.loader.note_kit_id(f, entries["kit"], kit_id)
         title = f.string(entries.get("title"))
-        crm = self._crm(entries.get("crm"))
+        crm = self.crm = self._crm(entries.get("crm"))
         applies_when = self._expression(entries.get("applies_when"))
         handoff = self._stage(entries.get("handoff_stage"))
         return_stage = self._stage(entries.get("return_stage"))
@@ -589,6 +590,8 @@ class _KitParser:
             message = f"unknown ops target '{target}' (known: {known})"
             self.f.problem(entry.value, entry.path, message)
             return False
+        if not self._target_serves(cls, entry):
+            return False
         problems = cls.validate_options(options)
         for text in problems:
             # Targets say "<key>: problem"; point at that key's line when we can.
@@ -599,6 +602,24 @@ class _KitParser:
             else:
                 self.f.problem(entry.value, "ops", text)
         return not problems
+
+    def _target_serves(self, cls: type[OpsTarget], entry: _Entry) -> bool:
+        """A kit's deals must be ones its target can take: a Case needs a Salesforce
+        opportunity, a HubSpot ticket a HubSpot deal. A kit without `crm` judges the deals
+        of every mapped CRM, so its target must serve them all."""
+        unserved = [crm for crm in self.schemas if not cls.serves(crm)]
+        if not unserved:
+            return True
+        served = ", ".join(sorted(cls.crms or ())) or "none"
+        if self.crm is None:
+            message = (
+                f"ops target '{cls.name}' serves only {served} deals, but this kit has no "
+                f"`crm` and would also judge {', '.join(unserved)} deals; add `crm: {served}`"
+            )
+        else:
+            message = f"ops target '{cls.name}' cannot serve {self.crm} deals (serves {served})"
+        self.f.problem(entry.value, entry.path, message)
+        return False
 
     def _owners(self, entry: _Entry | None) -> tuple[str, ...] | None:
         if entry is None:

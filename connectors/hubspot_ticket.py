@@ -39,6 +39,8 @@ def ticket_content(summary: str) -> str:
 class HubSpotTicketTarget(OpsTarget):
     name = "hubspot_ticket"
     settings_class = HubSpotSettings
+    # The ticket is associated with the deal and its company: HubSpot records only.
+    crms: ClassVar[frozenset[str] | None] = frozenset({"hubspot"})
     option_keys: ClassVar[frozenset[str]] = frozenset({"pipeline", "stage"})
 
     def __init__(self, settings: SharedSettings) -> None:

@@ -196,6 +196,10 @@ class OpsTarget(ABC):
     name: ClassVar[str]
     option_keys: ClassVar[frozenset[str]] = frozenset()
     settings_class: ClassVar[type[Section] | None] = None  # as for CrmConnector
+    # The CRMs whose deals this target can take (a Case needs a Salesforce opportunity and
+    # account, a HubSpot ticket a HubSpot deal); None: any CRM (e.g. a webhook). Rules
+    # loading refuses a kit that pairs its CRM with a target that cannot serve it.
+    crms: ClassVar[frozenset[str] | None] = None
 
     rate_budgets: RateBudgets | None = None  # as for CrmConnector
     cache: SharedCache | None = None  # as for CrmConnector
@@ -211,6 +215,10 @@ class OpsTarget(ABC):
             for key in options
             if key not in cls.option_keys
         ]
+
+    @classmethod
+    def serves(cls, crm: str) -> bool:
+        return cls.crms is None or crm in cls.crms
 
     def prepare(self, owner_emails: Sequence[str]) -> None:
         """As CrmConnector.prepare, given the ops owners the kits name for this target."""

@@ -173,7 +173,8 @@ def test_kit_check_reads_a_live_hubspot_deal_and_writes_nothing(
         ("wrong-token", "hubspot:1", "fullkit: cannot read hubspot:1: HubSpot read deal: "
          "the access token was refused (HTTP 401)"),
         ("sandbox-token", "salesforce:006000000000001",
-         "fullkit: no salesforce connector in this version of Fullkit"),
+         "fullkit: cannot read salesforce:006000000000001AAA: Salesforce connector disabled: "
+         "SALESFORCE_INSTANCE_URL is not set"),
     ],
 )  # fmt: skip
 def test_kit_check_of_a_live_deal_it_cannot_read_is_one_line_exit_1(

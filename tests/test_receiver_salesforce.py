@@ -370,7 +370,7 @@ print(sorted(loaded + [m for m in set(sys.modules) - before if m.startswith("bri
     assert done.stdout.strip() == "[]"
 
 
-def test_a_queued_salesforce_change_fails_its_attempt_clearly_without_a_connector(
+def test_a_queued_salesforce_change_fails_its_attempt_clearly_unconfigured(
     client: FlaskClient, sf_settings: Any
 ) -> None:
     assert acked(post_outbound(client, fixture("outbound__one_notification.xml")))
@@ -383,5 +383,6 @@ def test_a_queued_salesforce_change_fails_its_attempt_clearly_without_a_connecto
     assert history is not None
     [attempt] = history["attempts"]
     assert attempt["state"] == "failed"
-    assert "salesforce connector is not configured" in attempt["error"]
+    # A worker without SALESFORCE_INSTANCE_URL says which setting is missing.
+    assert "SALESFORCE_INSTANCE_URL is not set" in attempt["error"]
     runtime.engine.dispose()

@@ -133,7 +133,7 @@ def test_every_problem_in_the_folder_is_reported_at_once(monkeypatch: pytest.Mon
         "many_problems/kits/10-broken.yaml:4: handoff_stage: unknown stage 'closedwonn' in "
         "mappings/hubspot.yaml (known: contractsent, closedwon)",
         "many_problems/kits/10-broken.yaml:6: ops.target: unknown ops target 'jira_cloud' "
-        "(known: hubspot_ticket)",
+        "(known: hubspot_ticket, salesforce_case)",
         "many_problems/kits/10-broken.yaml:9: requirements[0].check: CEL syntax error at "
         "column 20: unexpected end of expression",
         "many_problems/kits/10-broken.yaml:12: requirements[1].field: unknown deal field "
@@ -362,7 +362,7 @@ def test_unknown_ops_target(tmp_path: Path) -> None:
 
     assert problems == [
         "rules/kits/10-kit.yaml:6: ops.target: unknown ops target 'hubspot_tickets' "
-        "(known: hubspot_ticket)"
+        "(known: hubspot_ticket, salesforce_case)"
     ]
 
 
@@ -404,7 +404,10 @@ def test_kit_without_crm_needs_its_stages_in_every_mapping(tmp_path: Path) -> No
 
     assert problems_of(write_rules(tmp_path, {"10-kit": kit}, mappings)) == [
         "rules/kits/10-kit.yaml:3: handoff_stage: unknown stage 'presentationscheduled' in "
-        "mappings/salesforce.yaml (known: contractsent, closedwon)"
+        "mappings/salesforce.yaml (known: contractsent, closedwon)",
+        "rules/kits/10-kit.yaml:5: ops.target: ops target 'hubspot_ticket' serves only hubspot "
+        "deals, but this kit has no `crm` and would also judge salesforce deals; add "
+        "`crm: hubspot`",
     ]
 
 
@@ -417,8 +420,11 @@ def test_kit_without_crm_needs_its_fields_in_every_mapping(tmp_path: Path) -> No
     mappings = {"hubspot": HUBSPOT_MAPPING, "salesforce": SALESFORCE_MAPPING}
 
     assert problems_of(write_rules(tmp_path, {"10-kit": kit}, mappings)) == [
+        "rules/kits/10-kit.yaml:5: ops.target: ops target 'hubspot_ticket' serves only hubspot "
+        "deals, but this kit has no `crm` and would also judge salesforce deals; add "
+        "`crm: hubspot`",
         "rules/kits/10-kit.yaml:11: requirements[1].field: unknown deal field 'plan' "
-        "(known: amount) [crm salesforce]"
+        "(known: amount) [crm salesforce]",
     ]
 
 
