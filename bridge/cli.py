@@ -504,6 +504,32 @@ def hubspot_app(url: str | None, project: Path | None) -> None:
     click.echo(f"next: cd {app.project_dir} && hs project upload")
 
 
+@cli.group()
+def salesforce() -> None:
+    """Salesforce org checks."""
+
+
+@salesforce.command("check")
+def salesforce_check() -> None:
+    """Check every field Fullkit reads and writes, its type and access, and the ops owners."""
+    from connectors.salesforce_checks import check_org
+    from kernel.errors import ConnectorError
+
+    settings = _settings()
+    rules = _check_rules(settings)
+    try:
+        result = check_org(settings, rules.kits, rules.mappings.get("salesforce"))
+    except ConnectorError as exc:
+        raise Problem(f"Salesforce check failed: {_first_line(exc)}") from None
+    for line in result.lines:
+        click.echo(line)
+    for problem in result.problems:
+        click.echo(f"problem: {problem}", err=True)
+    if result.problems:
+        raise Problem(f"Salesforce check found {len(result.problems)} problem(s)")
+    click.echo("Salesforce org: ready for Fullkit")
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:300]
 
