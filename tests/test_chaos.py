@@ -37,7 +37,9 @@ SMALL = Plan(
     client_timeout=3.0,
     # Generous: the SPEC gives a killed worker's attempt 60 s to resume.
     crm_tail_seconds=5.0,
-    settle_seconds=75.0,
+    # A condition with a deadline, not a wait: a loaded CI machine may need minutes; the
+    # 60 s resume promise is measured by `make bench` on a quiet one.
+    settle_seconds=240.0,
     backoff=(0.2, 2.0),
 )
 
