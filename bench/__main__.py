@@ -8,6 +8,7 @@ from bench import (
     bench_handoff,
     bench_ingest,
     bench_reads,
+    bench_salesforce,
     bench_slow_clients,
     bench_sweep,
     bench_worker,
@@ -18,6 +19,8 @@ from bench.figures import table
 evaluator = bench_evaluator.main()
 print()
 handoff = bench_handoff.main([])
+print()
+salesforce = bench_salesforce.main([])
 print()
 bench_budget.main([])
 print()
@@ -35,5 +38,5 @@ frozen = bench_frozen_queue.main(["--rounds", "1"])
 print()
 shaken = chaos.main([])
 print()
-print("Key figures (issue 12 and 15 targets, 2-core machine)")
-print(table(ingest + slow_clients + handoff + evaluator + worker + frozen + shaken))
+print("Key figures (issue 12, 13 and 15 targets, 2-core machine)")
+print(table(ingest + slow_clients + handoff + salesforce + evaluator + worker + frozen + shaken))

@@ -26,7 +26,7 @@ from connectors.salesforce_client import (
     item_error,
 )
 from connectors.salesforce_settings import SalesforceSettings
-from kernel.connector import Acceptance, CrmConnector, PushBack
+from kernel.connector import Acceptance, CrmConnector, PushBack, StageEntry
 from kernel.errors import ConnectorError, PartialFailure
 from kernel.mapping import FieldSpec, Mapping
 from kernel.packet import Packet
@@ -147,6 +147,33 @@ class SalesforceConnector(CrmConnector):
                 history = histories.get(str(found["Id"]), [])
                 packets[asked] = self._packet(asked, found, history, with_attachments)
         return packets
+
+    def deals_in_stages(
+        self, stage_refs: Sequence[str], entered_after: dt.datetime, entered_before: dt.datetime
+    ) -> list[StageEntry]:
+        """Opportunities in a hand-off stage, untouched since before `entered_before`.
+
+        One query (paged by query_all), whatever the number of stages. An opportunity
+        records no time it entered its stage that SOQL can filter on, so its
+        LastModifiedDate stands in: the stage cannot have changed after it. An opportunity
+        edited since it entered the stage is found once it has been quiet that long, and
+        its change is dated by that edit, which still comes after any earlier outcome, as
+        the ledger needs to tell a new hand-off from an old one.
+        """
+        stages = list(dict.fromkeys(stage_refs))
+        if not stages:
+            return []
+        query = (
+            "SELECT Id, StageName, LastModifiedDate FROM Opportunity "
+            f"WHERE StageName IN ({id_list(stages)}) "
+            f"AND LastModifiedDate >= {soql_datetime(entered_after)} "
+            f"AND LastModifiedDate < {soql_datetime(entered_before, round_up=True)} "
+            "ORDER BY LastModifiedDate, Id"
+        )
+        return [
+            StageEntry(str(row["Id"]), str(row["StageName"]), _instant(row["LastModifiedDate"]))
+            for row in self.api.query_all("find opportunities in hand-off stages", query)
+        ]
 
     def fill_attachments(self, packets: Sequence[Packet]) -> None:
         if not packets:
@@ -359,6 +386,25 @@ class SalesforceConnector(CrmConnector):
         body = {"allOrNone": False, "records": records}
         answer = self.api.restful(operation, "composite/sobjects", method, body)
         return list(answer or [])
+
+
+def soql_datetime(moment: dt.datetime, *, round_up: bool = False) -> str:
+    """A SOQL dateTime literal: whole seconds in UTC, the only precision SOQL documents.
+
+    An upper bound is rounded up, so `--older-than 0` still finds a change made in the
+    very second the sweep runs.
+    """
+    utc = moment.astimezone(dt.UTC)
+    whole = utc.replace(microsecond=0)
+    if round_up and whole < utc:
+        whole += dt.timedelta(seconds=1)
+    return whole.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _instant(raw: Any) -> dt.datetime:
+    """Salesforce's `2026-12-02T10:15:00.000+0000`, as an aware datetime."""
+    moment = dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _text(value: Any) -> str | None:
