@@ -205,4 +205,4 @@ def test_a_burst_of_150_opportunities_is_served_in_a_handful_of_calls(stack: SfS
     # Batches: the opportunities are read a batch at a time, never one query each.
     queries = stack.box.calls("GET", "/services/data/")
     assert len([c for c in queries if "/query" in c.path]) <= 10
-    assert len(stack.box.calls()) <= 30
+    assert len(stack.box.calls()) <= 15  # measured: 9 (5 queries, 4 collection writes)
