@@ -1,7 +1,8 @@
 """`fullkit demo`: the whole hand-off story on the embedded defaults and the sandbox.
 
 Real parts only: a `fullkit serve` and a `fullkit worker` process, the embedded Valkey,
-SQLite, and the loopback HubSpot sandbox sending real signed webhooks.
+SQLite, the loopback HubSpot sandbox sending real signed webhooks, and the loopback
+Salesforce org sending real outbound messages.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from typing import Any
 import requests
 
 from bridge import db, ledger
+from bridge import demo_salesforce as salesforce
 from bridge.home import private_home
 from bridge.settings import Settings, load_settings
 from bridge.valkey import EmbeddedValkey, free_port
 from sandbox import HubSpotSandbox, WriteSource, start_sandbox
+from sandbox.salesforce import SalesforceSandbox
 
 # A hand-off that HubSpot's rate limit keeps answering 429 backs off for up to a minute after
 # a few retries; no deal settling for twice that long means something is stuck, not busy.
@@ -233,16 +236,20 @@ def _run(home: Path, keep: bool, deal_count: int | None, started: float) -> int:
     box = HubSpotSandbox(app_id=4_242_424, rate_limit=PORTAL_RATE_LIMIT)
     box.seed_default_portal()
     running = start_sandbox(sandbox=box)
+    org = salesforce.start_org()
     stack: Stack | None = None
     try:
-        stack = start_stack(home, running.url, box)
+        stack = start_stack(home, running.url, box, env_overrides=salesforce.org_env(org))
         requests_, seconds = PORTAL_RATE_LIMIT
         print(f"Sandbox HubSpot at {running.url} (a Professional portal: {requests_} requests "
-              f"per {seconds:.0f} s); Fullkit at {stack.url}", flush=True)  # fmt: skip
+              f"per {seconds:.0f} s); sandbox Salesforce org at {org.url}; "
+              f"Fullkit at {stack.url}", flush=True)  # fmt: skip
+        salesforce.connect(org.sandbox, stack.url)
         box.subscribe(f"{stack.url}/webhooks/hubspot", stack.env["HUBSPOT_CLIENT_SECRET"],
                       app_id=box.app_id, signature_version="v3", generic=True)  # fmt: skip
-        plays = _play(box, stack, deal_count)
-        code = _report(box, stack, plays, time.monotonic() - started)
+        plays, opportunities = _play(box, org.sandbox, stack, deal_count)
+        code = _report(box, org.sandbox, stack, plays, opportunities,
+                       time.monotonic() - started)  # fmt: skip
         if keep:
             _keep_running(stack, box, running.url, plays)
         return code
@@ -254,6 +261,7 @@ def _run(home: Path, keep: bool, deal_count: int | None, started: float) -> int:
             if stack is not None:
                 stack.stop()
             running.stop()
+            org.stop()
             EmbeddedValkey(home).stop()
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -349,8 +357,11 @@ def _tail(log: Path, lines: int = 5) -> str:
     return "\n".join(f"  {line}" for line in said[-lines:]) or "  (nothing logged)"
 
 
-def _play(box: HubSpotSandbox, stack: Stack, deal_count: int | None) -> list[Scenario]:
+def _play(
+    box: HubSpotSandbox, org: SalesforceSandbox, stack: Stack, deal_count: int | None
+) -> tuple[list[Scenario], list[salesforce.Opportunity]]:
     kickoff = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 21 * 86400))
+    opportunities = salesforce.seed(org, kickoff)
     base = scenarios(kickoff)
     plays = [_nth(base, n) for n in range(deal_count or len(base))]
     for n, play in enumerate(plays):
@@ -366,9 +377,14 @@ def _play(box: HubSpotSandbox, stack: Stack, deal_count: int | None) -> list[Sce
     for play in plays:
         play.moved_at = time.time()
         box.move_deal(play.deal_id, "closedwon")
+    print(f"Closing {len(opportunities)} Salesforce opportunities "
+          f"({salesforce.HANDOFF_STAGE})…", flush=True)  # fmt: skip
+    salesforce.hand_off(org, opportunities)
     sessions = db.session_factory(db.make_engine(stack.settings))
     wait_settled(Settling(sessions, [p.deal_id for p in plays], 1), "every deal to settle",
                  stack.check_alive)  # fmt: skip
+    wait_settled(Settling(sessions, [o.deal_id for o in opportunities], 1, crm="salesforce"),
+                 "every opportunity to settle", stack.check_alive)  # fmt: skip
     resubmitted = [p for p in plays if p.fix]
     for play in resubmitted:
         print(f"Sales fixes deal {play.deal_id} ({play.deal['dealname']}) and resubmits it…")
@@ -377,7 +393,7 @@ def _play(box: HubSpotSandbox, stack: Stack, deal_count: int | None) -> list[Sce
         box.move_deal(play.deal_id, "closedwon")
     wait_settled(Settling(sessions, [p.deal_id for p in resubmitted], 2),
                  "the resubmitted deals to settle", stack.check_alive)  # fmt: skip
-    return plays
+    return plays, opportunities
 
 
 def _nth(base: list[Scenario], n: int) -> Scenario:
@@ -395,6 +411,7 @@ class Settling:
     sessions: Any
     deal_ids: list[str]
     attempts: int
+    crm: str = "hubspot"
     done: set[str] = field(default_factory=set)
 
     def count(self) -> int:
@@ -402,7 +419,7 @@ class Settling:
             for deal_id in self.deal_ids:
                 if deal_id in self.done:
                     continue  # settled stays settled: no need to ask the ledger again
-                latest = ledger.latest_attempt(session, "hubspot", deal_id)
+                latest = ledger.latest_attempt(session, self.crm, deal_id)
                 if latest and latest.number >= self.attempts:
                     if latest.state not in ledger.IN_PROGRESS:
                         self.done.add(deal_id)
@@ -425,26 +442,45 @@ def wait_settled(settling: Settling, what: str, alive: Callable[[], None]) -> No
         time.sleep(0.1)
 
 
-def _report(box: HubSpotSandbox, stack: Stack, plays: list[Scenario], wall: float) -> int:
+def _report(
+    box: HubSpotSandbox,
+    org: SalesforceSandbox,
+    stack: Stack,
+    plays: list[Scenario],
+    opportunities: list[salesforce.Opportunity],
+    wall: float,
+) -> int:
     sessions = db.session_factory(db.make_engine(stack.settings))
-    rows, seconds, failures = [], [], []
-    for play in plays:
+    rows: list[tuple[str, ...]] = []
+    seconds: list[float] = []
+    failures: list[str] = []
+    told = [("hubspot", p.deal_id, p.deal["dealname"], p.expect, p.label, p.moved_at)
+            for p in plays]  # fmt: skip
+    told += [("salesforce", o.deal_id, o.name, o.expect, o.label, o.moved_at)
+             for o in opportunities]  # fmt: skip
+    for crm, deal_id, name, expect, label, moved_at in told:
         with sessions() as session:
-            history = ledger.deal_history(session, "hubspot", play.deal_id)
-            latest = ledger.latest_attempt(session, "hubspot", play.deal_id)
+            history = ledger.deal_history(session, crm, deal_id)
+            latest = ledger.latest_attempt(session, crm, deal_id)
             assert history is not None and latest is not None
-            took = latest.transitions[-1].at.timestamp() - play.moved_at
+            took = latest.transitions[-1].at.timestamp() - moved_at
             detail = _detail(latest)
         seconds.append(took)
         outcome = _outcome(history)
         expected = {"accepted": "accepted", "returned": "returned",
-                    "resubmitted": "returned → accepted"}[play.expect]  # fmt: skip
+                    "resubmitted": "returned → accepted"}[expect]  # fmt: skip
         if outcome != expected:
-            failures.append(f"deal {play.deal_id} ({play.label}): {outcome}, expected {expected}")
-        rows.append((play.deal_id, play.deal["dealname"], outcome, detail,
-                     history["owner"], f"{took:.1f}s"))  # fmt: skip
-    _table(("deal", "name", "outcome", "missing items / ops ticket", "owner", "took"), rows)
+            failures.append(f"{crm} deal {deal_id} ({label}): {outcome}, expected {expected}")
+        # The CRM column comes last: a deal's id, name and outcome keep their places.
+        rows.append((deal_id, name, outcome, detail, history["owner"], f"{took:.1f}s",
+                     CRM_NAMES[crm]))  # fmt: skip
+    header = ("deal", "name", "outcome", "missing items / ops ticket", "owner", "took", "CRM")
+    _table(header, rows)
+    cases, sf_tasks = salesforce.tally(org, opportunities)
+    sf_rows = rows[len(plays) :]
+    rows = rows[: len(plays)]
     accepted = sum(1 for r in rows if r[2].endswith("accepted"))
+    sf_accepted = sum(1 for r in sf_rows if r[2].endswith("accepted"))
     print(
         f"\n{len(plays)} deals: {accepted} accepted into tickets, {len(plays) - accepted} "
         f"returned to sales; {len(box.tickets())} tickets, "
@@ -452,9 +488,17 @@ def _report(box: HubSpotSandbox, stack: Stack, plays: list[Scenario], wall: floa
         f"median {statistics.median(seconds):.1f}s, slowest {max(seconds):.1f}s per hand-off; "
         f"{box.request_count} HubSpot API calls; demo wall time {wall:.1f}s."
     )
+    print(
+        f"{len(opportunities)} Salesforce opportunities: {sf_accepted} accepted into Cases, "
+        f"{len(opportunities) - sf_accepted} returned to sales; {cases} Cases, {sf_tasks} "
+        f"Tasks in Salesforce; {org.request_count()} Salesforce API calls."
+    )
     for failure in failures:
         print(f"UNEXPECTED: {failure}", file=sys.stderr)
     return 1 if failures else 0
+
+
+CRM_NAMES = {"hubspot": "HubSpot", "salesforce": "Salesforce"}
 
 
 def _outcome(history: dict[str, Any]) -> str:
@@ -464,6 +508,8 @@ def _outcome(history: dict[str, Any]) -> str:
 
 
 def _detail(latest: Any) -> str:
+    if latest.state == "ops_created" and latest.crm == "salesforce":
+        return f"Case {latest.ops_ref} → {latest.ops_owner}, kickoff {latest.expected_kickoff}"
     if latest.state == "ops_created":
         return f"ticket {latest.ops_ref} → {latest.ops_owner}, kickoff {latest.expected_kickoff}"
     if latest.findings:

@@ -43,6 +43,7 @@ requirements:
 class SfStack:
     org: RunningSalesforceSandbox
     runtime: Runtime
+    receiver: str = ""
 
     @property
     def box(self) -> SalesforceSandbox:
@@ -89,11 +90,10 @@ def stack(make_settings: Any, tmp_path: Path) -> Iterator[SfStack]:
     db.prepare(runtime.engine, settings)
     server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    org.sandbox.add_outbound_message(
-        f"http://127.0.0.1:{server.server_port}/webhooks/salesforce/outbound"
-    )
+    receiver = f"http://127.0.0.1:{server.server_port}/webhooks/salesforce/outbound"
+    org.sandbox.add_outbound_message(receiver)
     try:
-        yield SfStack(org, runtime)
+        yield SfStack(org, runtime, receiver)
     finally:
         server.shutdown()
         org.stop()
@@ -142,3 +142,67 @@ def test_one_notification_delivered_five_times_gives_one_case(stack: SfStack) ->
     assert len(stack.box.all("Case")) == 1
     # Fullkit's own write-backs sent no further notification.
     assert stack.box.pending_notifications() == []
+
+
+def attempts(stack: SfStack, deal_id: str) -> list[str]:
+    with stack.runtime.sessions() as session:
+        history = ledger.deal_history(session, "salesforce", deal_id)
+    assert history is not None
+    return [str(a["state"]) for a in history["attempts"]]
+
+
+def test_a_returned_opportunity_fixed_and_resubmitted_is_accepted(stack: SfStack) -> None:
+    deal_id = stack.opportunity("Soylent", Kickoff_Date__c=None)
+    stack.box.move_opportunity(deal_id, "Closed Won")
+    stack.work()
+    assert stack.box.get("Opportunity", deal_id)["StageName"] == "Negotiation/Review"
+
+    # Sales adds what was missing and moves the opportunity on again, in the UI.
+    stack.box.update("Opportunity", deal_id, {"Kickoff_Date__c": "2027-02-01"},
+                     by="sales-sam@example.com")  # fmt: skip
+    stack.box.move_opportunity(deal_id, "Closed Won")
+    stack.work()
+
+    assert attempts(stack, deal_id) == ["returned", "ops_created"]
+    deal = stack.box.get("Opportunity", deal_id)
+    assert deal["StageName"] == "Closed Won"
+    assert deal["Fullkit_Status__c"] == "accepted"
+    assert [c["Fullkit_Opportunity__c"] for c in stack.box.all("Case")] == [deal_id]
+
+
+def test_fullkits_own_stage_writes_never_start_another_attempt(stack: SfStack) -> None:
+    # A second flow that fires on every stage Fullkit may write, skipping the integration
+    # user as the DX project's Fullkit_Handoff flow does.
+    every_stage = ("Closed Won", "Negotiation/Review")
+    stack.box.add_outbound_message(stack.receiver, every_stage,
+                                   skip_saves_by=["fullkit-integration@example.com"])  # fmt: skip
+    deal_id = stack.opportunity("Pushed", Amount=0)
+    stack.box.move_opportunity(deal_id, "Closed Won")
+    stack.work()
+
+    deal = stack.box.get("Opportunity", deal_id)
+    # The push-back is Fullkit's save: the one the skip is there for.
+    assert deal["StageName"] == "Negotiation/Review"
+    assert deal["LastModifiedById"] == stack.box.integration_user
+    assert stack.box.pending_notifications() == []
+    stack.work()
+    assert attempts(stack, deal_id) == ["returned"]
+    assert len([t for t in stack.box.all("Task") if t["WhatId"] == deal_id]) == 1
+
+
+def test_a_burst_of_150_opportunities_is_served_in_a_handful_of_calls(stack: SfStack) -> None:
+    complete = [stack.opportunity(f"Burst {n}") for n in range(100)]
+    bare = [stack.opportunity(f"Bare {n}", Kickoff_Date__c=None) for n in range(50)]
+    for deal_id in complete + bare:
+        stack.box.move_opportunity(deal_id, "Closed Won")
+    stack.box.reset_calls()
+    stack.work()
+
+    assert {stack.state(d) for d in complete} == {"ops_created"}
+    assert {stack.state(d) for d in bare} == {"returned"}
+    assert len(stack.box.all("Case")) == 100
+    assert len([t for t in stack.box.all("Task") if t["WhatId"] in set(bare)]) == 50
+    # Batches: the opportunities are read a batch at a time, never one query each.
+    queries = stack.box.calls("GET", "/services/data/")
+    assert len([c for c in queries if "/query" in c.path]) <= 10
+    assert len(stack.box.calls()) <= 15  # measured: 9 (5 queries, 4 collection writes)

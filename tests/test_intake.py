@@ -82,6 +82,8 @@ def test_a_job_queued_before_change_keys_carries_the_same_change() -> None:
 
 def test_each_crm_with_a_receiver_watches_its_kits_handoff_stages() -> None:
     rules = load_rules(ROOT / "kit_rules")
-    # The shipped rules have no Salesforce kit yet: its receivers watch no stage.
-    assert watched_stages(rules) == {"hubspot": frozenset({"closedwon"}), "salesforce": frozenset()}
+    assert watched_stages(rules) == {
+        "hubspot": frozenset({"closedwon"}),
+        "salesforce": frozenset({"Closed Won"}),
+    }
     assert set(RECEIVERS) == {"hubspot", "salesforce"}

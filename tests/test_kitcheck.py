@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 
 from bridge.kitcheck import check_deal, no_kit_reason
@@ -56,6 +57,7 @@ def test_no_kit_reason_names_each_candidate_and_its_condition(tmp_path: Path) ->
         'deal.pipeline == "default"'
     )
     salesforce = Packet("salesforce", "006")
-    assert no_kit_reason(load_rules(REPO / "kit_rules"), salesforce) == (
-        "no kit is for crm salesforce"
-    )
+    hubspot_only = tmp_path / "hubspot-only"
+    shutil.copytree(REPO / "kit_rules", hubspot_only)
+    (hubspot_only / "kits" / "20-salesforce-new-customer.yaml").unlink()
+    assert no_kit_reason(load_rules(hubspot_only), salesforce) == ("no kit is for crm salesforce")

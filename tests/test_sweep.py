@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,11 +47,22 @@ def webhooks_lost(stack: Stack) -> Iterator[None]:
     assert box.deliveries and all(d.status == 401 for d in box.deliveries)
 
 
+def hubspot_rules(rules: Path, home: Path) -> Path:
+    """The rules without their Salesforce kits: these tests sweep HubSpot only, and the
+    sweep skips Salesforce (it cannot search it by stage yet) with a line of its own."""
+    folder = home / "hubspot-rules"
+    if not folder.exists():
+        shutil.copytree(rules, folder)
+        for kit in (folder / "kits").glob("*salesforce*"):
+            kit.unlink()
+    return folder
+
+
 def sweep(stack: Stack, *args: str, **env: str) -> Result:
     settings = stack.settings
     base = {
         "FULLKIT_HOME": str(settings.home),
-        "FULLKIT_RULES_DIR": str(settings.rules_dir),
+        "FULLKIT_RULES_DIR": str(hubspot_rules(settings.rules_dir, settings.home)),
         "REDIS_URL": secret(settings.redis_url) or "",
         "HUBSPOT_ACCESS_TOKEN": stack.sandbox.access_token,
         "HUBSPOT_API_BASE": stack.running.url,
