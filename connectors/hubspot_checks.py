@@ -11,33 +11,18 @@ changes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from connectors.hubspot_app import AppConfig, load_app
 from connectors.hubspot_client import HubSpotApi, find_owner_id, results_of
 from connectors.hubspot_settings import HubSpotSettings
-from connectors.hubspot_setup import SetupResult, run_setup
+from connectors.hubspot_setup import run_setup
 from connectors.hubspot_ticket import DEFAULT_OPTIONS, HubSpotTicketTarget
+from kernel.checks import CheckResult, KitLike
 from kernel.errors import ConnectorError, PermanentError
 from kernel.settings import SharedSettings
 
 TOKEN_INFO_PATH = "/oauth/v2/private-apps/get/access-token-info"
-
-
-class OpsLike(Protocol):
-    @property
-    def target(self) -> str: ...
-    @property
-    def owners(self) -> tuple[str, ...]: ...
-    @property
-    def options(self) -> dict[str, Any]: ...
-
-
-class KitLike(Protocol):
-    @property
-    def id(self) -> str: ...
-    @property
-    def ops(self) -> OpsLike: ...
 
 
 def setup_portal(
@@ -45,12 +30,12 @@ def setup_portal(
     kits: Sequence[KitLike],
     app: AppConfig | None = None,
     api: HubSpotApi | None = None,
-) -> SetupResult:
+) -> CheckResult:
     """Scopes first (a missing one explains every refusal after it), then the properties,
     then what the kits name. A line for what is fine, a problem for what is not."""
     app = app or load_app()
     api = api or HubSpotApi(settings)
-    result = SetupResult()
+    result = CheckResult()
     check_scopes(api, app.required_scopes, result)
     _guarded("properties", result, lambda: run_setup(settings, api, result))
     ticket_kits = [kit for kit in kits if kit.ops.target == HubSpotTicketTarget.name]
@@ -75,7 +60,7 @@ def token_scopes(api: HubSpotApi) -> frozenset[str] | None:
     return frozenset(str(s) for s in scopes) if isinstance(scopes, list) else None
 
 
-def check_scopes(api: HubSpotApi, required: Iterable[str], result: SetupResult) -> None:
+def check_scopes(api: HubSpotApi, required: Iterable[str], result: CheckResult) -> None:
     required = tuple(required)
     granted = token_scopes(api)
     if granted is None:
@@ -95,7 +80,7 @@ def check_scopes(api: HubSpotApi, required: Iterable[str], result: SetupResult) 
         result.lines.append(f"token scopes: all {len(required)} required scopes granted")
 
 
-def check_ticket_stages(api: HubSpotApi, kits: Sequence[KitLike], result: SetupResult) -> None:
+def check_ticket_stages(api: HubSpotApi, kits: Sequence[KitLike], result: CheckResult) -> None:
     if not kits:
         return
     answer = api.call(
@@ -124,7 +109,7 @@ def check_ticket_stages(api: HubSpotApi, kits: Sequence[KitLike], result: SetupR
         result.lines.append(f"kit {kit.id}: {where}, stage {stage_id!r} ({stage_label}) found")
 
 
-def check_owners(api: HubSpotApi, kits: Sequence[KitLike], result: SetupResult) -> None:
+def check_owners(api: HubSpotApi, kits: Sequence[KitLike], result: CheckResult) -> None:
     known: dict[str, bool] = {}
     for kit in kits:
         for email in kit.ops.owners:
@@ -141,7 +126,7 @@ def check_owners(api: HubSpotApi, kits: Sequence[KitLike], result: SetupResult) 
             result.lines.append(f"kit {kit.id}: ops owners are HubSpot owners")
 
 
-def _guarded(what: str, result: SetupResult, step: Callable[[], object]) -> None:
+def _guarded(what: str, result: CheckResult, step: Callable[[], object]) -> None:
     # The token was accepted by the scope check, so an AuthError here is a missing scope:
     # named on its own line, it must not hide the checks that follow.
     # Likewise a 5xx or a spent rate limit: the lines gathered so far are still printed.

@@ -7,10 +7,11 @@ losing data: it is reported as a problem and the CLI exits 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from connectors.hubspot_client import ConflictError, HubSpotApi, NotFoundError
+from kernel.checks import CheckResult
 from kernel.errors import PermanentError
 from kernel.settings import SharedSettings
 
@@ -109,31 +110,21 @@ PROPERTIES: tuple[PropertySpec, ...] = (
 )
 
 
-@dataclass
-class SetupResult:
-    lines: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
 class SetupError(PermanentError):
     """The portal has a Fullkit property that cannot be used as it is."""
 
-    def __init__(self, result: SetupResult) -> None:
+    def __init__(self, result: CheckResult) -> None:
         super().__init__("; ".join(result.problems))
         self.result = result
 
 
 def run_setup(
-    settings: SharedSettings, api: HubSpotApi | None = None, result: SetupResult | None = None
-) -> SetupResult:
+    settings: SharedSettings, api: HubSpotApi | None = None, result: CheckResult | None = None
+) -> CheckResult:
     """Create what is missing; report what exists and every problem found (into `result`,
     so what was done before a failure is still reported)."""
     api = api or HubSpotApi(settings)
-    result = result if result is not None else SetupResult()
+    result = result if result is not None else CheckResult()
     # One object type at a time: a scope missing for tickets leaves the deals done.
     for object_type in dict.fromkeys(spec.object_type for spec in PROPERTIES):
         _ensure_group(api, object_type, result)
@@ -151,7 +142,7 @@ def setup_properties(settings: SharedSettings, api: HubSpotApi | None = None) ->
     return result.lines
 
 
-def _ensure_group(api: HubSpotApi, object_type: str, result: SetupResult) -> None:
+def _ensure_group(api: HubSpotApi, object_type: str, result: CheckResult) -> None:
     groups = api.client.crm.properties.groups_api
     try:
         api.call(f"read {object_type} property group", groups.get_by_name, object_type, GROUP)
@@ -171,7 +162,7 @@ def _ensure_group(api: HubSpotApi, object_type: str, result: SetupResult) -> Non
         result.lines.append(f"{object_type}: property group {GROUP} already present")
 
 
-def _ensure_property(api: HubSpotApi, spec: PropertySpec, result: SetupResult) -> None:
+def _ensure_property(api: HubSpotApi, spec: PropertySpec, result: CheckResult) -> None:
     core = api.client.crm.properties.core_api
     where = f"{spec.object_type}: property {spec.name}"
     try:
@@ -190,7 +181,7 @@ def _ensure_property(api: HubSpotApi, spec: PropertySpec, result: SetupResult) -
 
 
 def _check_existing(
-    api: HubSpotApi, spec: PropertySpec, existing: dict[str, Any], result: SetupResult
+    api: HubSpotApi, spec: PropertySpec, existing: dict[str, Any], result: CheckResult
 ) -> None:
     where = f"{spec.object_type}: property {spec.name}"
     found_type = str(existing.get("type") or "")

@@ -13,13 +13,14 @@ Each problem is one line naming the object and field. The checks only read.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from connectors.salesforce import KICKOFF, MISSING, OPS_LINK, OPS_OWNER, STATUS
 from connectors.salesforce_case import HANDOFF_FIELD, OPPORTUNITY_FIELD, SalesforceCaseTarget
 from connectors.salesforce_client import QUERY_ID_LIMIT, SalesforceApi, chunks, id_list, quote
 from connectors.salesforce_settings import SalesforceSettings
+from kernel.checks import CheckResult, KitLike
 from kernel.errors import AuthError, ConnectorError
 from kernel.mapping import Mapping
 from kernel.settings import SharedSettings
@@ -44,22 +45,6 @@ SECTION_OBJECTS = {
 STATUS_VALUES = ("accepted", "returned")
 
 
-class OpsLike(Protocol):
-    @property
-    def target(self) -> str: ...
-    @property
-    def owners(self) -> tuple[str, ...]: ...
-    @property
-    def options(self) -> dict[str, Any]: ...
-
-
-class KitLike(Protocol):
-    @property
-    def id(self) -> str: ...
-    @property
-    def ops(self) -> OpsLike: ...
-
-
 @dataclass(frozen=True)
 class FieldNeed:
     """One field Fullkit uses: `access` is read, create or update; `types` empty: any."""
@@ -69,12 +54,6 @@ class FieldNeed:
     access: str
     types: frozenset[str] = frozenset()
     why: str = ""
-
-
-@dataclass
-class CheckResult:
-    lines: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
 
 
 def needs(mapping: Mapping | None, case_objects: Iterable[str]) -> list[FieldNeed]:
