@@ -297,9 +297,15 @@ class Handoffs:
                 continue
             by_target.setdefault(attempt.ops_target or kit.ops.target, []).append(request)
         results: dict[str, OpsResult] = {}
+        # A retry after a crash asks the ops tool for what the first try may have made.
+        may_exist = any(attempt.ops_started for attempt in unticketed)
+        if by_target:
+            for attempt in unticketed:
+                attempt.ops_started = True
+            self.session.commit()
         for target, requests in by_target.items():
             try:
-                results.update(self.runtime.target(target).create(requests))
+                results.update(self.runtime.target(target).create(requests, may_exist=may_exist))
             except PartialFailure as partial:
                 results.update(cast(dict[str, OpsResult], partial.done or {}))
                 self._set_aside_by(unticketed, partial, key=_handoff_key)

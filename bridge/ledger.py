@@ -196,6 +196,7 @@ def new_attempt(change: Change, number: int, now: dt.datetime) -> Attempt:
         trigger_stage=change.stage_ref,
         trigger_at=change.occurred_at,
         task_started=False,
+        ops_started=False,
         retries=0,
         created_at=now,
         updated_at=now,

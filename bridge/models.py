@@ -75,6 +75,10 @@ class Attempt(Base):
     # Set before a CRM create whose answer we might never see (a crash): the retry
     # then looks for what the first try made instead of making a second one.
     task_started: Mapped[bool] = mapped_column(default=False)
+    # The same intent for the ops ticket/project: set and committed before the target's
+    # create, so a retry asks the ops tool for what the first try made (targets with no
+    # unique key look it up by the hand-off id) instead of opening a second one.
+    ops_started: Mapped[bool] = mapped_column(default=False)
     error: Mapped[str | None] = mapped_column(Text)
     retries: Mapped[int] = mapped_column(Integer, default=0)
     first_retry_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

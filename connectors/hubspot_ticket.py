@@ -73,7 +73,9 @@ class HubSpotTicketTarget(OpsTarget):
         for email in dict.fromkeys(owner_emails):
             self.owner_id(email)
 
-    def create(self, requests: Sequence[OpsRequest]) -> dict[str, OpsResult]:
+    def create(
+        self, requests: Sequence[OpsRequest], *, may_exist: bool = False
+    ) -> dict[str, OpsResult]:
         """One batch create (with associations) per 100 tickets; a request HubSpot refuses
         fails alone (PartialFailure keyed by hand-off id).
 

@@ -64,7 +64,9 @@ class SalesforceCaseTarget(OpsTarget):
     def prepare(self, owner_emails: Sequence[str]) -> None:
         self._owner_ids(list(owner_emails))
 
-    def create(self, requests: Sequence[OpsRequest]) -> dict[str, OpsResult]:
+    def create(
+        self, requests: Sequence[OpsRequest], *, may_exist: bool = False
+    ) -> dict[str, OpsResult]:
         todo = list({request.handoff_id: request for request in requests}.values())
         owners = self._owner_ids([r.owner_email for r in todo if r.owner_email])
         failed: dict[str, ConnectorError] = {}

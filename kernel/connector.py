@@ -86,6 +86,9 @@ class OpsRequest:
 class OpsResult:
     ref: str  # the ticket/project id in the ops tool
     link: str  # its URL in the ops tool's UI
+    # Who owns it in the ops tool as the tool reports it (an email, an account id); None
+    # when the tool assigns no one or does not say.
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -225,8 +228,16 @@ class OpsTarget(ABC):
         return None
 
     @abstractmethod
-    def create(self, requests: Sequence[OpsRequest]) -> dict[str, OpsResult]:
-        """Open one ticket per request -> {handoff_id: result}. Idempotent by handoff_id."""
+    def create(
+        self, requests: Sequence[OpsRequest], *, may_exist: bool = False
+    ) -> dict[str, OpsResult]:
+        """Open one ticket per request -> {handoff_id: result}. Idempotent by handoff_id.
+
+        With may_exist (a retry of a create whose answer may have been lost), what an
+        earlier try made for the same handoff_id is found and returned instead of a second
+        one. A tool with a unique key makes the create itself the guard and may ignore it;
+        a tool without one must look up by the hand-off id before creating.
+        """
 
 
 @dataclass
