@@ -17,6 +17,7 @@ def settings_classes() -> list[type[Section]]:
 
 def load_all() -> Registry:
     """Import every built-in connector module so each registers itself."""
+    import connectors.asana  # noqa: F401
     import connectors.hubspot  # noqa: F401
     import connectors.hubspot_ticket  # noqa: F401
     import connectors.salesforce  # noqa: F401

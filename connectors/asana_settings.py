@@ -1,0 +1,67 @@
+"""The asana ops target's own settings: ASANA_*."""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from kernel.settings import Section, http_url
+
+_RATE = re.compile(r"(\d+)/(\d+(?:\.\d+)?)(s|m)")
+
+
+class AsanaSettings(Section):
+    model_config = SettingsConfigDict(env_prefix="ASANA_", extra="ignore")
+    WHEN_UNSET: ClassVar[dict[str, str]] = {
+        "access_token": "the asana ops target is disabled (kits naming it cannot be served)"
+    }
+
+    # A bearer token: an OAuth app's token (needed for tasks' `external` ids), a service
+    # account's or a personal access token.
+    access_token: SecretStr | None = None
+    api_base: str = "https://app.asana.com/api/1.0"
+    # Asana's standard limit per token: 150 a minute on free domains, 1,500 on paid ones.
+    # Shared by every process through Redis; "off": none.
+    rate_limit: str = "150/1m"
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    # How long a create waits for Asana's asynchronous project instantiation before it
+    # leaves the attempt to a retry (which finds the project by its hand-off id).
+    job_wait_seconds: float = Field(default=20.0, ge=0)
+
+    @field_validator("api_base")
+    @classmethod
+    def _http_url(cls, value: str) -> str | None:
+        return http_url(value)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        parse_rate(value)
+        return value
+
+    @property
+    def rate(self) -> tuple[int, float] | None:
+        return parse_rate(self.rate_limit)
+
+    @property
+    def enabled(self) -> bool:
+        return self.access_token is not None and bool(self.access_token.get_secret_value())
+
+
+def parse_rate(value: str) -> tuple[int, float] | None:
+    """ "150/1m" -> (150, 60.0); "1500/60s" -> (1500, 60.0); "off" or "0": None."""
+    text = value.strip().lower().replace(" ", "")
+    if text in {"", "0", "off"}:
+        return None
+    found = _RATE.fullmatch(text)
+    if found is None:
+        raise ValueError('must be requests per window, e.g. "150/1m", or "off"')
+    requests, window = int(found[1]), float(found[2]) * (60 if found[3] == "m" else 1)
+    if requests == 0:
+        return None
+    if window <= 0:
+        raise ValueError("the window must be longer than zero")
+    return requests, window
