@@ -65,6 +65,10 @@ class AsanaApi:
         configuration.retry_strategy = False
         client = asana.ApiClient(configuration)
         client.user_agent = "fullkit (asana)"
+        # The client starts a thread pool for `async_req`, which Fullkit never uses: stop
+        # it now rather than keep idle threads per target (its __del__ skips a dropped pool).
+        client.pool.terminate()
+        del client.pool
         self.tasks = asana.TasksApi(client)
         self.users = asana.UsersApi(client)
         self.projects = asana.ProjectsApi(client)
