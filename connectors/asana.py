@@ -21,6 +21,8 @@ from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import structlog
+
 from connectors.asana_client import AsanaApi, NotFoundError
 from connectors.asana_settings import AsanaSettings
 from connectors.registry import register_target
@@ -34,6 +36,8 @@ from kernel.errors import (
 )
 from kernel.settings import SharedSettings
 from kernel.text import inert
+
+log = structlog.get_logger("fullkit.asana")
 
 TASK_FIELDS = "name,permalink_url,assignee.email,external,due_on"
 PROJECT_FIELDS = "name,permalink_url,owner.email"
@@ -157,6 +161,14 @@ class AsanaTarget(OpsTarget):
         made = api.data(
             "create task", api.tasks.create_task, {"data": task}, {"opt_fields": TASK_FIELDS}
         )
+        if (made.get("external") or {}).get("gid") != request.handoff_id:
+            # Asana keeps external data only for OAuth apps' tokens: without it a retry
+            # after a crash cannot find this task and would make a second one.
+            log.warning(
+                "asana kept no external id on the task: use an OAuth app's token",
+                handoff_id=request.handoff_id,
+                task=made.get("gid"),
+            )
         return _result(made, "assignee")
 
     def _find_task(self, handoff_id: str) -> dict[str, Any] | None:
