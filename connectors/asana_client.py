@@ -20,6 +20,7 @@ import asana
 import urllib3
 from asana.rest import ApiException
 
+from connectors.asana_oauth import AccessTokens
 from connectors.asana_settings import AsanaSettings
 from kernel.cache import LocalCache, SharedCache, cache_key
 from kernel.errors import (
@@ -32,7 +33,10 @@ from kernel.errors import (
 from kernel.rate_budget import BudgetSpent, Limit, RateBudget, RateBudgets
 from kernel.settings import SharedSettings
 
-DISABLED_MESSAGE = "asana ops target disabled: ASANA_ACCESS_TOKEN is not set"
+DISABLED_MESSAGE = (
+    "asana ops target disabled: ASANA_ACCESS_TOKEN is not set "
+    "(nor ASANA_CLIENT_ID, ASANA_CLIENT_SECRET and ASANA_REFRESH_TOKEN)"
+)
 CONNECT_TIMEOUT = 5.0
 PAGE_LIMIT = 100  # Asana's largest page
 # Users come and go with staff: their gids by email are shared for minutes; an email that
@@ -42,6 +46,10 @@ USER_TTL_SECONDS = 600.0
 
 class NotFoundError(PermanentError):
     """404: the object (or the `external:` id) does not exist, or the token cannot see it."""
+
+
+class TokenRefused(AuthError):
+    """401: the token is wrong, revoked or expired."""
 
 
 class AsanaApi:
@@ -55,14 +63,18 @@ class AsanaApi:
         cache: SharedCache | None = None,
     ) -> None:
         own = settings.section(AsanaSettings)
-        if not own.enabled or own.access_token is None:
+        if not own.enabled:
             raise NotConfigured(DISABLED_MESSAGE)
-        token = own.access_token.get_secret_value()
         self.base = own.api_base.rstrip("/")
+        self.timeout = (min(CONNECT_TIMEOUT, own.timeout_seconds), own.timeout_seconds)
+        self.tokens = AccessTokens(own, self.timeout)
+        # Names the account for the rate budget and the cache; only digests leave here.
+        secret = own.refresh_token if own.refreshable else own.access_token
+        token = secret.get_secret_value() if secret is not None else ""
         configuration = asana.Configuration()
         configuration.host = self.base
-        configuration.access_token = token
         configuration.retry_strategy = False
+        self._configuration = configuration
         client = asana.ApiClient(configuration)
         client.user_agent = "fullkit (asana)"
         # The client starts a thread pool for `async_req`, which Fullkit never uses: stop
@@ -74,7 +86,6 @@ class AsanaApi:
         self.projects = asana.ProjectsApi(client)
         self.templates = asana.ProjectTemplatesApi(client)
         self.jobs = asana.JobsApi(client)
-        self.timeout = (min(CONNECT_TIMEOUT, own.timeout_seconds), own.timeout_seconds)
         self.job_wait_seconds = own.job_wait_seconds
         rate = own.rate
         # One budget per token (Asana counts per token); only its digest reaches Redis.
@@ -120,6 +131,18 @@ class AsanaApi:
         return found
 
     def _send(self, operation: str, send: Callable[[], Any]) -> dict[str, Any]:
+        token = self.tokens.current()
+        try:
+            return self._send_once(operation, send, token)
+        except TokenRefused:
+            # A refreshed token may succeed where an expired one did not; once.
+            if not self.tokens.refused(token):
+                raise
+        return self._send_once(operation, send, self.tokens.current())
+
+    def _send_once(self, operation: str, send: Callable[[], Any], token: str) -> dict[str, Any]:
+        # The generated client reads the token from its configuration on every call.
+        self._configuration.access_token = token
         slot = self._slot(operation)
         try:
             answer = send()
@@ -226,7 +249,7 @@ def from_status(
     if status >= 500 or status == 408:
         return RetryableError(where, retry_after=retry_after(headers))
     if status == 401:
-        return AuthError(f"Asana {operation}: the access token was refused (HTTP 401)")
+        return TokenRefused(f"Asana {operation}: the access token was refused (HTTP 401)")
     if status in {402, 403}:
         # 402: a premium feature (templates) on a free domain; 403: the token's user may
         # not do this. Either way a human must change the set-up, not the data.

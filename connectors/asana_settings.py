@@ -15,13 +15,16 @@ _RATE = re.compile(r"(\d+)/(\d+(?:\.\d+)?)(s|m)")
 
 class AsanaSettings(Section):
     model_config = SettingsConfigDict(env_prefix="ASANA_", extra="ignore")
-    WHEN_UNSET: ClassVar[dict[str, str]] = {
-        "access_token": "the asana ops target is disabled (kits naming it cannot be served)"
-    }
+    DISABLED: ClassVar[str] = "the asana ops target is disabled (kits naming it cannot be served)"
 
-    # A bearer token: an OAuth app's token (needed for tasks' `external` ids), a service
-    # account's or a personal access token.
+    # A bearer token used as given, or (better: OAuth access tokens last an hour) an OAuth
+    # app's client id and secret and a refresh token, from which tokens are fetched.
+    # Asana keeps tasks' `external` ids, which retries look tasks up by, for OAuth apps.
     access_token: SecretStr | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    refresh_token: SecretStr | None = None
+    oauth_token_url: str = "https://app.asana.com/-/oauth_token"
     api_base: str = "https://app.asana.com/api/1.0"
     # Asana's standard limit per token: 150 a minute on free domains, 1,500 on paid ones.
     # Shared by every process through Redis; "off": none.
@@ -31,7 +34,7 @@ class AsanaSettings(Section):
     # leaves the attempt to a retry (which finds the project by its hand-off id).
     job_wait_seconds: float = Field(default=20.0, ge=0)
 
-    @field_validator("api_base")
+    @field_validator("api_base", "oauth_token_url")
     @classmethod
     def _http_url(cls, value: str) -> str | None:
         return http_url(value)
@@ -47,8 +50,34 @@ class AsanaSettings(Section):
         return parse_rate(self.rate_limit)
 
     @property
+    def refreshable(self) -> bool:
+        return bool(self.client_id and _set(self.client_secret) and _set(self.refresh_token))
+
+    @property
     def enabled(self) -> bool:
-        return self.access_token is not None and bool(self.access_token.get_secret_value())
+        return _set(self.access_token) or self.refreshable
+
+    def unset(self) -> list[str]:
+        if self.enabled:
+            return []
+        partial = [
+            name
+            for name, value in (
+                ("ASANA_CLIENT_ID", self.client_id),
+                ("ASANA_CLIENT_SECRET", _set(self.client_secret) or None),
+                ("ASANA_REFRESH_TOKEN", _set(self.refresh_token) or None),
+            )
+            if not value
+        ]
+        if len(partial) < 3:
+            return [
+                f"{', '.join(partial)} not set (the OAuth refresh needs all three): {self.DISABLED}"
+            ]
+        return [f"ASANA_ACCESS_TOKEN is not set: {self.DISABLED}"]
+
+
+def _set(secret: SecretStr | None) -> bool:
+    return secret is not None and bool(secret.get_secret_value())
 
 
 def parse_rate(value: str) -> tuple[int, float] | None:

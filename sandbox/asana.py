@@ -30,6 +30,7 @@ import datetime as dt
 import itertools
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +113,12 @@ class AsanaSandbox:
     rate_limit: tuple[int, float] | None = None
     # GETs of a job that answer `in_progress` before it answers `succeeded`.
     job_polls: int = 1
+    # The OAuth app (POST /-/oauth_token, grant_type=refresh_token) and how long the access
+    # tokens it issues last; `access_token` above never ends.
+    client_id: str = "1209000000000000"
+    client_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    refresh_token: str = field(default_factory=lambda: "1/" + secrets.token_hex(16))
+    token_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -119,6 +126,7 @@ class AsanaSandbox:
         self.faults: list[Fault] = []
         self.lost_answers: list[Fault] = []
         self.request_times: dict[str, list[float]] = {}
+        self.issued: dict[str, float] = {}  # OAuth access token -> when it ends (monotonic)
         self._gids = itertools.count(1_209_000_000_000_001)
         self.workspace = self.new_gid()
         self.workspace_name = "Acme Ops"
@@ -206,6 +214,29 @@ class AsanaSandbox:
             self.add_user("ops-anna@example.com", "Anna Ops")
             self.add_user("ops-ben@example.com", "Ben Ops")
             return {"team": team, "project": project, "section": sections[1], "template": template}
+
+    # ---------------------------------------------------------------- OAuth
+
+    def issue_token(self, client_id: str, client_secret: str, refresh_token: str) -> str:
+        if client_id != self.client_id or client_secret != self.client_secret:
+            raise AsanaError(401, "invalid_client")
+        if refresh_token != self.refresh_token:
+            raise AsanaError(400, "invalid_grant")
+        token = "2/" + secrets.token_hex(16)
+        with self.lock:
+            self.issued[token] = time.monotonic() + self.token_seconds
+        return token
+
+    def token_ok(self, token: str | None) -> bool:
+        if token == self.access_token:
+            return True
+        with self.lock:
+            return token is not None and self.issued.get(token, 0.0) > time.monotonic()
+
+    def expire_issued_tokens(self) -> None:
+        """Every OAuth access token issued so far ends now (as after an hour)."""
+        with self.lock:
+            self.issued = dict.fromkeys(self.issued, 0.0)
 
     # ---------------------------------------------------------- fault hooks
 

@@ -35,6 +35,7 @@ from sandbox.call_log import CallRecord
 from sandbox.server import RunningServer
 
 Answer = tuple[int, dict[str, Any]]
+OAUTH_PATH = "/-/oauth_token"
 
 _RULES = [
     ("GET", "/users/<user_gid>", "get_user"),
@@ -81,7 +82,10 @@ class AsanaApp:
 
     def handle(self, request: Request) -> Response:
         path = request.path.removeprefix(API_PREFIX)
-        response = self._answer(request, path)
+        if request.path == OAUTH_PATH and request.method == "POST":
+            response = self._token(request)
+        else:
+            response = self._answer(request, path)
         with self.sandbox.lock:
             self.sandbox.call_log.append(
                 CallRecord(request.method, path, response.status_code, time.time())
@@ -102,7 +106,7 @@ class AsanaApp:
         fault, lose = self.sandbox.take_fault(path, writing)
         if fault is not None:
             return _fault(fault)
-        if _bearer(request) != self.sandbox.access_token:
+        if not self.sandbox.token_ok(_bearer(request)):
             return _error(AsanaError(401, "Not Authorized"))
         limited = self._rate_limited()
         if limited is not None:
@@ -118,6 +122,26 @@ class AsanaApp:
             # Carried out; the answer never reaches the caller.
             return _error(AsanaError(504, FAULT_MESSAGES[504]))
         return _json(status, payload)
+
+    def _token(self, request: Request) -> Response:
+        """OAuth's token endpoint, for the refresh-token grant (form-encoded, as OAuth)."""
+        form = request.form
+        if form.get("grant_type") != "refresh_token":
+            return _json(400, {"error": "unsupported_grant_type"})
+        try:
+            token = self.sandbox.issue_token(
+                form.get("client_id", ""),
+                form.get("client_secret", ""),
+                form.get("refresh_token", ""),
+            )
+        except AsanaError as refused:
+            said = {"error": refused.message, "error_description": "Refused by the sandbox"}
+            return _json(refused.status, said)
+        return _json(200, {
+            "access_token": token, "token_type": "bearer",
+            "expires_in": int(self.sandbox.token_seconds),
+            "data": {"id": self.sandbox.me, "gid": self.sandbox.me, "name": "Fullkit"},
+        })  # fmt: skip
 
     def _rate_limited(self) -> AsanaError | None:
         box = self.sandbox
@@ -566,6 +590,11 @@ class RunningAsanaSandbox(RunningServer[AsanaSandbox]):
     def api_base(self) -> str:
         """What ASANA_API_BASE is set to."""
         return self.url + API_PREFIX
+
+    @property
+    def oauth_token_url(self) -> str:
+        """What ASANA_OAUTH_TOKEN_URL is set to."""
+        return self.url + OAUTH_PATH
 
 
 def start_asana_sandbox(

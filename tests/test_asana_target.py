@@ -245,6 +245,51 @@ def test_unset_token_disables_the_target_and_serve_says_so() -> None:
     assert any(line.startswith("ASANA_ACCESS_TOKEN is not set: the asana") for line in lines)
 
 
+def oauth_target(asana: RunningAsanaSandbox, refresh_token: str | None = None) -> AsanaTarget:
+    box = asana.sandbox
+    return AsanaTarget(
+        Settings(
+            ASANA_CLIENT_ID=box.client_id,
+            ASANA_CLIENT_SECRET=box.client_secret,
+            ASANA_REFRESH_TOKEN=refresh_token or box.refresh_token,
+            ASANA_OAUTH_TOKEN_URL=asana.oauth_token_url,
+            ASANA_API_BASE=asana.api_base,
+        )
+    )
+
+
+def test_oauth_tokens_are_refreshed_when_they_end(
+    asana: RunningAsanaSandbox, gids: dict[str, str]
+) -> None:
+    ops = oauth_target(asana)
+    ops.create([request({"project": gids["project"]})])
+    asana.sandbox.expire_issued_tokens()  # an hour later
+    ops.create([request({"project": gids["project"]}, handoff="hubspot:102:1")])
+
+    assert len(task_in(asana, gids)) == 2
+    assert [c.status for c in asana.sandbox.calls("POST", "/-/oauth_token")] == [200, 200]
+    assert [c.status for c in asana.sandbox.calls("POST", "/tasks")] == [201, 401, 201]
+
+
+def test_a_refused_refresh_token_is_an_auth_error_that_shows_no_secret(
+    asana: RunningAsanaSandbox, gids: dict[str, str]
+) -> None:
+    with pytest.raises(AuthError, match="refused the refresh token") as refused:
+        oauth_target(asana, refresh_token="1/stolen-and-revoked").create(
+            [request({"project": gids["project"]})]
+        )
+    assert "stolen" not in str(refused.value)
+    assert asana.sandbox.client_secret not in str(refused.value)
+
+
+def test_half_an_oauth_set_up_is_named_at_start() -> None:
+    lines = AsanaSettings(client_id="1", refresh_token="1/x").unset()  # type: ignore[arg-type]
+    assert lines == [
+        "ASANA_CLIENT_SECRET not set (the OAuth refresh needs all three): "
+        "the asana ops target is disabled (kits naming it cannot be served)"
+    ]
+
+
 # --- options -------------------------------------------------------------------------------
 
 
