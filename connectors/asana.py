@@ -16,6 +16,7 @@ Asana's create and our ledger write ends with the same single task or project, c
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ log = structlog.get_logger("fullkit.asana")
 
 TASK_FIELDS = "name,permalink_url,assignee.email,external,due_on"
 PROJECT_FIELDS = "name,permalink_url,owner.email"
+_NOT_XML = re.compile("[\ufffe\uffff]")
 # Asana's job statuses that end a job.
 JOB_DONE, JOB_FAILED = "succeeded", "failed"
 FIRST_POLL_SECONDS = 0.25
@@ -52,7 +54,9 @@ def html_notes(summary: str) -> str:
     """Asana rich text: XML under `<body>`, from a fixed tag set. The summary's lines stay
     lines (Asana keeps line breaks in rich text); every `<`, `>` and `&` is escaped, so
     nothing in it can become a tag or a link Fullkit did not build."""
-    return f"<body>{inert(summary, markup='html', lines=True, links=True)}</body>"
+    text = inert(summary, markup="html", lines=True, links=True)
+    # The two characters `inert` leaves that XML forbids: Asana would refuse the notes.
+    return f"<body>{_NOT_XML.sub('', text)}</body>"
 
 
 def project_name(request: OpsRequest) -> str:

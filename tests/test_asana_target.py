@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,15 @@ def test_task_lands_in_the_section_assigned_due_at_kickoff_with_the_kit(
         "<body>Kit: New customer onboarding\n"
         "  Billing contact: &lt;script&gt;x&lt;/script&gt;\nDone.</body>"
     )
+
+
+def test_characters_xml_forbids_never_make_asana_refuse_the_notes(
+    asana: RunningAsanaSandbox, gids: dict[str, str]
+) -> None:
+    hostile = replace(request({"project": gids["project"]}), summary="Acme\uffff\x00\u202e Co")
+    target(asana).create([hostile])
+    [task] = task_in(asana, gids)
+    assert task["html_notes"] == "<body>Acme  Co</body>"
 
 
 def test_task_without_section_or_owner(asana: RunningAsanaSandbox, gids: dict[str, str]) -> None:
