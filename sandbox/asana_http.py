@@ -45,7 +45,6 @@ _RULES = [
     ("POST", "/project_templates/<template_gid>/instantiateProject", "instantiate"),
     ("GET", "/jobs/<job_gid>", "get_job"),
     ("GET", "/teams/<team_gid>/projects", "team_projects"),
-    ("GET", "/projects/<project_gid>", "get_project"),
     ("PUT", "/projects/<project_gid>", "update_project"),
 ]
 
@@ -270,10 +269,6 @@ class AsanaApp:
             "data": [self._view("project", gid, query) for gid in page],
             "next_page": next_page,
         }
-
-    def do_get_project(self, project_gid: str, query: Any, **_: Any) -> Answer:
-        self._project(project_gid)
-        return 200, {"data": self._view("project", project_gid, query)}
 
     def do_update_project(self, project_gid: str, body: Any, query: Any, **_: Any) -> Answer:
         project = self._project(project_gid)
