@@ -64,6 +64,17 @@ class Acceptance:
 
 
 @dataclass(frozen=True)
+class KitItem:
+    """One requirement of the accepted kit, for targets that list the kit as data."""
+
+    id: str
+    message: str
+    # False: its `when` was false for this deal, so it was not required; True: it applied
+    # and, the kit being complete, it is satisfied.
+    applied: bool
+
+
+@dataclass(frozen=True)
 class OpsRequest:
     """Everything an ops target needs to open one onboarding ticket/project."""
 
@@ -80,6 +91,10 @@ class OpsRequest:
     summary: str  # the whole kit, one item a line, so ops never has to open the deal
     expected_kickoff: dt.date
     packet: Packet
+    # The kit's requirements in kit order, and when ops took the deal over: the same
+    # facts `summary` tells in words, for targets that send data (a webhook document).
+    requirements: tuple[KitItem, ...] = ()
+    accepted_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
