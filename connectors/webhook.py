@@ -259,12 +259,16 @@ def _url_problems(value: object) -> list[str]:
 
 
 def _describe(url: str) -> str:
-    """The receiver as errors name it: no query string, where a token might sit."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return inert(f"{parts.scheme}://{netloc}{parts.path}", links=True)
+    """The receiver as errors (and so the ledger) name it: its origin only, since some
+    receivers (chat incoming webhooks) carry a token in the path or the query."""
+    try:
+        parts = urlsplit(url)
+        netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    except ValueError:
+        return "(an invalid URL)"
+    if not parts.scheme or not netloc:
+        return "(a path on the same host)"
+    return inert(f"{parts.scheme}://{netloc}"[:EXCERPT_CHARS], links=True)
 
 
 def _take(budget: RateBudget | None, where: str) -> str | None:
@@ -295,10 +299,11 @@ def _raise_for(answer: requests.Response, text: str, where: str, request: OpsReq
     if status == 410:
         raise AuthError(f"{said} (Gone): it takes no more deliveries; change the kit's ops.url")
     if 300 <= status < 400:
-        location = _describe(answer.headers.get("location", ""))
+        location = answer.headers.get("location")
+        to = f" (a redirect to {_describe(location)})" if location else ""
         raise PermanentError(
-            f"{said} (a redirect to {location}): senders do not follow redirects; "
-            "set the kit's ops.url to the final URL"
+            f"{said}{to}: webhook senders follow no redirects; set the kit's ops.url to "
+            "the final URL"
         )
     raise PermanentError(f"{said}: {excerpt}" if excerpt else said)
 
