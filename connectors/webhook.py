@@ -111,6 +111,12 @@ class WebhookTarget(OpsTarget):
             problems.append(f"timeout_seconds: must be a number of seconds from {low} to {high}")
         return problems
 
+    def disabled(self, options: MappingABC[str, Any]) -> str | None:
+        env = str(options.get("secret_env", DEFAULT_SECRET_ENV))
+        if env == DEFAULT_SECRET_ENV:
+            return super().disabled(options)
+        return None if os.environ.get(env) else f"{env} (the kit's secret_env) is not set"
+
     def create(
         self, requests: Sequence[OpsRequest], *, may_exist: bool = False
     ) -> dict[str, OpsResult]:

@@ -242,6 +242,13 @@ class OpsTarget(ABC):
         """As CrmConnector.prepare, given the ops owners the kits name for this target."""
         return None
 
+    def disabled(self, options: MappingABC[str, Any]) -> str | None:
+        """Why this process cannot open tickets for a kit with these `ops` keys (its
+        settings are unset), or None; `fullkit kit validate` says it for each kit."""
+        if self.settings_class is None:
+            return None
+        return "; ".join(self.settings.section(self.settings_class).unset()) or None
+
     @abstractmethod
     def create(
         self, requests: Sequence[OpsRequest], *, may_exist: bool = False

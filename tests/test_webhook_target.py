@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 import redis
+from click.testing import CliRunner
 
 import connectors
+from bridge.cli import cli
 from bridge.rules import RulesError, load_rules
 from bridge.settings import Settings
 from connectors.webhook import WebhookTarget
@@ -412,3 +414,24 @@ def test_a_hubspot_deal_is_handed_off_to_the_webhook_once(
     attempt = stack.history(deal_id)["attempts"][0]
     assert attempt["state"] == "ops_created" and attempt["ops_link"].endswith("doc-1")
     assert stack.sandbox.tickets() == []  # the kit routes to the webhook, not HubSpot
+
+
+def test_kit_validate_notes_a_webhook_kit_this_environment_cannot_hand_off(
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "kit_rules", rules)
+    routed_to(rules, "https://hooks.example.com/fullkit")
+    env = {"FULLKIT_RULES_DIR": str(rules), "FULLKIT_WEBHOOK_SECRET": ""}
+    unset = CliRunner().invoke(cli, ["kit", "validate"], env=env)
+    assert unset.exit_code == 0
+    assert (
+        "note: kit new-customer: ops target webhook is disabled here: "
+        "FULLKIT_WEBHOOK_SECRET is not set"
+    ) in unset.stderr
+
+    done = CliRunner().invoke(
+        cli, ["kit", "validate"], env={**env, "FULLKIT_WEBHOOK_SECRET": SECRET}
+    )
+    assert done.exit_code == 0 and "kit new-customer:" not in done.stderr
+    assert SECRET not in done.output + done.stderr
