@@ -74,10 +74,9 @@ class WebhookTarget(OpsTarget):
     @property
     def session(self) -> requests.Session:
         if self._session is None:
+            # HTTPS_PROXY is honoured on purpose: an egress proxy that filters internal
+            # addresses (Standard Webhooks suggests one) is the network's SSRF guard.
             self._session = requests.Session()
-            # Proxies and .netrc from the environment would send the document (or
-            # credentials) somewhere the kit does not name.
-            self._session.trust_env = False
         return self._session
 
     @classmethod
