@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import requests
+import urllib3
 from standardwebhooks.webhooks import Webhook
 
 from connectors.registry import register_target
@@ -169,7 +170,8 @@ class WebhookTarget(OpsTarget):
                 answer.close()
         except requests.Timeout:
             raise RetryableError(f"webhook {where}: no answer within {read:g} s") from None
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            # urllib3's own errors: the answer's body, read by us, ended or stalled.
             raise RetryableError(f"webhook {where}: {type(exc).__name__}") from None
         finally:
             if budget is not None:
@@ -287,7 +289,10 @@ def _take(budget: RateBudget | None, where: str) -> str | None:
 
 def _bounded_text(answer: requests.Response) -> str:
     raw = answer.raw.read(ANSWER_BYTES, decode_content=True) if answer.raw is not None else b""
-    return raw.decode(answer.encoding or "utf-8", errors="replace")
+    try:
+        return raw.decode(answer.encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return raw.decode("utf-8", errors="replace")
 
 
 def _raise_for(answer: requests.Response, text: str, where: str, request: OpsRequest) -> None:
