@@ -149,6 +149,25 @@ def kit_validate() -> None:
     click.echo(
         f"{settings.rules_dir}: valid — {len(rules.kits)} kit(s), {len(rules.mappings)} mapping(s)"
     )
+    for line in _disabled_kits(settings, rules):
+        click.echo(f"note: {line}", err=True)
+
+
+def _disabled_kits(settings: Settings, rules: Any) -> list[str]:
+    """Kits this environment could judge but not hand off: their ops target is unset.
+    A note, not a failure: the folder is valid, and CI validates it without secrets."""
+    import connectors
+
+    targets = connectors.load_all().targets
+    notes = []
+    for kit in rules.kits:
+        try:
+            why = targets[kit.ops.target](settings).disabled(kit.ops.options)
+        except SettingsError as exc:
+            why = str(exc)
+        if why:
+            notes.append(f"kit {kit.id}: ops target {kit.ops.target} is disabled here: {why}")
+    return notes
 
 
 @kit.command("check")

@@ -29,7 +29,7 @@ from bridge.models import Attempt
 from bridge.rules import Kit, packet_from_json
 from bridge.runtime import Runtime
 from bridge.summary import ticket_subject, ticket_summary
-from kernel.connector import Acceptance, OpsRequest, OpsResult, PushBack
+from kernel.connector import Acceptance, KitItem, OpsRequest, OpsResult, PushBack
 from kernel.decision import Decision
 from kernel.errors import ConnectorError, PartialFailure, PermanentError
 from kernel.packet import Packet
@@ -342,6 +342,8 @@ class Handoffs:
             summary=ticket_summary(kit, packet, attempt.ops_owner, kickoff, decision.applied),
             expected_kickoff=kickoff,
             packet=packet,
+            requirements=_kit_items(kit, decision),
+            accepted_at=attempt.owner_since if attempt.owner == "ops" else None,
         )
 
     def _kit(self, decision: Decision) -> Kit:
@@ -370,6 +372,14 @@ class Handoffs:
             company_ref=decision.company_ref,
             url=decision.deal_url,
         )
+
+
+def _kit_items(kit: Kit, decision: Decision) -> tuple[KitItem, ...]:
+    applied = set(decision.applied) if decision.applied is not None else None
+    return tuple(
+        KitItem(req.id, req.message, applied is None or req.id in applied)
+        for req in kit.requirements
+    )
 
 
 def _decision(attempt: Attempt) -> Decision:

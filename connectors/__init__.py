@@ -22,5 +22,6 @@ def load_all() -> Registry:
     import connectors.hubspot_ticket  # noqa: F401
     import connectors.salesforce  # noqa: F401
     import connectors.salesforce_case  # noqa: F401
+    import connectors.webhook  # noqa: F401
 
     return registry

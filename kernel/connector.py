@@ -64,6 +64,17 @@ class Acceptance:
 
 
 @dataclass(frozen=True)
+class KitItem:
+    """One requirement of the accepted kit, for targets that list the kit as data."""
+
+    id: str
+    message: str
+    # False: its `when` was false for this deal, so it was not required; True: it applied
+    # and, the kit being complete, it is satisfied.
+    applied: bool
+
+
+@dataclass(frozen=True)
 class OpsRequest:
     """Everything an ops target needs to open one onboarding ticket/project."""
 
@@ -80,6 +91,10 @@ class OpsRequest:
     summary: str  # the whole kit, one item a line, so ops never has to open the deal
     expected_kickoff: dt.date
     packet: Packet
+    # The kit's requirements in kit order, and when ops took the deal over: the same
+    # facts `summary` tells in words, for targets that send data (a webhook document).
+    requirements: tuple[KitItem, ...] = ()
+    accepted_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -226,6 +241,13 @@ class OpsTarget(ABC):
     def prepare(self, owner_emails: Sequence[str]) -> None:
         """As CrmConnector.prepare, given the ops owners the kits name for this target."""
         return None
+
+    def disabled(self, options: MappingABC[str, Any]) -> str | None:
+        """Why this process cannot open tickets for a kit with these `ops` keys (its
+        settings are unset), or None; `fullkit kit validate` says it for each kit."""
+        if self.settings_class is None:
+            return None
+        return "; ".join(self.settings.section(self.settings_class).unset()) or None
 
     @abstractmethod
     def create(
