@@ -196,9 +196,13 @@ def build_report(
     session: Session, filters: Filters, by: str | None = None, now: dt.datetime | None = None
 ) -> Report:
     now = now or dt.datetime.now(dt.UTC)
+    return summarize(list(journeys(session, filters, now)), filters, by, now)
+
+
+def summarize(found: list[Journey], filters: Filters, by: str | None, now: dt.datetime) -> Report:
+    """The figures of journeys already read: one read serves several groupings."""
     if by is not None and by not in GROUPINGS:
         raise BadFilter(f"cannot group by {by!r}: one of {', '.join(GROUPINGS)}")
-    found = list(journeys(session, filters, now))
     groups = tuple(
         Group(key, figures(members)) for key, members in grouped(found, by, filters, now)
     )

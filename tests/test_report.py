@@ -1,4 +1,4 @@
-"""`fullkit report` on a ledger whose figures are known.
+"""`fullkit report` and the console's insights page on a ledger whose figures are known.
 
 The seeded ledger (times UTC; W45 is the week of Monday 2026-11-02), deal: kit, owner:
 
@@ -30,12 +30,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from flask import Blueprint, Flask
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge import db, report
 from bridge.cli import cli
 from bridge.ledger import OWNER_OF_STATE
 from bridge.models import Attempt, DecisionRecord, Transition
+from bridge.rules import load_rules
 from bridge.settings import Settings
 from tests.conftest import ROOT, secret
 
@@ -356,3 +358,58 @@ def test_bad_options_are_one_line_exit_2(args: list[str], message: str, tmp_path
     assert done.returncode == 2
     assert done.stderr.startswith(f"fullkit: {message}")
     assert len(done.stderr.splitlines()) == 1
+
+
+# --- the console's insights page ----------------------------------------------------------
+
+
+@pytest.fixture
+def page(sessions: sessionmaker, settings: Settings) -> Any:
+    """The page on a bare `console` blueprint: the console's login is not under test here."""
+    from bridge.console import insights
+
+    app = Flask("fullkit", template_folder=str(ROOT / "bridge/console/templates"))
+    app.config["FULLKIT"] = _State(sessions, settings)
+    blueprint = Blueprint("console", __name__, url_prefix="/console")
+    insights.register(blueprint)
+    app.register_blueprint(blueprint)
+    return app.test_client()
+
+
+class _State:
+    def __init__(self, sessions: sessionmaker, settings: Settings) -> None:
+        self.sessions, self.settings = sessions, settings
+        self.rules = load_rules(settings.rules_dir, None)
+
+
+def test_insights_page_shows_the_figures_and_charts(page: Any) -> None:
+    answer = page.get("/console/insights?since=2026-10-26")
+    assert answer.status_code == 200
+    html = answer.get_data(as_text=True)
+    assert html.count('<svg role="img"') == 3
+    assert "First-pass yield per week" in html
+    assert "57.1%" in html  # overall, in words as well as bars
+    assert "2026-W45" in html and "33.3%" in html  # 1 of 3 judged in W45
+    assert "Deal amount must be above zero" in html
+    assert 'viewBox="0 0 ' in html and 'width="100%"' in html
+    assert "<title>2026-W45: 33.3% first-pass yield (1 of 3 judged)</title>" in html
+    assert "2026-W45: 3 accepted (never returned 1, up to 1 day 1, 1 to 7 days 1" in html
+
+
+def test_insights_page_escapes_requirement_messages(page: Any) -> None:
+    html = page.get("/console/insights?since=2026-10-26").get_data(as_text=True)
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(&#34;sso&#34;)&lt;/script&gt; &amp; &#34;SSO&#34;" in html
+
+
+def test_insights_page_filters(page: Any) -> None:
+    html = page.get("/console/insights?since=2026-10-26&kit=expansion").get_data(as_text=True)
+    assert "1 journey" in html
+    assert "Deal amount must be above zero" not in html
+
+
+def test_insights_page_answers_a_bad_filter_with_400(page: Any) -> None:
+    answer = page.get("/console/insights?since=soon")
+    assert answer.status_code == 400
+    assert "expected a number of hours, days or weeks" in answer.get_data(as_text=True)
+    assert page.get("/console/insights?crm=pipedrive").status_code == 400
