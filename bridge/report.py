@@ -37,9 +37,9 @@ Definitions (the README's "Reports" section says the same):
 * **Filters**: `since` keeps journeys that started at or after it; `crm` and `kit` keep
   journeys of that CRM or kit.
 
-Everything is read in one query of narrow rows (no decision snapshots), streamed in deal
-order and folded into journeys in one pass, so a ledger of 100,000 attempts takes about
-a second.
+Everything is read in one query of narrow rows (no decision snapshots, findings only of
+returned attempts), streamed in deal order and folded into journeys in one pass: a ledger
+of 100,000 attempts is a few seconds (`python -m bench.bench_report`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, func, select
+from sqlalchemy import Row, Select, and_, case, func, null, select
 from sqlalchemy.orm import Session
 
 from bridge.models import Attempt, DecisionRecord, Transition, UTCDateTime
@@ -101,7 +101,7 @@ def parse_since(text: str, now: dt.datetime) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Journey:
     crm: str
     deal_id: str
@@ -236,35 +236,42 @@ def _attempt_rows(filters: Filters) -> Select[Any]:
     """Each journey attempt once, deal by deal, with the times of its outcomes.
 
     The outcome times are correlated subqueries on transitions' attempt index, so the
-    database reads only the transitions of the attempts that pass the filters.
+    database reads only the transitions of the attempts that pass the filters. Findings
+    are read only where the attempt was returned: decoding the JSON of every accepted
+    attempt cost more than the rest of a row.
     """
     in_journey = Attempt.state != "no_kit"
-    starts = select(
-        Attempt.crm, Attempt.deal_id, func.min(Attempt.trigger_at).label("started")
-    ).where(in_journey)
-    if filters.crm is not None:
-        starts = starts.where(Attempt.crm == filters.crm)
-    starts = starts.group_by(Attempt.crm, Attempt.deal_id)
-    if filters.since is not None:
-        starts = starts.having(func.min(Attempt.trigger_at) >= filters.since)
-    deals = starts.subquery()
-    return (
+    query = (
         select(
             Attempt.crm,
             Attempt.deal_id,
             Attempt.kit_id,
             Attempt.state,
             Attempt.trigger_at,
-            Attempt.findings,
+            case((Attempt.state == "returned", Attempt.findings), else_=null()).label("findings"),
             DecisionRecord.owner_ref,
             _first_transition("accepted").label("accepted_at"),
             _first_transition("returned").label("returned_at"),
         )
-        .join(deals, and_(Attempt.crm == deals.c.crm, Attempt.deal_id == deals.c.deal_id))
         .outerjoin(DecisionRecord, DecisionRecord.attempt_id == Attempt.id)
         .where(in_journey)
         .order_by(Attempt.crm, Attempt.deal_id, Attempt.number)
     )
+    if filters.crm is not None:
+        query = query.where(Attempt.crm == filters.crm)
+    if filters.since is None:
+        return query
+    # Whole journeys that started since: a deal's later attempts count only with its first.
+    started = (
+        select(Attempt.crm, Attempt.deal_id)
+        .where(in_journey)
+        .group_by(Attempt.crm, Attempt.deal_id)
+        .having(func.min(Attempt.trigger_at) >= filters.since)
+    )
+    if filters.crm is not None:
+        started = started.where(Attempt.crm == filters.crm)
+    deals = started.subquery()
+    return query.join(deals, and_(Attempt.crm == deals.c.crm, Attempt.deal_id == deals.c.deal_id))
 
 
 def _first_transition(state: str) -> Any:
