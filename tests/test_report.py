@@ -19,7 +19,9 @@ The seeded ledger (times UTC; W45 is the week of Monday 2026-11-02), deal: kit, 
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 import os
 import subprocess
@@ -31,9 +33,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from flask import Blueprint, Flask
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge import db, report
+from bridge import db, report, report_text
 from bridge.cli import cli
 from bridge.ledger import OWNER_OF_STATE
 from bridge.models import Attempt, DecisionRecord, Transition
@@ -413,3 +416,27 @@ def test_insights_page_answers_a_bad_filter_with_400(page: Any) -> None:
     assert answer.status_code == 400
     assert "expected a number of hours, days or weeks" in answer.get_data(as_text=True)
     assert page.get("/console/insights?crm=pipedrive").status_code == 400
+
+
+def test_insights_page_answers_503_while_the_ledger_is_down(page: Any) -> None:
+    def down() -> Any:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    page.application.config["FULLKIT"].sessions = down
+    answer = page.get("/console/insights")
+    assert answer.status_code == 503
+    assert "The ledger cannot be reached right now" in answer.get_data(as_text=True)
+
+
+def test_terminal_and_csv_output_neutralise_hostile_text() -> None:
+    journey = report.Journey(
+        crm="hubspot", deal_id="1", kit="=HYPERLINK(\"http://x\")", owner="o1", started=MON,
+        first_outcome="returned", outcome="with_sales", accepted_at=None, sales_seconds=0.0,
+        returns=(frozenset({("evil", "line one\nline two \x1b[31mred")}),),
+    )  # fmt: skip
+    result = report.summarize([journey], report.Filters(), "kit", NOW)
+    lines = report_text.table(result)
+    assert not any("\x1b" in line or "\n" in line for line in lines)
+    assert lines[-1].split() == ["1", "1", "evil", "line", "one", "line", "two", "[31mred"]
+    rows = list(csv.reader(io.StringIO(report_text.csv_text(result))))
+    assert rows[1][:2] == ["kit", '\'=HYPERLINK("http://x")']  # text, not a formula
