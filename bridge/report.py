@@ -32,8 +32,8 @@ Definitions (the README's "Reports" section says the same):
   of the values do not exceed), in seconds.
 * **Groups**: overall, and per kit (the kit of the journey's first judged attempt), per
   sales owner (the CRM owner of the deal when it was judged: the decision's `owner_ref`)
-  or per ISO week of the journey's start (UTC, e.g. `2026-W48`; weeks with no journey
-  in between are listed, empty).
+  or per ISO week of the journey's start (UTC, e.g. `2026-W48`; from the first journey's
+  week to the last one's, or to this week with `since`, empty weeks included).
 * **Filters**: `since` keeps journeys that started at or after it; `crm` and `kit` keep
   journeys of that CRM or kit.
 
@@ -395,19 +395,19 @@ def grouped(
 def _by_week(
     journeys: list[Journey], filters: Filters, now: dt.datetime
 ) -> list[tuple[str, list[Journey]]]:
-    """Every week from the first to the last, empty ones too: a chart or a column with
-    a week left out would read as continuous."""
+    """Every week from the first journey's to the last one's, or to now's when `since`
+    asks for a period up to now; empty weeks too, or a chart or column with a week left
+    out would read as continuous."""
+    if not journeys:
+        return []
     members: dict[str, list[Journey]] = {}
     for journey in journeys:
         members.setdefault(journey.week, []).append(journey)
     days = [journey.started.date() for journey in journeys]
-    if filters.since is not None:
-        days += [min(filters.since, now).date(), now.date()]
-    if not days:
-        return []
+    last = max(max(days), now.date()) if filters.since is not None else max(days)
     monday = min(days) - dt.timedelta(days=min(days).weekday())
     weeks: list[tuple[str, list[Journey]]] = []
-    while monday <= max(days):
+    while monday <= last:
         week = iso_week(monday)
         weeks.append((week, members.get(week, [])))
         monday += dt.timedelta(weeks=1)

@@ -409,6 +409,8 @@ def test_insights_page_filters(page: Any) -> None:
     html = page.get("/console/insights?since=2026-10-26&kit=expansion").get_data(as_text=True)
     assert "1 journey" in html
     assert "Deal amount must be above zero" not in html
+    empty = page.get("/console/insights?since=2026-11-20&crm=salesforce").get_data(as_text=True)
+    assert "No hand-off started in this period for these filters." in empty
 
 
 def test_insights_page_answers_a_bad_filter_with_400(page: Any) -> None:
