@@ -278,6 +278,7 @@ def kit_backtest(since: Any, rules_dir: Path | None, output: str, limit: int | N
         click.echo("")
         for line in backtest.table(listed):
             click.echo(line)
+        click.echo("\n(+ now missing, - no longer missing)")
     if len(listed) < len(changes):
         click.echo(f"... and {len(changes) - len(listed)} more (raise --limit to list them)")
 

@@ -4,7 +4,9 @@ which deals would flip and why, as the hand-off would have judged them, writing 
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +16,14 @@ import pytest
 import redis
 import sqlalchemy as sa
 from click.testing import CliRunner
+from flask import Blueprint, Flask
+from flask_wtf.csrf import CSRFProtect
+from jinja2 import DictLoader
 
 from bridge import backtest, db, ledger
 from bridge.cli import cli
+from bridge.console import backtest as backtest_page
+from bridge.container import Container
 from bridge.evaluator import applicable, evaluate, select_kit
 from bridge.models import Attempt, Base
 from bridge.rules import Rules, load_rules
@@ -388,3 +395,122 @@ def test_the_hand_off_keeps_the_packets_it_judged_even_when_no_kit_applied(
             report = backtest.run(connection, load_rules(folder), ledger.utcnow() - DAY)
         assert report.rejudged == 2
         assert {c.stored.deal_id: c.kind for c in report.changes} == {big: "no_kit→accepted"}
+
+
+# --- the console page -----------------------------------------------------------------
+
+BASE = (
+    "<!doctype html><title>{% block title %}{% endblock %}</title>"
+    "<main>{% block content %}{% endblock %}</main>"
+)
+
+
+def console_app(settings: Settings) -> Flask:
+    """The page on a bare blueprint shaped like the console's (its login, CSRF and
+    base.html are the console's own), with Flask-WTF's CSRF check on POST."""
+    app = Flask("backtest-page")
+    app.secret_key = "test-only"
+    app.config["FULLKIT"] = Container.build(settings)
+    app.jinja_loader = DictLoader({"console/base.html": BASE})  # type: ignore[assignment]
+    bp = Blueprint(
+        "console", __name__, url_prefix="/console",
+        template_folder=str(ROOT / "bridge" / "console" / "templates"),
+    )  # fmt: skip
+    backtest_page.register(bp)
+    app.register_blueprint(bp)
+    CSRFProtect(app)
+    return app
+
+
+class Page:
+    def __init__(self, app: Flask) -> None:
+        self.client = app.test_client()
+
+    def open(self) -> str:
+        answer = self.client.get("/console/backtest")
+        assert answer.status_code == 200
+        return answer.get_data(as_text=True)
+
+    def compare(self, rules: str, since: str = "30d") -> tuple[int, str]:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', self.open())
+        assert token is not None
+        form = {"csrf_token": token.group(1), "rules": rules, "since": since}
+        answer = self.client.post("/console/backtest", data=form)
+        return answer.status_code, html.unescape(answer.get_data(as_text=True))
+
+
+@pytest.fixture
+def page(shipped: Ledger) -> Page:
+    return Page(console_app(shipped.settings))
+
+
+def test_page_shows_the_comparison_the_cli_makes_and_writes_nothing(
+    shipped: Ledger, page: Page, backend: Backend, tmp_path: Path
+) -> None:
+    seed_story(shipped)
+    before, keys = shipped.rows(), queue_keys(backend)
+    assert str(ROOT / "kit_rules") in page.open()  # the folder the service runs with
+
+    status, text = page.compare(str(three_edits(tmp_path)))
+
+    assert status == 200, text
+    assert (
+        "6 deals re-judged, 3 would flip: 1 accepted→returned, 1 no_kit→accepted, "
+        "1 returned→accepted; 1 findings changed"
+    ) in text
+    assert '<a href="/console/handoffs/hubspot/6">hubspot:6</a>' in text
+    assert "<li>+ The requested kickoff date has passed</li>" in text
+    assert "<li>- Deal amount must be above zero</li>" in text
+    assert "<li>kit new-customer now applies</li>" in text
+    assert shipped.rows() == before and queue_keys(backend) == keys
+
+
+def test_page_lists_an_invalid_folders_problems_with_file_and_line(
+    page: Page, tmp_path: Path
+) -> None:
+    folder = changed_rules(tmp_path, edit={KIT: [("deal.amount > 0", "deal.amount >")]})
+    status, text = page.compare(str(folder))
+    assert status == 422
+    assert f"invalid rules folder {folder}" in text
+    assert re.search(r"<code>\S*10-new-customer.yaml:\d+: requirements\[0\]\.check: ", text)
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize(
+    ("rules", "since", "said"),
+    [
+        ("", "30d", "Give the path of a rules folder"),
+        ("/no/such/folder", "30d", "/no/such/folder does not exist on the server."),
+        (str(ROOT / "kit_rules" / "kits"), "30d", "has no kits or mappings/ in it"),
+        (str(ROOT / "README.md"), "30d", "is not a folder"),
+        ("a\x00b", "30d", "That is not a path"),
+        (str(ROOT / "kit_rules"), "last week", "Judged within: a number"),
+    ],
+)
+def test_page_refuses_what_is_not_a_rules_folder_or_a_period_with_400(
+    page: Page, rules: str, since: str, said: str
+) -> None:
+    status, text = page.compare(rules, since)
+    assert status == 400 and said in text
+
+
+def test_page_refuses_a_post_without_the_csrf_token(page: Page) -> None:
+    answer = page.client.post("/console/backtest", data={"rules": str(ROOT / "kit_rules")})
+    assert answer.status_code == 400
+
+
+def test_page_stops_a_comparison_that_takes_too_long(
+    page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backtest_page, "TIMEOUT_SECONDS", 0.01)
+    status, text = page.compare(str(ROOT / "kit_rules"))
+    assert status == 504 and "took longer than 0.01 s and was stopped" in text
+
+
+def test_page_runs_one_comparison_at_a_time(page: Page) -> None:
+    assert backtest_page._running.acquire(blocking=False)
+    try:
+        status, text = page.compare(str(ROOT / "kit_rules"))
+    finally:
+        backtest_page._running.release()
+    assert status == 429 and "Another comparison is running" in text
