@@ -60,7 +60,6 @@ class Stored:
     trigger_stage: str
     judged_on: dt.date
     verdict: Verdict
-    snapshot: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -144,9 +143,9 @@ def run(connection: Connection, rules: Rules, since: dt.datetime) -> Report:
     """Judge again, with `rules`, each deal's latest decision stored since `since`."""
     report = Report()
     with read_only(connection):
-        for stored in stored_decisions(connection, since):
+        for stored, snapshot in stored_decisions(connection, since):
             report.rejudged += 1
-            change = compare(rules, stored)
+            change = compare(rules, stored, snapshot)
             if change is None:
                 report.unchanged += 1
                 continue
@@ -176,9 +175,12 @@ class read_only:  # noqa: N801 - used as a context manager, like contextlib's
             self.connection.exec_driver_sql("PRAGMA query_only = OFF")
 
 
-def stored_decisions(connection: Connection, since: dt.datetime) -> Iterator[Stored]:
-    """Each deal's latest attempt with a decision stored since `since`, streamed in
-    batches; decisions made before Fullkit kept the judged packet are left out."""
+def stored_decisions(
+    connection: Connection, since: dt.datetime
+) -> Iterator[tuple[Stored, dict[str, Any]]]:
+    """Each deal's latest attempt with a decision stored since `since`, and the packet it
+    judged, streamed in batches (a change keeps no packet: thousands of flips may hold
+    hundreds of contacts each); decisions made before Fullkit kept the packet are left out."""
     judged = and_(DecisionRecord.created_at >= since, DecisionRecord.snapshot.is_not(None))
     latest = (
         select(Attempt.crm, Attempt.deal_id, func.max(Attempt.number).label("number"))
@@ -211,7 +213,7 @@ def stored_decisions(connection: Connection, since: dt.datetime) -> Iterator[Sto
         .order_by(Attempt.crm, Attempt.deal_id)
     )
     for row in connection.execute(query.execution_options(yield_per=BATCH_ROWS)):
-        yield Stored(
+        stored = Stored(
             crm=row.crm,
             deal_id=row.deal_id,
             attempt=row.number,
@@ -221,14 +223,14 @@ def stored_decisions(connection: Connection, since: dt.datetime) -> Iterator[Sto
                 None if row.outcome == NO_KIT else row.kit_id,
                 tuple((f["id"], f["message"]) for f in row.findings or []),
             ),
-            snapshot=row.snapshot,
         )
+        yield stored, row.snapshot
 
 
-def compare(rules: Rules, stored: Stored) -> Change | None:
+def compare(rules: Rules, stored: Stored, snapshot: dict[str, Any]) -> Change | None:
     """The change the candidate rules make to this decision; None when they agree."""
     try:
-        packet = rules.packet_from_json(readable_part(rules, stored.snapshot))
+        packet = rules.packet_from_json(readable_part(rules, snapshot))
     except ValueError as exc:
         return Change(stored, UNREADABLE, None, problem=str(exc))
     kits = rules.kits_entered(stored.crm, stored.trigger_stage)
