@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -154,25 +155,21 @@ def run(connection: Connection, rules: Rules, since: dt.datetime) -> Report:
     return report
 
 
-class read_only:  # noqa: N801 - used as a context manager, like contextlib's
+@contextmanager
+def read_only(connection: Connection) -> Iterator[Connection]:
     """A transaction that cannot write, rolled back at the end, on SQLite and PostgreSQL."""
-
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        self.sqlite = connection.dialect.name == "sqlite"
-
-    def __enter__(self) -> Connection:
-        if self.sqlite:
-            self.connection.exec_driver_sql("PRAGMA query_only = ON")
-        elif self.connection.dialect.name == "postgresql":
-            self.connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-        return self.connection
-
-    def __exit__(self, *exc: object) -> None:
-        self.connection.rollback()
-        if self.sqlite:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        connection.exec_driver_sql("PRAGMA query_only = ON")
+    elif connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+    try:
+        yield connection
+    finally:
+        connection.rollback()
+        if sqlite:
             # The connection goes back to its pool: whoever takes it next may write.
-            self.connection.exec_driver_sql("PRAGMA query_only = OFF")
+            connection.exec_driver_sql("PRAGMA query_only = OFF")
 
 
 def stored_decisions(

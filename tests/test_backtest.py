@@ -277,6 +277,33 @@ def test_a_kit_that_now_reads_attachments_never_read_says_its_verdict_may_be_wro
     assert change.why()[-1].startswith("(attachments were not read when it was judged")
 
 
+def test_salesforce_deals_are_judged_by_the_kits_of_the_stage_they_entered(
+    shipped: Ledger, tmp_path: Path
+) -> None:
+    opportunity = deal("0065g00000AbCdEAAV", amount=0)
+    opportunity["crm"] = "salesforce"
+    opportunity["deal"].pop("pipeline")
+    opportunity["contacts"][0]["role"] = "Billing Contact"
+    shipped.judge(opportunity, stage="Closed Won")
+    shipped.judge(deal("1", amount=0))
+    salesforce_amount = "  - id: amount\n    check: 'deal.amount > 0'\n"
+    folder = changed_rules(
+        tmp_path,
+        edit={"kits/20-salesforce-new-customer.yaml": [(salesforce_amount, "  - id: amount\n"
+              "    check: 'deal.amount >= 0'\n")]},
+    )  # fmt: skip
+    changes = by_deal(shipped.backtest(load_rules(folder)))
+    assert list(changes) == ["0065g00000AbCdEAAV"]
+    assert changes["0065g00000AbCdEAAV"].kind == "returned→accepted"
+    assert changes["0065g00000AbCdEAAV"].why() == ["- Opportunity amount must be above zero"]
+
+
+def test_the_backtest_transaction_cannot_write(shipped: Ledger) -> None:
+    with shipped.engine.connect() as connection, backtest.read_only(connection):
+        with pytest.raises(sa.exc.DBAPIError):
+            connection.execute(sa.delete(Attempt))
+
+
 def queue_keys(backend: Backend) -> list[bytes]:
     return sorted(redis.Redis.from_url(backend.redis_url).keys("*"))
 
