@@ -8,6 +8,7 @@ import html
 import json
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -541,3 +542,26 @@ def test_page_runs_one_comparison_at_a_time(page: Page) -> None:
     finally:
         backtest_page._running.release()
     assert status == 429 and "Another comparison is running" in text
+
+
+def test_the_comparison_reads_this_apps_ledger_and_no_secret_is_on_its_command_line(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://someone@elsewhere/other")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    database = "postgresql://fullkit:s3cret-password@db.example/fullkit"
+    settings = make_settings(DATABASE_URL=database)
+    env = backtest_page.child_env(settings)
+    assert env["DATABASE_URL"] == database
+    assert env["FULLKIT_HOME"] == str(settings.home.absolute())
+    assert "PROMETHEUS_MULTIPROC_DIR" not in env
+    seen: list[list[str]] = []
+
+    def run(command: list[str], **kwargs: Any) -> Any:
+        seen.append(command)
+        raise subprocess.TimeoutExpired(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    outcome = backtest_page.compare(settings, ROOT / "kit_rules", "30d")
+    assert outcome.status == 504
+    assert not any("s3cret" in part for part in seen[0])

@@ -24,6 +24,7 @@ from flask import Blueprint, current_app, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from bridge.container import Container
+from bridge.metrics import MULTIPROC_DIR_ENV
 from bridge.settings import Settings
 
 TIMEOUT_SECONDS = 120.0
@@ -159,6 +160,8 @@ def child_env(settings: Settings) -> dict[str, str]:
     """The environment of the comparison: this app's ledger, whatever the shell said.
     Secrets go through the environment, never the command line (visible to `ps`)."""
     env = dict(os.environ)
+    # The web processes' metric files: a child writing its own there would be scraped.
+    env.pop(MULTIPROC_DIR_ENV, None)
     env["FULLKIT_HOME"] = str(settings.home.absolute())
     env.pop("DATABASE_URL", None)
     if settings.database_url is not None:
