@@ -443,6 +443,7 @@ def console_app(settings: Settings) -> Flask:
     bp = Blueprint(
         "console", __name__, url_prefix="/console",
         template_folder=str(ROOT / "bridge" / "console" / "templates"),
+        static_folder=str(ROOT / "bridge" / "console" / "static"),
     )  # fmt: skip
     backtest_page.register(bp)
     app.register_blueprint(bp)
@@ -491,6 +492,8 @@ def test_page_shows_the_comparison_the_cli_makes_and_writes_nothing(
     assert "<li>- Deal amount must be above zero</li>" in text
     assert "<li>kit new-customer now applies</li>" in text
     assert shipped.rows() == before and queue_keys(backend) == keys
+    stylesheet = re.search(r'<link rel="stylesheet" href="([^"]+)">', text)
+    assert stylesheet and page.client.get(stylesheet.group(1)).status_code == 200
 
 
 def test_page_lists_an_invalid_folders_problems_with_file_and_line(
