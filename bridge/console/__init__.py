@@ -1,1 +1,1 @@
-"""The hand-off console (the console engineer's package; this stand-in only makes it one)."""
+"""The hand-off console (stand-in until the console package lands)."""
