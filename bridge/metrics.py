@@ -15,7 +15,7 @@ Three sources, each chosen for where its events happen:
 * Outside API calls by system and outcome, the shared rate budgets' slots left, and the
   CRMs' own rate-limit figures: workers keep them in Redis, counting each call in the round
   trip its rate-budget slot already makes (kernel/api_calls.py, kernel/rate_budget.py), and
-  a scrape reads them (three round trips).
+  a scrape reads them (a few round trips per scrape, none per webhook).
 
 A source that cannot be read (ledger or Redis down) leaves its metrics out; /metrics
 still answers.
