@@ -7,16 +7,16 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from bridge import admin_auth, db, headers, ledger, receivers
+from bridge import admin_auth, db, headers, intake, ledger, ledger_figures, receivers
 from bridge.container import Container
 from bridge.deal_ids import InvalidDealId, canonical_deal_id
 from bridge.home import private_home
 from bridge.logging import configure_logging
-from bridge.metrics import LedgerCollector, RateLimitCollector, scrape_registry
+from bridge.metrics import LedgerCollector, SharedCollector, SharedFigures, scrape_registry
 from bridge.proxies import ForwardedFromTrustedProxies
 from bridge.queue import RECEIVER_CLIENT, QueueUnavailable
 from bridge.settings import Settings, load_settings
-from kernel import rate_budget
+from kernel import api_calls, rate_budget
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -40,10 +40,22 @@ def create_app(settings: Settings | None = None) -> Flask:
     https = bool(settings.public_url and settings.public_url.startswith("https://"))
     app.after_request(lambda answer: headers.secure(answer, https))
     app.config["METRICS"] = scrape_registry(
-        LedgerCollector(state.count_by_state),
-        RateLimitCollector(lambda: rate_budget.observed(state.redis)),
+        LedgerCollector(
+            ledger_figures.CachedFigures(state.sessions),
+            lambda: intake.duplicates(state.redis),
+        ),
+        SharedCollector(lambda: _shared_figures(state)),
     )
     return app
+
+
+def _shared_figures(state: Container) -> SharedFigures:
+    connection = state.redis
+    return SharedFigures(
+        calls=api_calls.counts(connection),
+        budgets=rate_budget.budgets_left(connection),
+        observed=rate_budget.observed(connection),
+    )
 
 
 def _prepare_ledger(state: Container) -> None:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import redis
 from rq import Retry
 
 from bridge.deal_ids import canonical_deal_id
@@ -31,6 +32,9 @@ CHANGES_PER_JOB = 100
 # about an hour (the CRMs' redeliveries, which requeue a failed job, go on for a day).
 INTAKE_RETRY = Retry(max=8, interval=[5, 15, 30, 60, 120, 300, 600, 1200])
 MAX_KEY_LENGTH = 255  # the ledger column; longer keys keep a readable head and a digest
+# Changes the ledger found recorded already (redelivered past the queue's de-duplication),
+# per CRM: the one outcome of a change the ledger does not keep, so /metrics reads it here.
+DUPLICATES_KEY = "fullkit:metrics:duplicate_changes"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_MS = dt.timedelta(milliseconds=1)
 
@@ -170,3 +174,19 @@ def queue_changes(queue: Enqueuer, changes: Iterable[StageChange]) -> int:
 def intake_job_key(changes: Sequence[StageChange]) -> str:
     """The id of the intake job of these changes (of one CRM); one change's is its job_key."""
     return job_id(changes[0].crm, *sorted(change.change_key for change in changes))
+
+
+def count_duplicates(connection: redis.Redis, by_crm: Mapping[str, int]) -> None:
+    """Add an intake job's duplicates (one round trip for the job, not one per change)."""
+    counted = {crm: n for crm, n in by_crm.items() if n}
+    if not counted:
+        return
+    pipe = connection.pipeline(transaction=False)
+    for crm, n in counted.items():
+        pipe.hincrby(DUPLICATES_KEY, crm, n)
+    pipe.execute()
+
+
+def duplicates(connection: redis.Redis) -> dict[str, int]:
+    raw: dict[bytes, bytes] = connection.hgetall(DUPLICATES_KEY)  # type: ignore[assignment]
+    return {crm.decode(): int(n) for crm, n in raw.items() if n.isdigit()}

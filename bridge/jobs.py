@@ -16,6 +16,7 @@ import datetime as dt
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -24,7 +25,7 @@ from typing import Any
 import redis
 import structlog
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Job, JobStatus, get_current_job
 from rq.registry import FailedJobRegistry
 from rq.timeouts import BaseTimeoutException
 from sqlalchemy import select, tuple_
@@ -119,11 +120,31 @@ def handle_stage_changes(changes: list[tuple[Any, ...]]) -> list[str]:
             # This job may be RQ's retry of one whose kick failed after the change was
             # committed: without a kick now its attempt would wait for the stall resumer.
             _kick_if_stranded(rt, change)
+    _count_duplicates(rt, parsed, results)
     for crm, attempt_ids in started.items():
         # A lone start on a quiet system is advanced here; more go to one batching job.
         if len(attempt_ids) > 1 or not advance_alone(rt, crm, attempt_ids[0]):
             kick_promptly(rt, crm)
     return [result.outcome for result in results]
+
+
+def _count_duplicates(
+    rt: Runtime, changes: list[intake.StageChange], results: list[ledger.ChangeOutcome]
+) -> None:
+    """Count redelivered changes for /metrics, once per intake job: an RQ retry of this
+    job finds its own changes recorded, and they are no redelivery."""
+    job = get_current_job()
+    if job is not None and job.number_of_retries:
+        return
+    by_crm: Counter[str] = Counter(
+        change.crm
+        for change, result in zip(changes, results, strict=True)
+        if result.outcome == "duplicate"
+    )
+    try:
+        intake.count_duplicates(rt.redis, by_crm)
+    except redis.RedisError:
+        log.warning("duplicate stage changes not counted: queue unreachable")
 
 
 def kick_promptly(rt: Runtime, crm: str, account: str = DEFAULT_ACCOUNT) -> None:

@@ -39,6 +39,7 @@ import urllib3
 from hubspot import HubSpot
 
 from connectors.hubspot_settings import HubSpotSettings
+from kernel import api_calls
 from kernel import portal as portal_store
 from kernel.cache import LocalCache, SharedCache, cache_key
 from kernel.errors import (
@@ -109,10 +110,12 @@ class _SessionPool:
         session: requests.Session,
         timeout: tuple[float, float],
         budget: RateBudget | None = None,
+        system: str = "hubspot",
     ) -> None:
         self.session = session
         self.timeout = timeout
         self.budget = budget
+        self.system = system  # what /metrics counts the calls under
 
     def request(
         self,
@@ -138,12 +141,15 @@ class _SessionPool:
                 timeout=self._timeout(timeout),
                 allow_redirects=False,
             )
-        except BaseException:
+        except BaseException as exc:
             if self.budget is not None:
-                self.budget.answered(slot)
+                timed_out = isinstance(exc, requests.Timeout)
+                result = api_calls.outcome(None, timed_out=timed_out)
+                self.budget.answered(slot, outcome=result, system=self.system)
             raise
         if self.budget is not None:
-            heed(self.budget, slot, answer.status_code, answer.headers, answer.content)
+            status, headers = answer.status_code, answer.headers
+            heed(self.budget, slot, status, headers, answer.content, system=self.system)
         return _Response(
             status=answer.status_code,
             reason=answer.reason or "",
@@ -200,7 +206,9 @@ class HubSpotApi:
         timeout: tuple[float, float] | None = None,
         budgets: RateBudgets | None = None,
         cache: SharedCache | None = None,
+        system: str = "hubspot",
     ) -> None:
+        """`system` names the calls on /metrics: the connector or ops target making them."""
         own = settings.section(HubSpotSettings)
         if own.access_token is None:
             raise NotConfigured(DISABLED_MESSAGE)
@@ -219,7 +227,7 @@ class HubSpotApi:
         )
         read = own.timeout_seconds
         timeout = timeout or (min(DEFAULT_TIMEOUT[0], read), read)
-        self._pool = _SessionPool(self.session, timeout, self.budget)
+        self._pool = _SessionPool(self.session, timeout, self.budget, system)
         # Where the portal id goes once known, for the receivers (kernel/portal.py).
         self._redis = budgets.connection if budgets is not None else None
         self._apis: dict[tuple[str, str], Any] = {}
@@ -555,12 +563,18 @@ def _rate_limit_wait(headers: Mapping[str, str]) -> float | None:
 
 
 def heed(
-    budget: RateBudget, slot: str | None, status: int, raw_headers: Any, content: bytes
+    budget: RateBudget,
+    slot: str | None,
+    status: int,
+    raw_headers: Any,
+    content: bytes,
+    *,
+    system: str = "hubspot",
 ) -> None:
     """Tell the budget what HubSpot said: its remaining calls, and a 429's wait."""
     headers = _headers(raw_headers)
     figures = rate_figures(headers, default_interval=budget.limit.window)
-    budget.answered(slot, figures)
+    budget.answered(slot, figures, outcome=api_calls.outcome(status), system=system)
     if status != 429:
         return
     policy = str(_error_body(content).get("policyName") or "")

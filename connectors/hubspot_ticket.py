@@ -50,7 +50,9 @@ class HubSpotTicketTarget(OpsTarget):
     @property
     def api(self) -> HubSpotApi:
         if self._api is None:
-            self._api = HubSpotApi(self.settings, budgets=self.rate_budgets, cache=self.cache)
+            self._api = HubSpotApi(
+                self.settings, budgets=self.rate_budgets, cache=self.cache, system=self.name
+            )
         return self._api
 
     @classmethod

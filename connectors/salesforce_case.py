@@ -49,7 +49,7 @@ class SalesforceCaseTarget(OpsTarget):
     @property
     def api(self) -> SalesforceApi:
         if self._api is None:
-            self._api = SalesforceApi(self.settings, budgets=self.rate_budgets)
+            self._api = SalesforceApi(self.settings, budgets=self.rate_budgets, system=self.name)
         return self._api
 
     @classmethod

@@ -35,6 +35,7 @@ from simple_salesforce.exceptions import (
 from simple_salesforce.login import SalesforceLogin
 
 from connectors.salesforce_settings import SalesforceSettings
+from kernel import api_calls
 from kernel.errors import (
     AuthError,
     ConnectorError,
@@ -150,10 +151,17 @@ def translate(exc: BaseException, operation: str) -> ConnectorError:
 class BudgetedSession(requests.Session):
     """Every request paced by the org's shared budget; Sforce-Limit-Info fed back to it."""
 
-    def __init__(self, instance_url: str, budget: RateBudget | None, timeout: float) -> None:
+    def __init__(
+        self,
+        instance_url: str,
+        budget: RateBudget | None,
+        timeout: float,
+        system: str = "salesforce",
+    ) -> None:
         super().__init__()
         self.budget = budget
         self.timeout = timeout
+        self.system = system  # what /metrics counts the calls under
         self.last_usage: tuple[int, int] | None = None
         target = urlsplit(instance_url)
         # An http:// instance is reached as given, whatever URL the SDK built.
@@ -167,15 +175,18 @@ class BudgetedSession(requests.Session):
         slot = self._slot()
         try:
             answer = super().request(method, url, *args, **kwargs)
-        except BaseException:
+        except BaseException as exc:
             if self.budget is not None:
-                self.budget.answered(slot)
+                result = api_calls.outcome(None, timed_out=isinstance(exc, requests.Timeout))
+                self.budget.answered(slot, outcome=result, system=self.system)
             raise
         info = answer.headers.get("Sforce-Limit-Info")
         self.last_usage = usage(info) or self.last_usage
         if self.budget is not None:
-            self.budget.answered(slot, figures(info))
-            if answer.status_code == 403 and "REQUEST_LIMIT_EXCEEDED" in answer.text:
+            spent = answer.status_code == 403 and "REQUEST_LIMIT_EXCEEDED" in answer.text
+            result = api_calls.outcome(answer.status_code, rate_limited=spent)
+            self.budget.answered(slot, figures(info), outcome=result, system=self.system)
+            if spent:
                 # Every process waits, rather than each one spending a call to learn it.
                 self.budget.pause(QUOTA_WAIT.total_seconds())
         return answer
@@ -208,7 +219,9 @@ class SalesforceApi:
         *,
         budgets: RateBudgets | None = None,
         session: requests.Session | None = None,
+        system: str = "salesforce",
     ) -> None:
+        """`system` names the calls on /metrics: the connector or ops target making them."""
         self.config = settings.section(SalesforceSettings)
         if self.config.instance_url is None:
             raise NotConfigured("Salesforce connector disabled: SALESFORCE_INSTANCE_URL is not set")
@@ -221,7 +234,7 @@ class SalesforceApi:
         identity = f"{self.instance_url} {self._identity()}"
         budget = budgets.budget("salesforce", identity, DEFAULT_LIMIT) if budgets else None
         self.session = session or BudgetedSession(
-            self.instance_url, budget, self.config.timeout_seconds
+            self.instance_url, budget, self.config.timeout_seconds, system
         )
         self._client: Salesforce | None = None
         self._lock = threading.Lock()

@@ -15,6 +15,10 @@ policy), atomically in one Lua script, so all processes together stay under the 
   clocks disagree still share one window.
 * Redis unreachable: the call goes ahead unpaced (the CRM's 429 handling still stands);
   a budget must not turn a queue hiccup into failed hand-offs.
+* Every answered call is also counted for /metrics by system and outcome
+  (kernel/api_calls.py) in the same script, and each budget notes its limit, so any
+  process can say how many slots are left (`budgets_left`). Counts a Redis error kept
+  from the hash wait in the process and go with its next answered call.
 
 Keys name the account by a digest (`fullkit:rate:<crm>:<digest>`), never by its token.
 """
@@ -26,17 +30,22 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import redis
 import structlog
+
+from kernel import api_calls
 
 log = structlog.get_logger("fullkit.rate_budget")
 
 KEY_PREFIX = "fullkit:rate"
 # Latest rate-limit figures the CRM reported, per CRM, for /metrics in any process.
 OBSERVED_KEY = f"{KEY_PREFIX}:observed"
+# Every budget's log key -> "limit,window ms", so /metrics can say what each has left.
+BUDGETS_KEY = f"{KEY_PREFIX}:budgets"
 # Long enough to wait out one 10-second window in place; a longer wait (a pause the CRM
 # asked for) goes back to the job layer, which reschedules instead of holding a worker.
 MAX_WAIT_SECONDS = 15.0
@@ -72,15 +81,20 @@ return {0, math.max(1, tonumber(oldest[2]) + window - now)}
 """
 )
 
-# KEYS: log, observed. ARGV: now ms, window ms, slot id or '', limit, the CRM's remaining or
-# '', crm, the CRM's figures or ''. The slot now counts from the answer; when the CRM says
-# fewer calls are left than we think, the window is filled until only those are left.
+# KEYS: log, observed, budgets, calls. ARGV: now ms, window ms, slot id or '', limit, the
+# CRM's remaining or '', crm, the CRM's figures or '', then (calls field, count) pairs. The
+# slot now counts from the answer; when the CRM says fewer calls are left than we think,
+# the window is filled until only those are left.
 _ANSWERED = (
     _NOW
     + """
 local window, limit = tonumber(ARGV[2]), tonumber(ARGV[4])
 if ARGV[3] ~= '' then redis.call('ZADD', KEYS[1], now, ARGV[3]) end
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[2], ARGV[6], ARGV[7]) end
+redis.call('HSET', KEYS[3], KEYS[1], ARGV[4] .. ',' .. ARGV[2])
+for i = 8, #ARGV - 1, 2 do
+  redis.call('HINCRBY', KEYS[4], ARGV[i], tonumber(ARGV[i + 1]))
+end
 local filled = 0
 if ARGV[5] ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
@@ -92,6 +106,25 @@ if ARGV[5] ~= '' then
 end
 redis.call('PEXPIRE', KEYS[1], window * 2)
 return filled
+"""
+)
+
+# KEYS: (log, pause) per budget. ARGV: now ms ('' = Redis time), then each budget's window
+# ms. -> each budget's slots taken within its window, or -1 while it is paused.
+_TAKEN = (
+    _NOW
+    + """
+local taken = {}
+for i = 1, #KEYS / 2 do
+  local paused = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+  if paused > now then
+    taken[i] = -1
+  else
+    local since = now - tonumber(ARGV[i + 1])
+    taken[i] = redis.call('ZCOUNT', KEYS[2 * i - 1], '(' .. since, '+inf')
+  end
+end
+return taken
 """
 )
 
@@ -171,6 +204,9 @@ class RateBudget:
         self._answered = connection.register_script(_ANSWERED)
         self._pause = connection.register_script(_PAUSE)
         self._warned = False
+        # Calls answered while Redis could not be told, by api_calls field.
+        self._tally: Counter[str] = Counter()
+        self._tally_lock = threading.Lock()
 
     @property
     def _window_ms(self) -> int:
@@ -206,12 +242,25 @@ class RateBudget:
                 raise BudgetSpent(wait)
             time.sleep(wait + random.uniform(0, WAKE_JITTER_SECONDS))
 
-    def answered(self, slot: str | None, figures: Observed | None = None) -> None:
+    def answered(
+        self,
+        slot: str | None,
+        figures: Observed | None = None,
+        *,
+        outcome: str | None = None,
+        system: str | None = None,
+    ) -> None:
         """The call of `slot` was answered, with the CRM's own rate-limit figures if any.
 
         The slot holds its place for a window from now. The figures are kept for
-        /metrics, and when they leave fewer calls than our count does, they win.
+        /metrics, and when they leave fewer calls than our count does, they win. The call
+        is counted under `system` (default: the budget's CRM) and its `outcome`
+        (kernel/api_calls.py), unless no outcome is given.
         """
+        with self._tally_lock:
+            tally, self._tally = self._tally, Counter()
+        if outcome is not None:
+            tally[api_calls.field(system or self.crm, outcome)] += 1
         args: list[str | int] = [
             self._now(),
             self._window_ms,
@@ -221,7 +270,19 @@ class RateBudget:
             self.crm,
             "" if figures is None else figures.encode(),
         ]
-        self._quietly(lambda: self._answered(keys=[self._log_key, OBSERVED_KEY], args=args))
+        for name, count in tally.items():
+            args += [name, count]
+        keys = [self._log_key, OBSERVED_KEY, BUDGETS_KEY, api_calls.CALLS_KEY]
+        try:
+            self._answered(keys=keys, args=args)
+        except redis.ConnectionError as exc:
+            # Never sent: counted with the next call that reaches Redis. (After a timeout
+            # the script may have run, and counting twice would be worse than once less.)
+            with self._tally_lock:
+                self._tally.update(tally)
+            self._unreachable(exc)
+        except redis.RedisError as exc:
+            self._unreachable(exc)
 
     def pause(self, seconds: float) -> None:
         """No process takes a slot for `seconds` (a 429's Retry-After or window)."""
@@ -253,6 +314,43 @@ def observed(connection: redis.Redis) -> dict[str, Observed]:
             found[name.decode()] = Observed.decode(value.decode())
         except ValueError:
             continue  # written by another version: skip rather than break /metrics
+    return found
+
+
+@dataclass(frozen=True)
+class BudgetLeft:
+    """What one account's shared budget has left right now (0 while paused)."""
+
+    crm: str
+    account: str  # the digest that names the account in its keys, never a token
+    limit: int
+    window: float  # seconds
+    left: int
+
+
+def budgets_left(connection: redis.Redis, *, now: float | None = None) -> list[BudgetLeft]:
+    """Every budget a process has used, with the slots left in its window (two round trips)."""
+    raw: dict[bytes, bytes] = connection.hgetall(BUDGETS_KEY)  # type: ignore[assignment]
+    known: list[tuple[str, int, int]] = []
+    for name, value in sorted(raw.items()):
+        try:
+            limit, window_ms = (int(part) for part in value.decode().split(","))
+        except ValueError:
+            continue  # written by another version: skip rather than break /metrics
+        known.append((name.decode(), limit, window_ms))
+    if not known:
+        return []
+    keys: list[str] = []
+    for log_key, _, _ in known:
+        keys += [log_key, f"{log_key}:pause"]
+    at = "" if now is None else str(round(now * 1000))
+    script = connection.register_script(_TAKEN)
+    taken: Sequence[int] = script(keys=keys, args=[at, *(w for _, _, w in known)])
+    found = []
+    for (log_key, limit, window_ms), used in zip(known, taken, strict=True):
+        crm, _, account = log_key.removeprefix(f"{KEY_PREFIX}:").partition(":")
+        left = 0 if used < 0 else max(0, limit - int(used))
+        found.append(BudgetLeft(crm, account, limit, window_ms / 1000, left))
     return found
 
 

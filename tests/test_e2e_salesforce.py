@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from werkzeug.serving import make_server
 
 from bridge import db, ledger
@@ -19,6 +20,7 @@ from bridge.worker import build_worker
 from sandbox.salesforce import SalesforceSandbox
 from sandbox.server import RunningSalesforceSandbox, start_salesforce_sandbox
 from tests.conftest import ROOT
+from tests.test_metrics import samples, value
 
 KIT = """\
 kit: sf-onboarding
@@ -206,3 +208,17 @@ def test_a_burst_of_150_opportunities_is_served_in_a_handful_of_calls(stack: SfS
     queries = stack.box.calls("GET", "/services/data/")
     assert len([c for c in queries if "/query" in c.path]) <= 10
     assert len(stack.box.calls()) <= 15  # measured: 9 (5 queries, 4 collection writes)
+
+
+def test_metrics_count_the_orgs_calls_apart_from_the_case_targets(stack: SfStack) -> None:
+    deal_id = stack.opportunity("Counted")
+    stack.box.move_opportunity(deal_id, "Closed Won")
+    stack.work()
+    metrics = stack.receiver.replace("/webhooks/salesforce/outbound", "/metrics")
+    found = samples(requests.get(metrics, timeout=10).text)
+    handoffs = "fullkit_handoffs_total"
+    assert value(found, handoffs, crm="salesforce", kit="sf-onboarding", outcome="accepted") == 1
+    assert value(found, "fullkit_api_calls_total", system="salesforce", outcome="ok") > 0
+    assert value(found, "fullkit_api_calls_total", system="salesforce_case", outcome="ok") > 0
+    # The org's daily allocation, as its Sforce-Limit-Info header last said.
+    assert value(found, "fullkit_crm_rate_limit_max", crm="salesforce") > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -26,8 +27,15 @@ from bridge.metrics import EVENTS_QUEUED
 from bridge.queue import QueueUnavailable
 from bridge.receivers import hubspot_signature
 from bridge.receivers.common import (
+    MALFORMED,
+    NOT_CONFIGURED,
+    QUEUE_DOWN,
+    SIGNATURE,
+    TIMESTAMP,
+    WRONG_ACCOUNT,
     Refusal,
     answer_json,
+    count_events,
     parse_json,
     public_url,
     read_body,
@@ -98,7 +106,7 @@ def _receive() -> int:
     own = app.settings.section(HubSpotReceiverSettings)
     secret = own.client_secret
     if secret is None:
-        raise Refusal(503, "HUBSPOT_CLIENT_SECRET is not set")
+        raise Refusal(503, "HUBSPOT_CLIENT_SECRET is not set", NOT_CONFIGURED)
     text = _text(body)
     try:
         hubspot_signature.verify(
@@ -107,13 +115,23 @@ def _receive() -> int:
             accept_legacy=own.accept_legacy_signatures,
         )  # fmt: skip
     except hubspot_signature.SignatureInvalid as exc:
-        raise Refusal(401, str(exc)) from None
+        cause = TIMESTAMP if isinstance(exc, hubspot_signature.TimestampInvalid) else SIGNATURE
+        raise Refusal(401, str(exc), cause) from None
     if text is None:
-        raise Refusal(400, "body is not UTF-8")
+        raise Refusal(400, "body is not UTF-8", MALFORMED)
     events = _parse(text)
     _check_portal(events, own.portal_id or _learned_portal(app))
     stages = app.handoff_stages[RECEIVER]
-    _queue(app, [_change(e) for e in events if _is_handoff(e, stages, own.app_id)])
+    ignored: Counter[str] = Counter()
+    changes = []
+    for event in events:
+        reason = _ignored_because(event, stages, own.app_id)
+        if reason is None:
+            changes.append(_change(event))
+        else:
+            ignored[reason] += 1
+    ignored["duplicate"] = len(changes) - _queue(app, changes)
+    count_events(RECEIVER, len(events), ignored)
     return 204
 
 
@@ -174,17 +192,26 @@ def _check_portal(events: list[HubSpotEvent], portal_id: int | None) -> None:
         return
     for index, event in enumerate(events):
         if event.portalId != portal_id:
-            raise Refusal(400, f"event {index}: portalId {event.portalId} is not {portal_id}")
+            raise Refusal(
+                400, f"event {index}: portalId {event.portalId} is not {portal_id}", WRONG_ACCOUNT
+            )
 
 
-def _is_handoff(event: HubSpotEvent, stages: frozenset[str], app_id: str | None) -> bool:
+def _ignored_because(event: HubSpotEvent, stages: frozenset[str], app_id: str | None) -> str | None:
+    """Why the event is no hand-off (the reason /metrics counts it under), or None."""
     on_deal = event.subscriptionType == "deal.propertyChange" or (
         event.subscriptionType == "object.propertyChange" and event.objectTypeId == DEAL_TYPE_ID
     )
-    if not on_deal or event.propertyName != "dealstage" or event.propertyValue not in stages:
-        return False
-    own_write = event.changeSource == "INTEGRATION" and app_id and str(event.sourceId) == app_id
-    return not own_write
+    if not on_deal:
+        return "other_event"
+    # Before the property: Fullkit's own writes echoing back is worth seeing as such.
+    if event.changeSource == "INTEGRATION" and app_id and str(event.sourceId) == app_id:
+        return "own_write"
+    if event.propertyName != "dealstage":
+        return "other_property"
+    if event.propertyValue not in stages:
+        return "not_handoff_stage"
+    return None
 
 
 def _change(event: HubSpotEvent) -> intake.StageChange:
@@ -193,12 +220,14 @@ def _change(event: HubSpotEvent) -> intake.StageChange:
             event.objectId, str(event.propertyValue), event.occurredAt, event.eventId
         )
     except InvalidDealId as exc:
-        raise Refusal(400, f"not a HubSpot event batch: objectId: {exc}") from None
+        raise Refusal(400, f"not a HubSpot event batch: objectId: {exc}", MALFORMED) from None
 
 
-def _queue(app: Any, changes: list[intake.StageChange]) -> None:
+def _queue(app: Any, changes: list[intake.StageChange]) -> int:
+    """How many changes were new to the queue (the others are duplicates)."""
     try:
         queued = intake.queue_changes(app, changes)
     except QueueUnavailable:
-        raise Refusal(503, "queue unavailable; retry later") from None
+        raise Refusal(503, "queue unavailable; retry later", QUEUE_DOWN) from None
     EVENTS_QUEUED.labels(crm=RECEIVER).inc(queued)
+    return queued

@@ -23,6 +23,11 @@ class SignatureInvalid(Exception):
     pass
 
 
+class TimestampInvalid(SignatureInvalid):
+    """The signed timestamp is missing, malformed or outside the window (a replay, or a
+    clock off): told apart from a wrong signature on /metrics."""
+
+
 def decode_v3_uri(uri: str) -> str:
     out = []
     index = 0
@@ -75,10 +80,10 @@ def verify(
 
 def _check_timestamp(timestamp: str, now_ms: int | None) -> None:
     if not _TIMESTAMP.fullmatch(timestamp):
-        raise SignatureInvalid("missing or malformed X-HubSpot-Request-Timestamp")
+        raise TimestampInvalid("missing or malformed X-HubSpot-Request-Timestamp")
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     if abs(now - int(timestamp)) > MAX_SKEW_MS:
-        raise SignatureInvalid("timestamp outside the 5-minute window")
+        raise TimestampInvalid("timestamp outside the 5-minute window")
 
 
 def _compare(expected: str, given: str, version: str) -> str:

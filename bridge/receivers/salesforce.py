@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections import Counter
 from typing import Annotated, Any
 
 import structlog
@@ -27,9 +28,18 @@ from bridge.metrics import EVENTS_QUEUED, RECEIVER_SECONDS
 from bridge.queue import QueueUnavailable
 from bridge.receivers import salesforce_signature, salesforce_soap
 from bridge.receivers.common import (
+    CONTENT_TYPE,
+    MALFORMED,
+    NOT_CONFIGURED,
+    QUEUE_DOWN,
+    SIGNATURE,
+    TIMESTAMP,
+    WRONG_ACCOUNT,
     Refusal,
     answer_json,
     count,
+    count_events,
+    count_refused,
     json_response,
     parse_json,
     read_body,
@@ -48,13 +58,15 @@ FUTURE_SLACK = dt.timedelta(days=1)  # clocks drift, but not by a day
 
 class Fault(Exception):
     """An outbound message answered with a SOAP fault (HTTP 500 unless the SPEC says
-    otherwise): `Client` when the message is wrong, `Server` when we are."""
+    otherwise): `Client` when the message is wrong, `Server` when we are. `cause` is what
+    /metrics counts it under (bridge.receivers.common)."""
 
-    def __init__(self, status: int, code: str, reason: str) -> None:
+    def __init__(self, status: int, code: str, reason: str, cause: str) -> None:
         super().__init__(reason)
         self.status = status
         self.code = code
         self.reason = reason
+        self.cause = cause
 
 
 # --- POST /webhooks/salesforce/outbound -------------------------------------------------
@@ -74,6 +86,7 @@ def receive_outbound() -> Response:
         )
         body = salesforce_soap.fault(fault.code, fault.reason)
         answer = Response(body, status=status, mimetype="text/xml")
+        count_refused(OUTBOUND_RECEIVER, fault.cause)
     count(OUTBOUND_RECEIVER, status)
     RECEIVER_SECONDS.labels(receiver=OUTBOUND_RECEIVER).observe(time.perf_counter() - started)
     return answer
@@ -83,19 +96,19 @@ def _receive_outbound() -> None:
     try:
         body = read_body(request)
     except Refusal as refusal:
-        raise Fault(refusal.status, "Client", refusal.reason) from None
+        raise Fault(refusal.status, "Client", refusal.reason, refusal.cause) from None
     if request.mimetype != "text/xml":
-        raise Fault(500, "Client", "content type must be text/xml (SOAP 1.1)")
+        raise Fault(500, "Client", "content type must be text/xml (SOAP 1.1)", CONTENT_TYPE)
     app = current_app.config["FULLKIT"]
     own = app.settings.section(SalesforceReceiverSettings)
     if own.org_id is None:
         # 503, as for every receiver whose setting is missing: Salesforce redelivers
         # for 24 hours, so messages sent before the operator sets it still arrive.
-        raise Fault(503, "Server", "SALESFORCE_ORG_ID is not set")
+        raise Fault(503, "Server", "SALESFORCE_ORG_ID is not set", NOT_CONFIGURED)
     try:
         message = salesforce_soap.parse(body)
     except salesforce_soap.Malformed as exc:
-        raise Fault(500, "Client", str(exc)) from None
+        raise Fault(500, "Client", str(exc), MALFORMED) from None
     _check_org(message.organization_id, own.org_id)
     stages = _folded(app.handoff_stages[CRM])
     changes = [
@@ -104,9 +117,14 @@ def _receive_outbound() -> None:
         if note.stage_name.lower() in stages
     ]
     try:
-        _queue(app, changes)
+        queued = _queue(app, changes)
     except QueueUnavailable:
-        raise Fault(500, "Server", "queue unavailable; Salesforce will redeliver") from None
+        raise Fault(
+            500, "Server", "queue unavailable; Salesforce will redeliver", QUEUE_DOWN
+        ) from None
+    received = len(message.notifications)
+    ignored = Counter(not_handoff_stage=received - len(changes), duplicate=len(changes) - queued)
+    count_events(OUTBOUND_RECEIVER, received, ignored)
 
 
 def _check_org(sent: str, ours: str) -> None:
@@ -115,12 +133,17 @@ def _check_org(sent: str, ours: str) -> None:
     except ValueError:
         same = False
     if not same:
-        raise Fault(500, "Client", f"OrganizationId {sent[:18]!r} is not the org Fullkit serves")
+        raise Fault(
+            500, "Client", f"OrganizationId {sent[:18]!r} is not the org Fullkit serves",
+            WRONG_ACCOUNT,
+        )  # fmt: skip
 
 
 def _outbound_change(index: int, note: salesforce_soap.Notification) -> intake.StageChange:
     if not _plausible(note.last_modified):
-        raise Fault(500, "Client", f"notification {index}: sf:LastModifiedDate out of range")
+        raise Fault(
+            500, "Client", f"notification {index}: sf:LastModifiedDate out of range", MALFORMED
+        )
     return intake.StageChange(
         CRM,
         note.opportunity_id,
@@ -177,7 +200,7 @@ def _receive_call() -> bool:
     app = current_app.config["FULLKIT"]
     secret = app.settings.section(SalesforceReceiverSettings).webhook_secret
     if secret is None:
-        raise Refusal(503, "SALESFORCE_WEBHOOK_SECRET is not set")
+        raise Refusal(503, "SALESFORCE_WEBHOOK_SECRET is not set", NOT_CONFIGURED)
     try:
         salesforce_signature.verify(
             request.headers.get("X-Fullkit-Signature"),
@@ -186,9 +209,11 @@ def _receive_call() -> bool:
             body,
         )
     except salesforce_signature.SignatureInvalid as exc:
-        raise Refusal(401, str(exc)) from None
+        timestamp = isinstance(exc, salesforce_signature.TimestampInvalid)
+        raise Refusal(401, str(exc), TIMESTAMP if timestamp else SIGNATURE) from None
     call = _parse_call(body)
     if call.stage.lower() not in _folded(app.handoff_stages[CRM]):
+        count_events(JSON_RECEIVER, 1, Counter(not_handoff_stage=1))
         return False
     moment = call.occurredAt or dt.datetime.now(dt.UTC)
     change = intake.StageChange(
@@ -200,9 +225,10 @@ def _receive_call() -> bool:
         f"salesforce-event:{call.eventId[:200]}",
     )
     try:
-        _queue(app, [change])
+        queued = _queue(app, [change])
     except QueueUnavailable:
-        raise Refusal(503, "queue unavailable; retry later") from None
+        raise Refusal(503, "queue unavailable; retry later", QUEUE_DOWN) from None
+    count_events(JSON_RECEIVER, 1, Counter(duplicate=1 - queued))
     return True
 
 
@@ -221,6 +247,9 @@ def _plausible(moment: dt.datetime) -> bool:
     return EARLIEST <= moment <= dt.datetime.now(dt.UTC) + FUTURE_SLACK
 
 
-def _queue(app: Any, changes: list[intake.StageChange]) -> None:
-    """Raises QueueUnavailable when the queue cannot be reached."""
-    EVENTS_QUEUED.labels(crm=CRM).inc(intake.queue_changes(app, changes))
+def _queue(app: Any, changes: list[intake.StageChange]) -> int:
+    """How many changes were new to the queue; raises QueueUnavailable when it cannot be
+    reached."""
+    queued = intake.queue_changes(app, changes)
+    EVENTS_QUEUED.labels(crm=CRM).inc(queued)
+    return queued

@@ -20,6 +20,11 @@ class SignatureInvalid(Exception):
     pass
 
 
+class TimestampInvalid(SignatureInvalid):
+    """The signed timestamp is missing, malformed or outside the window (a replay, or a
+    clock off): told apart from a wrong signature on /metrics."""
+
+
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     """The header value a sender puts in X-Fullkit-Signature."""
     digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
@@ -35,10 +40,10 @@ def verify(
 ) -> None:
     """Raises SignatureInvalid unless the request is signed with `secret` and fresh."""
     if not timestamp or not _TIMESTAMP.fullmatch(timestamp):
-        raise SignatureInvalid("missing or malformed X-Fullkit-Timestamp")
+        raise TimestampInvalid("missing or malformed X-Fullkit-Timestamp")
     moment = time.time() if now is None else now
     if abs(moment - int(timestamp)) > MAX_SKEW_SECONDS:
-        raise SignatureInvalid("timestamp outside the 5-minute window")
+        raise TimestampInvalid("timestamp outside the 5-minute window")
     given = _SIGNATURE.fullmatch(signature.strip()) if signature else None
     if given is None:
         raise SignatureInvalid("missing or malformed X-Fullkit-Signature (sha256=<hex>)")
