@@ -22,6 +22,7 @@ from asana.rest import ApiException
 
 from connectors.asana_oauth import AccessTokens
 from connectors.asana_settings import AsanaSettings
+from kernel import api_calls
 from kernel.cache import LocalCache, SharedCache, cache_key
 from kernel.errors import (
     AuthError,
@@ -149,13 +150,21 @@ class AsanaApi:
         except Exception as exc:  # noqa: BLE001 - every failure leaves as one of our kinds
             error = translate(exc, operation)
             if self.budget is not None:
-                self.budget.answered(slot)
+                status = getattr(exc, "status", None)
+                self.budget.answered(
+                    slot,
+                    outcome=api_calls.outcome(
+                        status if isinstance(status, int) and status else None,
+                        timed_out=isinstance(exc, urllib3.exceptions.TimeoutError),
+                    ),
+                    system="asana",
+                )
                 if isinstance(error, RetryableError) and error.retry_after and _limited(exc):
                     # Asana's wait holds for every process spending this token.
                     self.budget.pause(error.retry_after)
             raise error from None
         if self.budget is not None:
-            self.budget.answered(slot)
+            self.budget.answered(slot, outcome=api_calls.OK, system="asana")
         if not isinstance(answer, dict):
             raise RetryableError(f"Asana {operation}: the answer is not a JSON object")
         return answer

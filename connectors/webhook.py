@@ -29,6 +29,7 @@ from standardwebhooks.webhooks import Webhook
 from connectors.registry import register_target
 from connectors.webhook_document import DEFAULT_EVENT_TYPE, document, encode, webhook_id
 from connectors.webhook_settings import WebhookSettings, check_secret
+from kernel import api_calls
 from kernel.connector import OpsRequest, OpsResult, OpsTarget
 from kernel.errors import (
     AuthError,
@@ -155,6 +156,7 @@ class WebhookTarget(OpsTarget):
         read = float(options.get("timeout_seconds") or self.config.timeout_seconds)
         budget = self._budget(url)
         slot = _take(budget, where)
+        outcome = api_calls.UNREACHABLE
         try:
             answer = self.session.post(
                 url,
@@ -164,18 +166,20 @@ class WebhookTarget(OpsTarget):
                 allow_redirects=False,
                 stream=True,
             )
+            outcome = api_calls.outcome(answer.status_code)
             try:
                 text = _bounded_text(answer)
             finally:
                 answer.close()
         except requests.Timeout:
+            outcome = api_calls.TIMEOUT
             raise RetryableError(f"webhook {where}: no answer within {read:g} s") from None
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             # urllib3's own errors: the answer's body, read by us, ended or stalled.
             raise RetryableError(f"webhook {where}: {type(exc).__name__}") from None
         finally:
             if budget is not None:
-                budget.answered(slot)
+                budget.answered(slot, outcome=outcome, system=self.name)
         if answer.status_code == 429 and budget is not None:
             wait = _retry_after(answer.headers)
             if wait:

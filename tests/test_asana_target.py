@@ -18,6 +18,7 @@ from bridge.server import unset_secrets
 from bridge.settings import Settings
 from connectors.asana import AsanaTarget
 from connectors.asana_settings import AsanaSettings
+from kernel import api_calls
 from kernel.connector import OpsRequest
 from kernel.errors import AuthError, NotConfigured, PartialFailure, PermanentError, RetryableError
 from kernel.packet import Packet
@@ -207,7 +208,9 @@ def test_rate_limit_carries_retry_after_and_the_paced_retry_succeeds(
     asana: RunningAsanaSandbox, gids: dict[str, str], embedded_redis_url: str
 ) -> None:
     now = [1_000_000.0]
-    budgets = RateBudgets(redis.Redis.from_url(embedded_redis_url), clock=lambda: now[0])
+    connection = redis.Redis.from_url(embedded_redis_url)
+    budgets = RateBudgets(connection, clock=lambda: now[0])
+    before = api_calls.counts(connection)
     ops = target(asana)
     ops.rate_budgets = budgets
     asana.sandbox.fail_next(1, 429, retry_after=7)
@@ -222,6 +225,10 @@ def test_rate_limit_carries_retry_after_and_the_paced_retry_succeeds(
     now[0] += 7
     made = ops.create([request({"project": gids["project"]})], may_exist=True)
     assert [t["gid"] for t in task_in(asana, gids)] == [made[HANDOFF].ref]
+    # /metrics counts the refused call and the ones that worked, under asana.
+    after = api_calls.counts(connection)
+    assert after.get(("asana", "429"), 0) - before.get(("asana", "429"), 0) == 1
+    assert after.get(("asana", "ok"), 0) - before.get(("asana", "ok"), 0) >= 1
 
 
 def test_outage_and_bad_data_are_told_apart(

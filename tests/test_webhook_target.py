@@ -21,6 +21,7 @@ from bridge.settings import Settings
 from connectors.webhook import WebhookTarget
 from connectors.webhook_document import webhook_id
 from connectors.webhook_settings import WebhookSettings
+from kernel import api_calls
 from kernel.connector import KitItem, OpsRequest, OpsResult
 from kernel.errors import (
     AuthError,
@@ -228,7 +229,9 @@ def test_429_carries_retry_after_and_the_paced_retry_succeeds(
     sink: RunningWebhookSink, embedded_redis_url: str
 ) -> None:
     paced = target()
-    paced.rate_budgets = RateBudgets(redis.Redis.from_url(embedded_redis_url))
+    connection = redis.Redis.from_url(embedded_redis_url)
+    paced.rate_budgets = RateBudgets(connection)
+    before = api_calls.counts(connection)
     sink.sandbox.fail_next(1, 429, retry_after=1)
     with pytest.raises(PartialFailure) as partial:
         paced.create([request(hook(sink))])
@@ -242,6 +245,11 @@ def test_429_carries_retry_after_and_the_paced_retry_succeeds(
     assert (refused.status, delivered.status) == (429, 200)
     # The budget held every process back for the receiver's Retry-After.
     assert delivered.at - refused.at >= 0.9
+    # /metrics counts both deliveries, under the target's name.
+    after = api_calls.counts(connection)
+    for outcome in ("429", "ok"):
+        key = ("webhook", outcome)
+        assert after.get(key, 0) - before.get(key, 0) == 1
 
 
 def test_server_errors_are_retryable_and_other_4xx_permanent(sink: RunningWebhookSink) -> None:
