@@ -19,6 +19,7 @@ def load_all() -> Registry:
     """Import every built-in connector module so each registers itself."""
     import connectors.hubspot  # noqa: F401
     import connectors.hubspot_ticket  # noqa: F401
+    import connectors.jira  # noqa: F401
     import connectors.salesforce  # noqa: F401
     import connectors.salesforce_case  # noqa: F401
 
