@@ -11,8 +11,9 @@ Jira's search index trails a create by seconds, so "not found" right after a cre
 answer was lost could be wrong. Before each create the target notes in the shared cache
 when it sent it; a retry that finds nothing while that note is younger than
 `JIRA_SEARCH_SETTLE_SECONDS` waits (a RetryableError with that Retry-After) and searches
-again, rather than create a second issue. Without the note (a crash before sending, or a
-cache that lost it) the search alone decides.
+again, rather than create a second issue. A create Jira refused (any 4xx) made nothing, so
+its note is dropped at once. Without a note (a crash before sending, or a cache that lost
+it) the search alone decides.
 """
 
 from __future__ import annotations
@@ -147,8 +148,11 @@ class JiraTarget(OpsTarget):
                 return found
             self._wait_for_index(request.handoff_id)
         body, owner = self._issue(request)
-        self.memory.set(self._sent_key(request.handoff_id), str(self.clock()), self._note_ttl)
-        created = self.api.post("create issue", "issue", body)
+        note = self._sent_key(request.handoff_id)
+        self.memory.set(note, str(self.clock()), self._note_ttl)
+        created = self.api.post(
+            "create issue", "issue", body, refused=lambda: self.memory.forget(note)
+        )
         key = str(created["key"])
         return OpsResult(ref=key, link=self.api.browse_url(key), owner=owner)
 

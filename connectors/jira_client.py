@@ -102,14 +102,26 @@ class JiraApi:
     def browse_url(self, key: str) -> str:
         return f"{self.base_url}/browse/{key}"
 
-    def call(self, operation: str, action: Callable[[JIRA], T]) -> T:
-        """Run one request's worth of `action`, paced by the site's budget."""
+    def call(
+        self,
+        operation: str,
+        action: Callable[[JIRA], T],
+        refused: Callable[[], None] | None = None,
+    ) -> T:
+        """Run one request's worth of `action`, paced by the site's budget.
+
+        `refused` runs when Jira answered with a 4xx: it did certainly not do the work
+        (unlike a 5xx or a timeout, after which it may have).
+        """
         slot = self._slot(operation)
         try:
             return action(self.client)
         except Exception as exc:  # noqa: BLE001 - every failure leaves as one of our kinds
             error = translate(exc, operation)
-            if self.budget is not None and error_status(exc) == 429:
+            status = error_status(exc) or 0
+            if refused is not None and 400 <= status < 500:
+                refused()
+            if self.budget is not None and status == 429:
                 # Every process holds back, rather than each spending a call to learn it.
                 self.budget.pause(getattr(error, "retry_after", None) or 1.0)
             raise error from None
@@ -117,14 +129,20 @@ class JiraApi:
             if self.budget is not None:
                 self.budget.answered(slot)
 
-    def post(self, operation: str, path: str, body: dict[str, Any]) -> Any:
+    def post(
+        self,
+        operation: str,
+        path: str,
+        body: dict[str, Any],
+        refused: Callable[[], None] | None = None,
+    ) -> Any:
         """POST through the library's own session (its auth, timeouts and error handling)
         where the library has no method taking the whole body."""
 
         def send(client: JIRA) -> Any:
             return client._session.post(self.url(path), json=body).json()
 
-        return self.call(operation, send)
+        return self.call(operation, send, refused)
 
     def _slot(self, operation: str) -> str | None:
         if self.budget is None:
