@@ -133,7 +133,7 @@ def test_every_problem_in_the_folder_is_reported_at_once(monkeypatch: pytest.Mon
         "many_problems/kits/10-broken.yaml:4: handoff_stage: unknown stage 'closedwonn' in "
         "mappings/hubspot.yaml (known: contractsent, closedwon)",
         "many_problems/kits/10-broken.yaml:6: ops.target: unknown ops target 'jira_cloud' "
-        "(known: hubspot_ticket, salesforce_case)",
+        "(known: hubspot_ticket, jira, salesforce_case)",
         "many_problems/kits/10-broken.yaml:9: requirements[0].check: CEL syntax error at "
         "column 20: unexpected end of expression",
         "many_problems/kits/10-broken.yaml:12: requirements[1].field: unknown deal field "
@@ -362,7 +362,7 @@ def test_unknown_ops_target(tmp_path: Path) -> None:
 
     assert problems == [
         "rules/kits/10-kit.yaml:6: ops.target: unknown ops target 'hubspot_tickets' "
-        "(known: hubspot_ticket, salesforce_case)"
+        "(known: hubspot_ticket, jira, salesforce_case)"
     ]
 
 
