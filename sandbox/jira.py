@@ -20,8 +20,8 @@ Facts mirrored from Jira Cloud:
   a summary with a newline or over 255 characters, a label with a space, and a
   description that is no Atlassian Document (v3) are each a 400 naming the field.
 * Entity properties set at create are read back with the issue (`?properties=`), but JQL
-  cannot search them (Jira indexes a property only for an app that declares it): the
-  search answers "Error in the JQL Query" for `issue.property[...]`, as Jira does.
+  cannot search them (Jira indexes a property only for an app that declares it): a
+  search on `issue.property[...]` is a 400 saying the field does not exist.
 * Search is eventually consistent: with `search_lag_seconds` > 0 an issue shows up in
   search only that long after its create (`index_now()` catches up at once).
 * Faults: `fail_next(n, status, path_prefix, retry_after=)` answers 429 (with Jira's

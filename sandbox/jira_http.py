@@ -209,6 +209,11 @@ def _parse_jql(jql: str) -> tuple[list[tuple[str, str]], bool]:
     clauses = []
     for part in re.split(r"\s+AND\s+", jql.strip(), flags=re.I):
         found = _CLAUSE.fullmatch(part)
+        field = part.split("=")[0].strip()
+        if found is None and field.lower().startswith("issue.property"):
+            # Jira knows a property in JQL only once an app's descriptor indexes it.
+            message = f"Field '{field}' does not exist or you do not have permission to view it."
+            raise JiraError(400, [message])
         if found is None:
             raise JiraError(400, [f"Error in the JQL Query: cannot search '{part.strip()}'."])
         clauses.append((found.group(1).lower(), found.group(2) or found.group(3)))
