@@ -65,11 +65,11 @@ def serve(host: str, port: int | None, workers: int | None) -> None:
 
     settings = _settings()
     sections = _sections(settings)
-    _check_rules(settings)
+    notes = _switched_off(settings, _check_rules(settings))
     _check_schema(settings)
     private_home(settings.home)  # before gunicorn makes the metrics folder in it
     try:
-        serve_forever(settings, host, port or settings.port, workers, sections)
+        serve_forever(settings, host, port or settings.port, workers, sections, notes)
     except CannotServe as exc:
         raise Problem(str(exc)) from None
 
@@ -141,6 +141,32 @@ def _check_rules(settings: Settings) -> Any:
         raise Problem(f"invalid rules folder {settings.rules_dir}:\n{exc}") from None
 
 
+def _switched_off(settings: Settings, rules: Any) -> list[str]:
+    """A line for each kit whose ops target is switched off in this environment (its
+    settings unset): the folder is valid, but that kit's hand-offs fail until they are set."""
+    import connectors
+    from kernel.settings import env_name
+
+    targets = connectors.load_all().targets
+    lines: list[str] = []
+    for kit in rules.kits:
+        target = targets.get(kit.ops.target)
+        section = target.settings_class if target is not None else None
+        if section is None:
+            continue
+        try:
+            values = settings.section(section)
+        except SettingsError:
+            continue  # a malformed value is reported where the process reads it
+        unset = [env_name(section, f) for f in section.WHEN_UNSET if getattr(values, f) is None]
+        if unset:
+            lines.append(
+                f"kit {kit.id}: ops target {kit.ops.target} is switched off here "
+                f"({', '.join(unset)} not set): its hand-offs fail until it is set"
+            )
+    return lines
+
+
 @kit.command("validate")
 def kit_validate() -> None:
     """Validate the whole rules folder; every problem as file:line: path: problem."""
@@ -149,6 +175,8 @@ def kit_validate() -> None:
     click.echo(
         f"{settings.rules_dir}: valid — {len(rules.kits)} kit(s), {len(rules.mappings)} mapping(s)"
     )
+    for line in _switched_off(settings, rules):
+        click.echo(f"note: {line}")
 
 
 @kit.command("check")

@@ -30,6 +30,12 @@ DEAL_URL = "https://app.hubspot.example/contacts/1/record/0-3/101"
 OPTIONS = {"project": "OPS"}
 
 
+@pytest.fixture(autouse=True)
+def _no_jira_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("JIRA_BASE_URL", "JIRA_EMAIL", "JIRA_API_TOKEN", "JIRA_SEARCH_SETTLE_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def site() -> Iterator[RunningJiraSandbox]:
     box = JiraSandbox()
@@ -373,3 +379,22 @@ def test_a_kit_routed_to_jira_loads(tmp_path: Path) -> None:
     rules = load_rules(jira_rules(tmp_path, "  target: jira\n  project: OPS\n"), load_all())
     assert rules.kits[0].ops.target == "jira"
     assert rules.kits[0].ops.options == {"project": "OPS"}
+
+
+def test_kit_validate_says_when_a_kits_jira_target_is_switched_off(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from bridge.cli import cli
+
+    rules = str(jira_rules(tmp_path, "  target: jira\n  project: OPS\n"))
+    off = CliRunner().invoke(cli, ["kit", "validate"], env={"FULLKIT_RULES_DIR": rules})
+    assert off.exit_code == 0
+    assert (
+        "note: kit new-customer: ops target jira is switched off here (JIRA_BASE_URL not set): "
+        "its hand-offs fail until it is set"
+    ) in off.output.splitlines()
+
+    env = {"FULLKIT_RULES_DIR": rules, "JIRA_BASE_URL": "https://acme.atlassian.net",
+           "JIRA_EMAIL": "bot@acme.example", "JIRA_API_TOKEN": "t"}  # fmt: skip
+    on = CliRunner().invoke(cli, ["kit", "validate"], env=env)
+    assert on.exit_code == 0 and "jira" not in on.output
