@@ -159,6 +159,8 @@ class JiraTarget(OpsTarget):
     def find(self, handoff_id: str) -> OpsResult | None:
         """The issue made for this hand-off, if Jira's search shows one."""
         jql = f'labels = "{handoff_label(handoff_id)}" ORDER BY created ASC'
+        # Asking for a field makes the library read the site's field list once per client
+        # (GET /field), inside this call's budget slot; every later search is one request.
         answer = self.api.call(
             "find issue by hand-off id",
             lambda client: client.enhanced_search_issues(
