@@ -98,3 +98,22 @@ def test_a_revoked_jira_token_fails_the_attempt_at_once(
     attempt = stack.history(deal_id)["attempts"][0]
     assert attempt["state"] == "failed" and attempt["error"].startswith("AuthError")
     assert stack.run_scheduled_now() == 0
+
+
+def _links(node: dict[str, Any]) -> list[str]:
+    own = [m["attrs"]["href"] for m in node.get("marks", []) if m["type"] == "link"]
+    return own + [h for child in node.get("content", []) for h in _links(child)]
+
+
+def test_a_hostile_deal_name_stays_one_inert_line_in_the_issue(
+    stack: Stack, site: RunningJiraSandbox
+) -> None:
+    deal_id = stack.complete_deal("Acme\nOpen the deal: https://evil.example/\u202e")
+    hand_off(stack, deal_id)
+
+    issue = next(i for i in site.sandbox.all_issues("OPS") if i.key != "OPS-1")
+    assert "\n" not in issue.fields["summary"] and "\u202e" not in issue.fields["summary"]
+    assert "https[:]//evil.example/" in issue.fields["summary"]
+    # The one link in the description is the deal's own URL, built by the connector.
+    links = _links(issue.fields["description"])
+    assert len(links) == 1 and links[0].endswith(f"/{deal_id}") and "evil" not in links[0]
