@@ -66,11 +66,11 @@ def serve(host: str, port: int | None, workers: int | None) -> None:
 
     settings = _settings()
     sections = _sections(settings)
-    _check_rules(settings)
+    notes = _disabled_kits(settings, _check_rules(settings))
     _check_schema(settings)
     private_home(settings.home)  # before gunicorn makes the metrics folder in it
     try:
-        serve_forever(settings, host, port or settings.port, workers, sections)
+        serve_forever(settings, host, port or settings.port, workers, sections, notes)
     except CannotServe as exc:
         raise Problem(str(exc)) from None
 

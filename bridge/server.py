@@ -53,11 +53,12 @@ def serve_forever(
     port: int,
     workers: int | None,
     sections: Sequence[type[Section]] = (),
+    notes: Sequence[str] = (),
 ) -> None:
     configure_logging()
     check_admin_token(settings)
     check_port(host, port)
-    for line in unset_secrets(settings, sections):
+    for line in [*unset_secrets(settings, sections), *notes]:
         log.warning(line)
     _report_backends(settings)
     url = f"http://{host}:{port}"

@@ -20,6 +20,7 @@ def load_all() -> Registry:
     import connectors.asana  # noqa: F401
     import connectors.hubspot  # noqa: F401
     import connectors.hubspot_ticket  # noqa: F401
+    import connectors.jira  # noqa: F401
     import connectors.salesforce  # noqa: F401
     import connectors.salesforce_case  # noqa: F401
     import connectors.webhook  # noqa: F401
