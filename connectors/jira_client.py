@@ -22,6 +22,7 @@ from jira import JIRA, JIRAError
 from jira.resilientsession import parse_errors
 
 from connectors.jira_settings import JiraSettings
+from kernel import api_calls
 from kernel.errors import (
     AuthError,
     ConnectorError,
@@ -114,11 +115,13 @@ class JiraApi:
         (unlike a 5xx or a timeout, after which it may have).
         """
         slot = self._slot(operation)
+        outcome = api_calls.OK
         try:
             return action(self.client)
         except Exception as exc:  # noqa: BLE001 - every failure leaves as one of our kinds
             error = translate(exc, operation)
             status = error_status(exc) or 0
+            outcome = api_calls.outcome(status or None, timed_out=isinstance(exc, requests.Timeout))
             if refused is not None and 400 <= status < 500:
                 refused()
             if self.budget is not None and status == 429:
@@ -127,7 +130,7 @@ class JiraApi:
             raise error from None
         finally:
             if self.budget is not None:
-                self.budget.answered(slot)
+                self.budget.answered(slot, outcome=outcome, system="jira")
 
     def post(
         self,

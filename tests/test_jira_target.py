@@ -17,6 +17,7 @@ from bridge.settings import Settings
 from connectors import load_all
 from connectors.jira import JiraTarget, handoff_label
 from connectors.jira_settings import JiraSettings
+from kernel import api_calls
 from kernel.connector import OpsRequest
 from kernel.errors import AuthError, NotConfigured, PartialFailure, PermanentError, RetryableError
 from kernel.packet import Packet
@@ -235,9 +236,9 @@ def test_a_429_carries_retry_after_pauses_the_budget_and_the_paced_retry_succeed
     site: RunningJiraSandbox, backend: Backend
 ) -> None:
     now = [1_000_000.0]
-    budgets = RateBudgets(
-        redis.Redis.from_url(backend.redis_url), clock=lambda: now[0], max_wait=0.2
-    )
+    connection = redis.Redis.from_url(backend.redis_url)
+    budgets = RateBudgets(connection, clock=lambda: now[0], max_wait=0.2)
+    before = api_calls.counts(connection)
     jira = target(site)
     jira.rate_budgets = budgets
     site.sandbox.fail_next(1, 429, "/rest/api/3/issue", retry_after=7)
@@ -256,6 +257,10 @@ def test_a_429_carries_retry_after_pauses_the_budget_and_the_paced_retry_succeed
     now[0] += 7.5
     made = jira.create([request("101"), request("102")], may_exist=True)
     assert [r.ref for r in made.values()] == ["OPS-2", "OPS-3"]
+    # /metrics counts the refused call and the ones that worked, under jira.
+    after = api_calls.counts(connection)
+    assert after.get(("jira", "429"), 0) - before.get(("jira", "429"), 0) == 1
+    assert after.get(("jira", "ok"), 0) - before.get(("jira", "ok"), 0) >= 2
 
 
 def test_server_errors_are_retryable(site: RunningJiraSandbox) -> None:
