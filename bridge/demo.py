@@ -1,8 +1,9 @@
 """`fullkit demo`: the whole hand-off story on the embedded defaults and the sandbox.
 
 Real parts only: a `fullkit serve` and a `fullkit worker` process, the embedded Valkey,
-SQLite, the loopback HubSpot sandbox sending real signed webhooks, and the loopback
-Salesforce org sending real outbound messages.
+SQLite, the loopback HubSpot sandbox sending real signed webhooks, the loopback
+Salesforce org sending real outbound messages, and loopback Jira, Asana and webhook
+receivers taking the hand-offs the demo's kits route to them (bridge/demo_ops.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import requests
 
 from bridge import db, ledger
 from bridge import demo_salesforce as salesforce
+from bridge.demo_ops import MADE, OpsTools, start_ops_tools
 from bridge.home import private_home
 from bridge.settings import Settings, load_settings
 from bridge.valkey import EmbeddedValkey, free_port
@@ -237,9 +239,12 @@ def _run(home: Path, keep: bool, deal_count: int | None, started: float) -> int:
     box.seed_default_portal()
     running = start_sandbox(sandbox=box)
     org = salesforce.start_org()
+    tools = start_ops_tools()
     stack: Stack | None = None
     try:
-        stack = start_stack(home, running.url, box, env_overrides=salesforce.org_env(org))
+        rules = tools.write_rules(load_settings().rules_dir, home / "rules")
+        overrides = {**salesforce.org_env(org), **tools.env(), "FULLKIT_RULES_DIR": str(rules)}
+        stack = start_stack(home, running.url, box, env_overrides=overrides)
         requests_, seconds = PORTAL_RATE_LIMIT
         print(f"Sandbox HubSpot at {running.url} (a Professional portal: {requests_} requests "
               f"per {seconds:.0f} s); sandbox Salesforce org at {org.url}; "
@@ -248,7 +253,7 @@ def _run(home: Path, keep: bool, deal_count: int | None, started: float) -> int:
         box.subscribe(f"{stack.url}/webhooks/hubspot", stack.env["HUBSPOT_CLIENT_SECRET"],
                       app_id=box.app_id, signature_version="v3", generic=True)  # fmt: skip
         plays, opportunities = _play(box, org.sandbox, stack, deal_count)
-        code = _report(box, org.sandbox, stack, plays, opportunities,
+        code = _report(box, org.sandbox, tools, stack, plays, opportunities,
                        time.monotonic() - started)  # fmt: skip
         if keep:
             _keep_running(stack, box, running.url, plays)
@@ -262,6 +267,7 @@ def _run(home: Path, keep: bool, deal_count: int | None, started: float) -> int:
                 stack.stop()
             running.stop()
             org.stop()
+            tools.stop()
             EmbeddedValkey(home).stop()
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -445,6 +451,7 @@ def wait_settled(settling: Settling, what: str, alive: Callable[[], None]) -> No
 def _report(
     box: HubSpotSandbox,
     org: SalesforceSandbox,
+    tools: OpsTools,
     stack: Stack,
     plays: list[Scenario],
     opportunities: list[salesforce.Opportunity],
@@ -481,9 +488,11 @@ def _report(
     rows = rows[: len(plays)]
     accepted = sum(1 for r in rows if r[2].endswith("accepted"))
     sf_accepted = sum(1 for r in sf_rows if r[2].endswith("accepted"))
+    made = {"HubSpot tickets": len(box.tickets()), **tools.made()}
     print(
-        f"\n{len(plays)} deals: {accepted} accepted into tickets, {len(plays) - accepted} "
-        f"returned to sales; {len(box.tickets())} tickets, "
+        f"\n{len(plays)} deals: {accepted} accepted into "
+        f"{' + '.join(_counted(count, what) for what, count in made.items())}, "
+        f"{len(plays) - accepted} returned to sales; "
         f"{sum(len(box.tasks_for_deal(p.deal_id)) for p in plays)} tasks in HubSpot; "
         f"median {statistics.median(seconds):.1f}s, slowest {max(seconds):.1f}s per hand-off; "
         f"{box.request_count} HubSpot API calls; demo wall time {wall:.1f}s."
@@ -501,6 +510,10 @@ def _report(
 CRM_NAMES = {"hubspot": "HubSpot", "salesforce": "Salesforce"}
 
 
+def _counted(count: int, things: str) -> str:
+    return f"{count} {things if count != 1 else things.removesuffix('s')}"
+
+
 def _outcome(history: dict[str, Any]) -> str:
     states = [a["state"] for a in history["attempts"]]
     names = {"ops_created": "accepted", "returned": "returned"}
@@ -508,10 +521,9 @@ def _outcome(history: dict[str, Any]) -> str:
 
 
 def _detail(latest: Any) -> str:
-    if latest.state == "ops_created" and latest.crm == "salesforce":
-        return f"Case {latest.ops_ref} → {latest.ops_owner}, kickoff {latest.expected_kickoff}"
     if latest.state == "ops_created":
-        return f"ticket {latest.ops_ref} → {latest.ops_owner}, kickoff {latest.expected_kickoff}"
+        made = MADE.get(latest.ops_target or "", "ticket")
+        return f"{made} {latest.ops_ref} → {latest.ops_owner}, kickoff {latest.expected_kickoff}"
     if latest.findings:
         count = len(latest.findings)
         return f"{count} missing: " + "; ".join(f["message"] for f in latest.findings)

@@ -93,8 +93,13 @@ class OpsTools:
                 "enterprise",
                 "Enterprise onboarding (a Jira issue for the solutions team)",
                 'deal.plan == "enterprise"',
-                {"target": "jira", "project": "OPS", "issue_type": "Task",
-                 "components": ["Enterprise"], "labels": ["onboarding"]},
+                {
+                    "target": "jira",
+                    "project": "OPS",
+                    "issue_type": "Task",
+                    "components": ["Enterprise"],
+                    "labels": ["onboarding"],
+                },
             ),  # fmt: skip
             "03-starter-webhook.yaml": kit(
                 "starter",

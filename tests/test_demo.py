@@ -68,14 +68,23 @@ def test_each_deal_is_reported_once_and_the_totals_add_up(demo_run: DemoRun) -> 
     deal_ids = [row[0] for row in demo_run.rows]
     assert len(deal_ids) == count and len(set(deal_ids)) == count
     summary = re.search(
-        rf"{count} deals: (\d+) accepted into tickets, (\d+) returned to sales; (\d+) tickets, "
+        rf"{count} deals: (\d+) accepted into (\d+) HubSpot tickets? \+ (\d+) Jira issues? \+ "
+        r"(\d+) Asana projects? \+ (\d+) webhook documents?, (\d+) returned to sales; "
         r"(\d+) tasks",
         stdout,
     )
     assert summary, stdout
-    accepted, returned, tickets, tasks = map(int, summary.groups())
+    accepted, tickets, issues, projects, documents, returned, tasks = map(int, summary.groups())
     assert accepted + returned == count
-    assert tickets == accepted == sum(1 for row in demo_run.rows if row[2].endswith("accepted"))
+    # Each kit's deals went to its own ops tool, exactly once each.
+    made = {"ticket": tickets, "Jira issue": issues, "Asana project": projects,
+            "webhook document": documents}  # fmt: skip
+    assert all(made.values()), made
+    assert sum(made.values()) == accepted
+    assert accepted == sum(1 for row in demo_run.rows if row[2].endswith("accepted"))
+    for what, count_made in made.items():
+        rows = [row for row in demo_run.rows[:count] if row[3].startswith(f"{what} ")]
+        assert len(rows) == count_made, (what, demo_run.rows)
     # Every return leaves a task; a deal returned and then accepted left one too.
     assert tasks == returned + stdout.count("returned → accepted")
     assert EmbeddedValkey(demo_run.home / "demo").running() is None
