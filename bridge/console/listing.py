@@ -148,7 +148,9 @@ def handoffs(session: Session, filters: Filters) -> Listing:
         )
 
     counted = scoped(select(Attempt.state, func.count()).select_from(Attempt))
-    counts = dict(session.execute(counted.group_by(Attempt.state)).tuples().all())
+    counts: dict[str, int] = {
+        state: count for state, count in session.execute(counted.group_by(Attempt.state))
+    }
     total = counts.get(filters.state, 0) if filters.state else sum(counts.values())
     rows_query = scoped(select(Attempt, DecisionRecord.owner_ref, DecisionRecord.deal_url))
     if filters.state:
