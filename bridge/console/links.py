@@ -16,6 +16,15 @@ def register(bp: Blueprint) -> None:
     bp.add_app_template_filter(web_link, "web_link")
     bp.add_app_template_filter(when, "when")
     bp.add_app_template_filter(ago, "ago")
+    bp.add_app_template_filter(to_the_second, "to_the_second")
+    bp.add_app_template_filter(crm_name, "crm_name")
+
+
+CRM_NAMES = {"hubspot": "HubSpot", "salesforce": "Salesforce"}
+
+
+def crm_name(crm: str) -> str:
+    return CRM_NAMES.get(crm, crm)
 
 
 def web_link(value: object) -> str | None:
@@ -38,6 +47,13 @@ def when(moment: dt.datetime | dt.date | None) -> str:
     if isinstance(moment, dt.datetime):
         return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return moment.isoformat()
+
+
+def to_the_second(moment: dt.datetime | None) -> str:
+    """A step's time: the steps of one attempt are often seconds apart."""
+    if moment is None:
+        return "–"
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def ago(moment: dt.datetime | None, now: dt.datetime | None = None) -> str:

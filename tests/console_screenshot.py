@@ -1,0 +1,63 @@
+"""Take the README's console screenshot: `python -m tests.console_screenshot [OUT.png]`.
+
+A seeded ledger (tests/console_seed.py) in a throwaway home, the app on loopback, and
+Debian's Chromium at laptop size; `--phone` adds the same page at phone size beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+from bridge.app import create_app
+from bridge.settings import load_settings
+from bridge.valkey import EmbeddedValkey
+from tests.browser import LAPTOP, PHONE, NoChromium, launch, serving, sign_in
+from tests.console_seed import DEALS, seed
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "screenshot-admin-token-0123456789abcdef"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", type=Path, default=ROOT / "docs" / "console.png")
+    parser.add_argument("--phone", type=Path, help="also write the list at phone size here")
+    parser.add_argument("--page", default="/console/", help="console path to photograph")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        home = Path(scratch) / "home"
+        valkey = EmbeddedValkey(home)
+        try:
+            settings = load_settings(
+                FULLKIT_HOME=str(home), FULLKIT_ADMIN_TOKEN=TOKEN, REDIS_URL=valkey.url(),
+                FULLKIT_RULES_DIR=str(ROOT / "kit_rules"),
+            )  # fmt: skip
+            app = create_app(settings)
+            seed(app.config["FULLKIT"].sessions, DEALS)
+            with serving(app) as base, sync_playwright() as driver:
+                browser = launch(driver, Path(scratch) / "profile")
+                page = browser.new_page()
+                sign_in(page, base, TOKEN)
+                shots = [(args.out, LAPTOP)] + ([(args.phone, PHONE)] if args.phone else [])
+                for out, viewport in shots:
+                    page.set_viewport_size(viewport)
+                    page.goto(f"{base}{args.page}")
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(out), full_page=viewport is PHONE)
+                    print(f"wrote {out}")
+                browser.close()
+        except NoChromium as exc:
+            print(f"console_screenshot: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            valkey.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
