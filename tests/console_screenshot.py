@@ -2,6 +2,7 @@
 
 A seeded ledger (tests/console_seed.py) in a throwaway home, the app on loopback, and
 Debian's Chromium at laptop size; `--phone` adds the same page at phone size beside it.
+`--url` and `--token` photograph a running console instead (e.g. `fullkit demo --keep`'s).
 """
 
 from __future__ import annotations
@@ -28,7 +29,22 @@ def main() -> int:
     parser.add_argument("out", nargs="?", type=Path, default=ROOT / "docs" / "console.png")
     parser.add_argument("--phone", type=Path, help="also write the list at phone size here")
     parser.add_argument("--page", default="/console/", help="console path to photograph")
+    parser.add_argument("--url", help="a running Fullkit's base URL (default: a seeded one)")
+    parser.add_argument("--token", default=TOKEN, help="its admin token")
     args = parser.parse_args()
+    try:
+        if args.url:
+            with tempfile.TemporaryDirectory() as scratch:
+                photograph(args.url.rstrip("/"), args, Path(scratch) / "profile")
+        else:
+            photograph_seeded(args)
+    except NoChromium as exc:
+        print(f"console_screenshot: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def photograph_seeded(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         home = Path(scratch) / "home"
         valkey = EmbeddedValkey(home)
@@ -39,24 +55,25 @@ def main() -> int:
             )  # fmt: skip
             app = create_app(settings)
             seed(app.config["FULLKIT"].sessions, DEALS)
-            with serving(app) as base, sync_playwright() as driver:
-                browser = launch(driver, Path(scratch) / "profile")
-                page = browser.new_page()
-                sign_in(page, base, TOKEN)
-                shots = [(args.out, LAPTOP)] + ([(args.phone, PHONE)] if args.phone else [])
-                for out, viewport in shots:
-                    page.set_viewport_size(viewport)
-                    page.goto(f"{base}{args.page}")
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    page.screenshot(path=str(out), full_page=viewport is PHONE)
-                    print(f"wrote {out}")
-                browser.close()
-        except NoChromium as exc:
-            print(f"console_screenshot: {exc}", file=sys.stderr)
-            return 1
+            with serving(app) as base:
+                photograph(base, args, Path(scratch) / "profile")
         finally:
             valkey.stop()
-    return 0
+
+
+def photograph(base: str, args: argparse.Namespace, profile: Path) -> None:
+    with sync_playwright() as driver:
+        browser = launch(driver, profile)
+        page = browser.new_page()
+        sign_in(page, base, args.token)
+        shots = [(args.out, LAPTOP)] + ([(args.phone, PHONE)] if args.phone else [])
+        for out, viewport in shots:
+            page.set_viewport_size(viewport)
+            page.goto(f"{base}{args.page}")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(out), full_page=viewport is PHONE)
+            print(f"wrote {out}")
+        browser.close()
 
 
 if __name__ == "__main__":
