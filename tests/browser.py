@@ -37,7 +37,10 @@ def find_chromium() -> str:
     chosen = os.environ.get("FULLKIT_CHROMIUM")
     if chosen:
         if not os.access(chosen, os.X_OK):
-            raise NoChromium(f"FULLKIT_CHROMIUM={chosen} is not an executable browser")
+            raise NoChromium(
+                f"FULLKIT_CHROMIUM={chosen} is not an executable browser: fix it, or unset it"
+                " and run `make browser`"
+            )
         return chosen
     for candidate in ("/usr/bin/chromium", shutil.which("chromium")):
         if candidate and os.access(candidate, os.X_OK):
