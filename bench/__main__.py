@@ -8,6 +8,7 @@ from bench import (
     bench_handoff,
     bench_ingest,
     bench_reads,
+    bench_report,
     bench_salesforce,
     bench_slow_clients,
     bench_sweep,
@@ -27,6 +28,8 @@ print()
 bench_reads.main()
 print()
 bench_sweep.main([])
+print()
+bench_report.main([])
 print()
 ingest = bench_ingest.main([])
 print()

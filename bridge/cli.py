@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
+from bridge.deal_ids import CRMS
 from bridge.home import PRIVATE_UMASK, private_home
 from bridge.settings import Settings, SettingsError, load_settings
 from kernel.settings import Section
@@ -239,6 +240,73 @@ def status(handoff: str) -> None:
         elif attempt["error"]:
             # In progress: the error says what the attempt is waiting for, not why it failed.
             click.echo(f"    {attempt['error']}")
+
+
+def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    import datetime as dt
+
+    from bridge.report import BadFilter, parse_since
+
+    if value is None:
+        return None
+    try:
+        return parse_since(value, dt.datetime.now(dt.UTC))
+    except BadFilter as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@cli.command()
+@click.option(
+    "--since",
+    metavar="D",
+    callback=_since,
+    help="Journeys that started in the last D (48h, 30d, 12w) or since a date (2026-11-01).",
+)
+@click.option("--by", type=click.Choice(["kit", "owner", "week"]), help="One row per group.")
+@click.option("--crm", type=click.Choice(CRMS), help="Only this CRM.")
+@click.option("--kit", "kit_id", metavar="KIT", help="Only journeys of this kit.")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
+def report(since: Any, by: str | None, crm: str | None, kit_id: str | None, output: str) -> None:
+    """First-pass yield, top missing items, returns per deal and time to acceptance.
+
+    Figures are over hand-off journeys (a deal's attempts until ops accepted it); the
+    README defines each one.
+    """
+    import datetime as dt
+
+    from bridge import db
+    from bridge import report as figures
+    from bridge.report_text import csv_text, table
+
+    now = dt.datetime.now(dt.UTC)
+    filters = figures.Filters(since=since, crm=crm, kit=kit_id)
+    settings = _settings()
+    engine = db.make_engine(settings)
+    _prepare_ledger(settings, engine)
+    try:
+        with db.session_factory(engine)() as session:
+            result = figures.build_report(session, filters, by, now)
+            kits = figures.known_kits(session) if kit_id and not result.overall.journeys else []
+    except Exception as exc:
+        raise Problem(str(_ledger_unreachable(settings, exc))) from None
+    finally:
+        engine.dispose()
+    if kit_id and not result.overall.journeys and kit_id not in kits:
+        known = ", ".join(kits) or "none yet"
+        raise Problem(f"no hand-off was ever judged against kit {kit_id!r} (kits seen: {known})")
+    if output == "json":
+        click.echo(json.dumps(figures.report_json(result), indent=2, ensure_ascii=False))
+    elif output == "csv":
+        click.echo(csv_text(result), nl=False)
+    else:
+        for line in table(result):
+            click.echo(line)
 
 
 @cli.command()

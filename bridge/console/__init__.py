@@ -10,7 +10,7 @@ from types import ModuleType
 
 from flask import Blueprint, Flask
 
-from bridge.console import auth, handoffs, links, timeline
+from bridge.console import auth, handoffs, insights, links, timeline
 
 console = Blueprint(
     "console",
@@ -20,7 +20,7 @@ console = Blueprint(
     static_folder="static",
 )
 
-PAGES: tuple[ModuleType, ...] = (auth, handoffs, timeline)
+PAGES: tuple[ModuleType, ...] = (auth, handoffs, timeline, insights)
 
 for _page in PAGES:
     _page.register(console)
