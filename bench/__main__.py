@@ -2,6 +2,7 @@
 one table."""
 
 from bench import (
+    bench_backtest,
     bench_budget,
     bench_evaluator,
     bench_frozen_queue,
@@ -41,5 +42,19 @@ frozen = bench_frozen_queue.main(["--rounds", "1"])
 print()
 shaken = chaos.main([])
 print()
+backtest = bench_backtest.main([])
+print()
 print("Key figures (issue 12, 13 and 15 targets, 2-core machine)")
-print(table(ingest + slow_clients + handoff + salesforce + evaluator + worker + frozen + shaken))
+print(
+    table(
+        ingest
+        + slow_clients
+        + handoff
+        + salesforce
+        + evaluator
+        + worker
+        + frozen
+        + shaken
+        + backtest
+    )
+)

@@ -127,19 +127,30 @@ def demo(keep: bool, deals: int | None) -> None:
     sys.exit(code)
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> Any:
+    from bridge.sweep import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @cli.group()
 def kit() -> None:
     """Validate kits and check deals against them."""
 
 
-def _check_rules(settings: Settings) -> Any:
+def _check_rules(settings: Settings, rules_dir: Path | None = None) -> Any:
+    """The rules folder (FULLKIT_RULES_DIR unless given), or every problem in it."""
     import connectors
     from bridge.rules import RulesError, load_rules
 
+    where = rules_dir or settings.rules_dir
     try:
-        return load_rules(settings.rules_dir, connectors.load_all())
+        return load_rules(where, connectors.load_all())
     except RulesError as exc:
-        raise Problem(f"invalid rules folder {settings.rules_dir}:\n{exc}") from None
+        raise Problem(f"invalid rules folder {where}:\n{exc}") from None
 
 
 @kit.command("validate")
@@ -207,6 +218,95 @@ def _deal_from_file(rules: Any, deal_file: Path) -> Any:
         raise Problem(f"cannot read {deal_file}: {exc.strerror}") from None
     except ValueError as exc:
         raise Problem(f"{deal_file}: {exc}") from None
+
+
+@kit.command("backtest")
+@click.option(
+    "--since",
+    default="30d",
+    show_default=True,
+    metavar="D",
+    callback=_duration,
+    help="Deals judged in the last D: seconds, or a number with s, m, h or d.",
+)
+@click.option(
+    "--rules",
+    "rules_dir",
+    metavar="DIR",
+    type=click.Path(path_type=Path),
+    help="The changed rules folder  [default: FULLKIT_RULES_DIR]",
+)
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--limit", type=click.IntRange(min=0), help="List at most N changes (all count).")
+def kit_backtest(since: Any, rules_dir: Path | None, output: str, limit: int | None) -> None:
+    """Judge each deal's latest stored packet again with a rules folder; writes nothing.
+
+    Prints how many deals would flip (accepted → returned, returned → accepted, to or from
+    no kit), change kit or findings, and a table of them with the reasons. Without --rules
+    it compares the current rules with what was decided (after editing them in place).
+    Exit 0 whether or not any deal would flip; 1 for an invalid rules folder.
+    """
+    from bridge import backtest
+    from bridge.sweep import describe
+
+    settings = _settings()
+    rules = _check_rules(settings, rules_dir)
+    report = _backtest(settings, rules, since)
+    changes = backtest.ordered(report)
+    listed = changes if limit is None else changes[:limit]
+    if output == "json":
+        answer = {
+            "rules": str((rules_dir or settings.rules_dir).resolve()),
+            "since": describe(since),
+            "summary": backtest.summary(report),
+            "rejudged": report.rejudged,
+            "unchanged": report.unchanged,
+            "flips": report.flips,
+            "counts": dict(sorted(report.counts.items())),
+            "changes": [change.as_json() for change in listed],
+            "truncated": len(listed) < len(changes),
+        }
+        click.echo(json.dumps(answer, ensure_ascii=False, indent=1))
+        return
+    click.echo(backtest.summary(report))
+    if listed:
+        click.echo("")
+        for line in backtest.table(listed):
+            click.echo(line)
+        click.echo("\n(+ now missing, - no longer missing)")
+    if len(listed) < len(changes):
+        click.echo(f"... and {len(changes) - len(listed)} more (raise --limit to list them)")
+
+
+def _backtest(settings: Settings, rules: Any, since: Any) -> Any:
+    """The backtest over the ledger, read-only: a ledger not yet made is not created."""
+    import datetime as dt
+
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    from bridge import backtest, db
+
+    if settings.uses_default_database:
+        sqlite_file = make_url(settings.sqlalchemy_url).database
+        if not sqlite_file or not Path(sqlite_file).exists():
+            return backtest.Report()  # nothing was ever judged here
+    engine = db.make_engine(settings)
+    try:
+        if db.current_revision(engine) != db.head_revision():
+            raise Problem("the ledger schema is not up to date: run `fullkit db upgrade`")
+        with engine.connect() as connection:
+            return backtest.run(connection, rules, dt.datetime.now(dt.UTC) - since)
+    except DBAPIError as exc:
+        raise Problem(str(_ledger_unreachable(settings, exc))) from None
+    finally:
+        engine.dispose()
 
 
 @cli.command()
@@ -368,15 +468,6 @@ def _ledger_unreachable(settings: Settings, exc: Exception) -> Exception:
     from bridge.backends import ledger_unreachable
 
     return ledger_unreachable(settings, exc)
-
-
-def _duration(ctx: click.Context, param: click.Parameter, value: str) -> Any:
-    from bridge.sweep import parse_duration
-
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @cli.command()

@@ -143,6 +143,7 @@ class Handoffs:
             raise PermanentError(f"no kit could be chosen for this deal: {exc}") from None
         if kit is None:
             ledger.move(attempt, "no_kit", "no kit applies to this deal")
+            ledger.record_no_kit(attempt, packet, today)
             return None
         findings = evaluate(kit, packet, today)
         decision = Decision.judged(
@@ -167,10 +168,7 @@ class Handoffs:
         return packets
 
     def _kits_for_trigger(self, attempt: Attempt) -> list[Kit]:
-        """Only the kits whose hand-off stage is the one the deal entered."""
-        mapping = self.runtime.rules.mappings[attempt.crm]
-        entered = mapping.canonical_stage(attempt.trigger_stage)
-        return [kit for kit in self.runtime.rules.kits if kit.handoff_stage == entered]
+        return self.runtime.rules.kits_entered(attempt.crm, attempt.trigger_stage)
 
     def _return_stage(self, attempt: Attempt, kit: Kit, packet: Packet) -> str:
         mapping = self.runtime.rules.mappings[attempt.crm]

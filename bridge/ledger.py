@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from bridge.intake import StageChange as Change
 from bridge.models import Attempt, DecisionRecord, RoundRobin, StageChange, Transition
-from kernel.decision import Decision
-from kernel.packet import Finding
+from kernel.decision import NO_KIT, Decision, packet_snapshot, snapshot_digest
+from kernel.packet import Finding, Packet
 
 SALES, OPS = "sales", "ops"
 IN_PROGRESS = ("received", "evaluating", "accepted")
@@ -379,10 +379,31 @@ def record_decision(attempt: Attempt, decision: Decision) -> None:
     )
 
 
+def record_no_kit(attempt: Attempt, packet: Packet, judged_on: dt.date) -> None:
+    """Keep the packet no kit applied to (for `fullkit kit backtest`); the attempt's own
+    kit stays unset, as the API shows it."""
+    snapshot = packet_snapshot(packet)
+    attempt.decision = DecisionRecord(
+        kit_id="",
+        outcome=NO_KIT,
+        findings=[],
+        judged_on=judged_on,
+        owner_ref=packet.owner_ref,
+        company_ref=packet.company_ref,
+        deal_url=packet.url,
+        return_stage_ref=None,
+        applied=[],
+        snapshot=snapshot,
+        digest=snapshot_digest(snapshot),
+        created_at=utcnow(),
+    )
+
+
 def decision_of(attempt: Attempt) -> Decision | None:
-    """The attempt's stored decision; None until evaluation has judged the deal."""
+    """The attempt's stored decision; None until evaluation has judged the deal, and for a
+    deal no kit applied to (nothing is acted on)."""
     record = attempt.decision
-    if record is None:
+    if record is None or record.outcome == NO_KIT:
         return None
     return Decision(
         kit_id=record.kit_id,

@@ -147,6 +147,14 @@ class Rules:
     def kits_for(self, crm: str) -> tuple[Kit, ...]:
         return tuple(kit for kit in self.kits if kit.crm in (None, crm))
 
+    def kits_entered(self, crm: str, stage_ref: str) -> list[Kit]:
+        """The kits that may judge a deal of this CRM entering this stage (the CRM's id or
+        name): those whose hand-off stage it is. The hand-off and the backtest both pick
+        from these."""
+        mapping = self.mappings.get(crm)
+        entered = mapping.canonical_stage(stage_ref) if mapping is not None else None
+        return [kit for kit in self.kits if entered is not None and kit.handoff_stage == entered]
+
     def handoff_stage_refs(self, crm: str) -> set[str]:
         """The CRM's ids/names of every hand-off stage a kit for this CRM watches."""
         mapping = self.mappings.get(crm)

@@ -19,6 +19,10 @@ from kernel.packet import Finding, Packet
 
 ACCEPTED, RETURNED = "accepted", "returned"
 OUTCOMES = (ACCEPTED, RETURNED)
+# A deal no kit applied to keeps what was judged too, so that a backtest sees a new kit
+# that would now apply. Its stored record has no kit (kit id "") and no findings; it is
+# never acted on, so it is no Decision.
+NO_KIT = "no_kit"
 
 
 @dataclass(frozen=True)

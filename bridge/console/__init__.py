@@ -10,7 +10,7 @@ from types import ModuleType
 
 from flask import Blueprint, Flask
 
-from bridge.console import auth, handoffs, insights, links, timeline
+from bridge.console import auth, backtest, handoffs, insights, links, timeline
 
 console = Blueprint(
     "console",
@@ -20,7 +20,7 @@ console = Blueprint(
     static_folder="static",
 )
 
-PAGES: tuple[ModuleType, ...] = (auth, handoffs, timeline, insights)
+PAGES: tuple[ModuleType, ...] = (auth, handoffs, timeline, insights, backtest)
 
 for _page in PAGES:
     _page.register(console)
