@@ -148,6 +148,8 @@ SCREENS = {
     "handoffs": ("/console/", "Hand-offs", "HubSpot refused the access token"),
     "timeline": ("/console/handoffs/hubspot/1001", "Deal 1001", "Add a billing contact"),
     "failed": ("/console/handoffs/hubspot/1003", "Deal 1003", "Replay attempt 1"),
+    "insights": ("/console/insights", "Insights", "First-pass yield per week"),
+    "backtest": ("/console/backtest", "Backtest a kit change", "Backtest a kit change"),
 }
 
 
