@@ -6,7 +6,7 @@ LOCK := requirements-lock.txt
 # uv resolves the lock (make lock) only; installing needs nothing but pip.
 UV_VERSION := 0.13.8
 
-.PHONY: demo test lint format bench audit lock clean
+.PHONY: demo test lint format bench audit lock clean browser screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,16 @@ audit: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fullkit demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -n 2 -q
+
+# Chromium for the console's browser tests (Debian's package; see tools/chromium.sh).
+browser:
+	@sh tools/chromium.sh
+
+# The README's picture of the console, from a seeded ledger.
+screenshot: $(STAMP) browser
+	$(BIN)/python -m tests.console_screenshot docs/console.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

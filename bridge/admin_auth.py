@@ -71,14 +71,31 @@ class Throttle:
 
 def authorize(header: str, token: SecretStr | None, client: str, throttle: Throttle) -> None:
     """Raise Refused unless `header` carries the admin token (None: the API is closed)."""
+    _not_throttled(client, throttle)
+    if not header.startswith("Bearer "):
+        ADMIN_AUTH_FAILURES.labels(reason="missing").inc()
+        raise Refused(401, "bearer token required")
+    _compare(header[len("Bearer ") :], token, client, throttle)
+
+
+def check(given: str, token: SecretStr | None, client: str, throttle: Throttle) -> None:
+    """Raise Refused unless `given` (typed into the console's login form) is the token.
+
+    The same throttle as the API's: a guesser gains nothing by switching doors.
+    """
+    _not_throttled(client, throttle)
+    _compare(given, token, client, throttle)
+
+
+def _not_throttled(client: str, throttle: Throttle) -> None:
     wait = throttle.retry_after(client)
     if wait is not None:
         ADMIN_AUTH_FAILURES.labels(reason="throttled").inc()
         raise Refused(429, "too many wrong tokens; try again later", retry_after=wait)
-    if not header.startswith("Bearer "):
-        ADMIN_AUTH_FAILURES.labels(reason="missing").inc()
-        raise Refused(401, "bearer token required")
-    given = header[len("Bearer ") :].encode()
+
+
+def _compare(given_text: str, token: SecretStr | None, client: str, throttle: Throttle) -> None:
+    given = given_text.encode()
     if token is None or not hmac.compare_digest(given, token.get_secret_value().encode()):
         throttle.failed(client)
         ADMIN_AUTH_FAILURES.labels(reason="wrong").inc()

@@ -1,4 +1,4 @@
-"""The Flask app factory: receivers, health, metrics and the hand-off API."""
+"""The Flask app factory: receivers, health, metrics, the hand-off API and the console."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from bridge import admin_auth, db, headers, intake, ledger, ledger_figures, receivers
+from bridge import admin_auth, console, db, headers, intake, ledger, ledger_figures, receivers
 from bridge.container import Container
 from bridge.deal_ids import InvalidDealId, canonical_deal_id
 from bridge.home import private_home
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(blueprint)
     app.register_blueprint(ops)
     app.register_blueprint(api)
+    console.init_app(app)
     https = bool(settings.public_url and settings.public_url.startswith("https://"))
     app.after_request(lambda answer: headers.secure(answer, https))
     app.config["METRICS"] = scrape_registry(

@@ -257,6 +257,8 @@ def _run(home: Path, keep: bool, deal_count: int | None, started: float) -> int:
                        time.monotonic() - started)  # fmt: skip
         if keep:
             _keep_running(stack, box, running.url, plays)
+        else:
+            print(console_hint(home), flush=True)
         return code
     finally:
         # A second signal must not cut the clean-up short and leave processes behind.
@@ -569,6 +571,10 @@ Point the CLI at this demo (in another terminal):
   {cli} status hubspot:{returned.deal_id}
   {cli} valkey status
 
+Open the console in a browser and sign in with this demo's admin token:
+  {stack.url}/console/
+  token: {token}
+
 Ask the hand-off API (the admin token is this demo's own):
   curl -H 'Authorization: Bearer {token}' {stack.url}/api/handoffs/hubspot/{returned.deal_id}
 
@@ -576,6 +582,16 @@ Send your own signed webhook, as HubSpot would (v3 signature; the client secret 
 sandbox app's, made up for this demo). Deal {returned.deal_id} was returned, so moving it
 to closedwon again starts attempt 2:
 {webhook_snippet(stack, box, returned.deal_id)}"""
+
+
+def console_hint(home: Path) -> str:
+    """How to browse the hand-offs of a demo that has stopped: its ledger stays in `home`."""
+    return f"""
+See these hand-offs in the console: `{_cli_name()} demo --keep` leaves the demo running and
+prints the console's address and token; or serve the ledger this run left behind:
+  export FULLKIT_HOME={home} FULLKIT_ADMIN_TOKEN=$(openssl rand -hex 16)
+  echo "token: $FULLKIT_ADMIN_TOKEN"; {_cli_name()} serve
+then open http://127.0.0.1:8000/console/ and sign in with that token."""
 
 
 def _cli_name() -> str:

@@ -28,11 +28,12 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus, get_current_job
 from rq.registry import FailedJobRegistry
 from rq.timeouts import BaseTimeoutException
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.exc import StaleDataError
 
-from bridge import intake, ledger
+from bridge import batches, intake, ledger, replay
+from bridge.batches import DEFAULT_ACCOUNT, batch_job_id, generation_key
 from bridge.handoff import Handoffs
 from bridge.lease import Leases, lease_key
 from bridge.models import Attempt
@@ -51,12 +52,8 @@ STALL_SECONDS = 30
 # Attempts waiting for a quota reset spread over this many seconds after it, so a
 # quarter-end backlog does not spend the fresh quota in its first second.
 RESET_SPREAD_SECONDS = 60.0
-# One CRM account per CRM today (one token each); the key leaves room for more.
-DEFAULT_ACCOUNT = "default"
 # Candidates looked at per batch beyond its size: others may be leased by other workers.
 CANDIDATES_PER_SLOT = 3
-# A batching job's record only has to outlive its generation.
-BATCH_RESULT_TTL = 3600
 # Waits between tries of a kick that met a Redis error: a blink is over within a second.
 KICK_PAUSES = (0.1, 0.4)
 # A scheduled retry this late has no scheduler to run it (every worker down, or RQ's
@@ -193,8 +190,8 @@ def advance_alone(rt: Runtime, crm: str, attempt_id: int, account: str = DEFAULT
     """
     if rt.queue.rq.count:
         return False
-    generation = int(rt.redis.get(_generation_key(crm, account)) or 0)
-    if rt.redis.exists(Job.key_for(job_id("batch", crm, account, generation))):
+    generation = int(rt.redis.get(generation_key(crm, account)) or 0)
+    if rt.redis.exists(Job.key_for(batch_job_id(crm, account, generation))):
         return False
     with rt.sessions() as session:
         if ledger.ready_attempt_ids(session, crm, ledger.utcnow(), 2) != [attempt_id]:
@@ -210,23 +207,9 @@ def advance_alone(rt: Runtime, crm: str, attempt_id: int, account: str = DEFAULT
     return True
 
 
-def _generation_key(crm: str, account: str) -> str:
-    return f"fullkit:batch:{crm}:{account}:generation"
-
-
 def kick(rt: Runtime, crm: str, account: str = DEFAULT_ACCOUNT) -> bool:
-    """Make sure a batching job that has not yet looked for ready attempts is queued.
-
-    The job of the current generation is that job: it moves the generation on before it
-    looks, so an attempt recorded before this call is seen by it or by the next one.
-    """
-    generation = int(rt.redis.get(_generation_key(crm, account)) or 0)
-    key = job_id("batch", crm, account, generation)
-    # At the front: in a burst, the intake jobs of later deliveries would otherwise keep
-    # the first batch (and the CRM's first calls) waiting until every delivery is recorded.
-    return rt.queue.enqueue_unique(
-        advance_ready, key, crm, account, result_ttl=BATCH_RESULT_TTL, at_front=True
-    )
+    """Make sure the account's batching job is queued (see bridge.batches.kick)."""
+    return batches.kick(rt.redis, rt.queue, crm, account)
 
 
 def advance_ready(
@@ -259,7 +242,7 @@ def advance_batch(
     these attempts; the next batch is queued at once when more are ready, so several
     workers drain a burst side by side.
     """
-    rt.redis.incr(_generation_key(crm, account))
+    rt.redis.incr(generation_key(crm, account))
     named = list(named or [])
     with Leases(rt.redis) as leases:
         more = _claim(rt, leases, crm, named)
@@ -485,32 +468,8 @@ def _retry_pending(rt: Runtime, crm: str, due: dt.datetime, now: dt.datetime) ->
 
 
 def replay_failed(rt: Runtime, deals: list[tuple[str, str]] | None = None) -> list[str]:
-    """Re-queue failed attempts (all, or those of the given deals) where they stopped.
-
-    Returns the hand-off ids queued. The operator fixed what failed them (a token, an
-    ops owner's HubSpot user, an outage); each resumes at its last step, with a fresh
-    retry window, and finishes without repeating what it had done.
-    """
-    query = select(Attempt).where(Attempt.state == "failed")
-    if deals:
-        query = query.where(tuple_(Attempt.crm, Attempt.deal_id).in_(deals))
-    queued: list[str] = []
-    crms: set[str] = set()
-    with rt.sessions() as session:
-        for attempt in session.scalars(query.order_by(Attempt.id)):
-            resume_at = next(
-                (t.state for t in reversed(attempt.transitions) if t.state in ledger.IN_PROGRESS),
-                "received",
-            )
-            ledger.move(attempt, resume_at, "replayed by an operator")
-            attempt.error, attempt.retries = None, 0
-            attempt.first_retry_at = attempt.next_run_at = None
-            session.commit()
-            queued.append(attempt.handoff_id)
-            crms.add(attempt.crm)
-    for crm in sorted(crms):
-        kick(rt, crm)
-    return queued
+    """Re-queue failed attempts where they stopped (see bridge.replay)."""
+    return replay.replay_failed(rt, deals)
 
 
 def requeue_failed_jobs(rt: Runtime) -> int:

@@ -133,6 +133,7 @@ def test_sigterm_stops_a_kept_demo_and_a_second_demo_is_refused(tmp_path: Path) 
             f"stop it first (Ctrl-C in its terminal, or kill {first.pid})\n"
         )
         assert requests.get(f"{url}/healthz", timeout=5).status_code == 200  # left intact
+        assert_console_lists_the_demo(banner)
 
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=60) != 0
@@ -143,6 +144,19 @@ def test_sigterm_stops_a_kept_demo_and_a_second_demo_is_refused(tmp_path: Path) 
     assert EmbeddedValkey(home).running() is None
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/healthz", timeout=5)
+
+
+def assert_console_lists_the_demo(banner: str) -> None:
+    """The banner's console URL and token sign in, and the list shows the demo's deals."""
+    console = re.search(r"^  (http://\S+/console/)$", banner, re.M).group(1)  # type: ignore[union-attr]
+    token = re.search(r"^  token: (\S+)$", banner, re.M).group(1)  # type: ignore[union-attr]
+    browser = requests.Session()
+    form = browser.get(console, timeout=5)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+    listed = browser.post(form.url, data={"token": token, "csrf_token": csrf}, timeout=5)
+    assert listed.url == console
+    deal = re.search(r"status hubspot:(\d+)", banner).group(1)  # type: ignore[union-attr]
+    assert f'href="/console/handoffs/hubspot/{deal}"' in listed.text
 
 
 def test_a_serve_that_cannot_start_is_reported_at_once_with_its_own_words(

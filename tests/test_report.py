@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from flask import Blueprint, Flask
+from flask import Flask
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -368,15 +368,16 @@ def test_bad_options_are_one_line_exit_2(args: list[str], message: str, tmp_path
 
 @pytest.fixture
 def page(sessions: sessionmaker, settings: Settings) -> Any:
-    """The page on a bare `console` blueprint: the console's login is not under test here."""
-    from bridge.console import insights
+    """The page in the console, signed in: the login itself is tests/test_console.py's."""
+    from bridge import console
 
-    app = Flask("fullkit", template_folder=str(ROOT / "bridge/console/templates"))
+    app = Flask("fullkit")
     app.config["FULLKIT"] = _State(sessions, settings)
-    blueprint = Blueprint("console", __name__, url_prefix="/console")
-    insights.register(blueprint)
-    app.register_blueprint(blueprint)
-    return app.test_client()
+    console.init_app(app)
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["signed_in"] = True
+    return client
 
 
 class _State:
