@@ -159,15 +159,28 @@ def _latency(session: Session) -> dict[tuple[str, str], Histogram]:
 
 
 def _sales_time(session: Session) -> dict[tuple[str, str], Histogram]:
-    """The deal's first hand-off (its first attempt's stage change) -> ops accepted it."""
+    """The deal's first hand-off (its first attempt's stage change) -> ops accepted it.
+
+    Attempts that found no kit are no hand-off (Fullkit left the deal alone, and sales
+    held nothing ops could take), so the first is the first a kit judged, as the report's
+    journeys start."""
     first = aliased(Attempt)
+    firsts = (
+        select(Attempt.crm, Attempt.deal_id, func.min(Attempt.number).label("number"))
+        .where(Attempt.state != "no_kit")
+        .group_by(Attempt.crm, Attempt.deal_id)
+        .subquery()
+    )
     seconds = SecondsBetween(Transition.at, first.trigger_at)
     rows = (
         select(Attempt.crm, Attempt.kit_id, seconds.label("seconds"))
         .join(Transition, Transition.attempt_id == Attempt.id)
+        .join(firsts, (firsts.c.crm == Attempt.crm) & (firsts.c.deal_id == Attempt.deal_id))
         .join(
             first,
-            (first.crm == Attempt.crm) & (first.deal_id == Attempt.deal_id) & (first.number == 1),
+            (first.crm == firsts.c.crm)
+            & (first.deal_id == firsts.c.deal_id)
+            & (first.number == firsts.c.number),
         )
         .where(Transition.state == "accepted")
         .cte("accepted")

@@ -36,7 +36,7 @@ from flask import Blueprint, Flask
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge import db, report, report_text
+from bridge import db, ledger_figures, report, report_text
 from bridge.cli import cli
 from bridge.ledger import OWNER_OF_STATE
 from bridge.models import Attempt, DecisionRecord, Transition
@@ -442,3 +442,15 @@ def test_terminal_and_csv_output_neutralise_hostile_text() -> None:
     assert lines[-1].split() == ["1", "1", "evil", "line", "one", "line", "two", "[31mred"]
     rows = list(csv.reader(io.StringIO(report_text.csv_text(result))))
     assert rows[1][:2] == ["kit", '\'=HYPERLINK("http://x")']  # text, not a formula
+
+
+def test_metrics_time_to_acceptance_starts_where_the_reports_journey_does(
+    sessions: sessionmaker,
+) -> None:
+    """hubspot:8 found no kit a week before a kit judged and accepted it in 30 minutes:
+    sales held no hand-off that week, so /metrics counts 30 minutes, as the report does."""
+    with sessions() as session:
+        seen = ledger_figures.read(session).sales_time[("hubspot", "new-customer")]
+    expected = [H, 3 * 24 * H + 15 * M, 30 * M, 10 * M]  # hubspot:1, 2, 8 and 10
+    assert seen.count == len(expected)
+    assert seen.total == pytest.approx(sum(expected), abs=1)
