@@ -350,6 +350,7 @@ def test_report_of_a_kit_never_seen_is_one_line_exit_1(env: dict[str, str]) -> N
         (["--since", "last week"], "Invalid value for '--since': expected a number"),
         (["--by", "colour"], "Invalid value for '--by': 'colour' is not one of"),
         (["--format", "xml"], "Invalid value for '--format': 'xml' is not one of"),
+        (["--since", "9999-12-31T23:59:59-05:00"], "Invalid value for '--since': '9999-12-31T"),
     ],
 )
 def test_bad_options_are_one_line_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
@@ -418,6 +419,15 @@ def test_insights_page_answers_a_bad_filter_with_400(page: Any) -> None:
     assert answer.status_code == 400
     assert "expected a number of hours, days or weeks" in answer.get_data(as_text=True)
     assert page.get("/console/insights?crm=pipedrive").status_code == 400
+
+
+@pytest.mark.parametrize("since", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"])
+def test_a_since_beyond_the_calendar_in_utc_is_a_bad_filter_not_a_crash(
+    page: Any, since: str
+) -> None:
+    answer = page.get("/console/insights", query_string={"since": since})
+    assert answer.status_code == 400
+    assert "out of range" in answer.get_data(as_text=True)
 
 
 def test_insights_page_answers_503_while_the_ledger_is_down(page: Any) -> None:
