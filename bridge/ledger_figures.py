@@ -165,22 +165,25 @@ def _sales_time(session: Session) -> dict[tuple[str, str], Histogram]:
     held nothing ops could take), so the first is the first a kit judged, as the report's
     journeys start."""
     first = aliased(Attempt)
-    firsts = (
-        select(Attempt.crm, Attempt.deal_id, func.min(Attempt.number).label("number"))
-        .where(Attempt.state != "no_kit")
-        .group_by(Attempt.crm, Attempt.deal_id)
-        .subquery()
+    earlier = aliased(Attempt)
+    first_number = (
+        select(func.min(earlier.number))
+        .where(
+            (earlier.crm == Attempt.crm)
+            & (earlier.deal_id == Attempt.deal_id)
+            & (earlier.state != "no_kit")
+        )
+        .scalar_subquery()
     )
     seconds = SecondsBetween(Transition.at, first.trigger_at)
     rows = (
         select(Attempt.crm, Attempt.kit_id, seconds.label("seconds"))
         .join(Transition, Transition.attempt_id == Attempt.id)
-        .join(firsts, (firsts.c.crm == Attempt.crm) & (firsts.c.deal_id == Attempt.deal_id))
         .join(
             first,
-            (first.crm == firsts.c.crm)
-            & (first.deal_id == firsts.c.deal_id)
-            & (first.number == firsts.c.number),
+            (first.crm == Attempt.crm)
+            & (first.deal_id == Attempt.deal_id)
+            & (first.number == first_number),
         )
         .where(Transition.state == "accepted")
         .cte("accepted")
