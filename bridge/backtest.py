@@ -210,6 +210,9 @@ def stored_decisions(
         .order_by(Attempt.crm, Attempt.deal_id)
     )
     for row in connection.execute(query.execution_options(yield_per=BATCH_ROWS)):
+        if not isinstance(row.snapshot, dict):
+            # Revision 0003 stored "no packet" as JSON null, which IS NOT NULL lets by.
+            continue
         stored = Stored(
             crm=row.crm,
             deal_id=row.deal_id,

@@ -286,6 +286,7 @@ class Handoffs:
                 self._set_aside(attempt, exc)
         unticketed = [a for a in attempts if not self._aside(a) and a.ops_ref is None]
         by_target: dict[str, list[OpsRequest]] = {}
+        carried: dict[str, list[Attempt]] = {}
         for attempt in unticketed:
             try:
                 kit = self._kit(_decision(attempt))
@@ -293,7 +294,9 @@ class Handoffs:
             except PermanentError as exc:
                 self._set_aside(attempt, exc)
                 continue
-            by_target.setdefault(attempt.ops_target or kit.ops.target, []).append(request)
+            target = attempt.ops_target or kit.ops.target
+            by_target.setdefault(target, []).append(request)
+            carried.setdefault(target, []).append(attempt)
         results: dict[str, OpsResult] = {}
         # A retry after a crash asks the ops tool for what the first try may have made.
         may_exist = any(attempt.ops_started for attempt in unticketed)
@@ -307,6 +310,11 @@ class Handoffs:
             except PartialFailure as partial:
                 results.update(cast(dict[str, OpsResult], partial.done or {}))
                 self._set_aside_by(unticketed, partial, key=_handoff_key)
+            except ConnectorError as exc:
+                # One tool down sets aside its own attempts only: the tickets other tools
+                # made in this batch are kept, and their attempts go on.
+                for attempt in carried[target]:
+                    self._set_aside(attempt, exc)
         for attempt in unticketed:
             result = results.get(attempt.handoff_id)
             if result is not None:

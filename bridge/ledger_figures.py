@@ -159,15 +159,31 @@ def _latency(session: Session) -> dict[tuple[str, str], Histogram]:
 
 
 def _sales_time(session: Session) -> dict[tuple[str, str], Histogram]:
-    """The deal's first hand-off (its first attempt's stage change) -> ops accepted it."""
+    """The deal's first hand-off (its first attempt's stage change) -> ops accepted it.
+
+    Attempts that found no kit are no hand-off (Fullkit left the deal alone, and sales
+    held nothing ops could take), so the first is the first a kit judged, as the report's
+    journeys start."""
     first = aliased(Attempt)
+    earlier = aliased(Attempt)
+    first_number = (
+        select(func.min(earlier.number))
+        .where(
+            (earlier.crm == Attempt.crm)
+            & (earlier.deal_id == Attempt.deal_id)
+            & (earlier.state != "no_kit")
+        )
+        .scalar_subquery()
+    )
     seconds = SecondsBetween(Transition.at, first.trigger_at)
     rows = (
         select(Attempt.crm, Attempt.kit_id, seconds.label("seconds"))
         .join(Transition, Transition.attempt_id == Attempt.id)
         .join(
             first,
-            (first.crm == Attempt.crm) & (first.deal_id == Attempt.deal_id) & (first.number == 1),
+            (first.crm == Attempt.crm)
+            & (first.deal_id == Attempt.deal_id)
+            & (first.number == first_number),
         )
         .where(Transition.state == "accepted")
         .cte("accepted")

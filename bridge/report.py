@@ -98,7 +98,10 @@ def parse_since(text: str, now: dt.datetime) -> dt.datetime:
             f"expected a number of hours, days or weeks (48h, 30d, 12w) or a date "
             f"(2026-11-01), got {text!r}"
         ) from None
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+    try:
+        return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59-05:00 is in year 10000 in UTC
+        raise BadFilter(f"{text!r} is out of range: in UTC it falls outside years 1-9999") from None
 
 
 @dataclass(slots=True)

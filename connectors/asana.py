@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 
 import structlog
 
-from connectors.asana_client import AsanaApi, NotFoundError
+from connectors.asana_client import AsanaApi, NotFoundError, TokenRefused
+from connectors.asana_oauth import RefreshRefused
 from connectors.asana_settings import AsanaSettings
 from connectors.registry import register_target
 from kernel.connector import OpsRequest, OpsResult, OpsTarget
@@ -110,23 +111,25 @@ class AsanaTarget(OpsTarget):
     def create(
         self, requests: Sequence[OpsRequest], *, may_exist: bool = False
     ) -> dict[str, OpsResult]:
-        """One task or project per request, in turn. A request Asana refuses fails alone;
-        a 429 or outage fails the rest of the batch with it (asking on only earns more);
-        a refused token stops everything at once."""
+        """One task or project per request, in turn. A request Asana refuses fails alone,
+        a 402 or 403 too (a premium feature or a permission of that project or template);
+        a 429, an outage or a refused token fails the rest of the batch with it (asking on
+        only earns more), and stops the whole call when nothing was made yet."""
+        self.api  # noqa: B018 - a target without settings stops the whole call here
         todo = list({request.handoff_id: request for request in requests}.values())
         done: dict[str, OpsResult] = {}
         failed: dict[str, ConnectorError] = {}
         for index, request in enumerate(todo):
             try:
                 done[request.handoff_id] = self._create_one(request, may_exist)
-            except PermanentError as exc:
-                failed[request.handoff_id] = exc
-            except (RetryableError, AuthError) as exc:
+            except (RetryableError, TokenRefused, RefreshRefused) as exc:
                 if not done and not failed:
                     raise
                 for rest in todo[index:]:
                     failed[rest.handoff_id] = exc
                 break
+            except (PermanentError, AuthError) as exc:
+                failed[request.handoff_id] = exc
         if failed:
             raise PartialFailure("Asana create", failed, done)
         return done

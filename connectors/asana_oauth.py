@@ -20,6 +20,10 @@ from kernel.errors import AuthError, RetryableError
 EARLY_SECONDS = 60.0
 
 
+class RefreshRefused(AuthError):
+    """Asana refused the refresh token: no request can be sent until a human acts."""
+
+
 class AccessTokens:
     def __init__(self, own: AsanaSettings, timeout: tuple[float, float]) -> None:
         self._own = own
@@ -83,7 +87,7 @@ class AccessTokens:
         if answer.status_code != 200 or not isinstance(token, str) or not token:
             # OAuth's own error code (e.g. invalid_grant), never the request's secrets.
             code = str(body.get("error") or "") if isinstance(body, dict) else ""
-            raise AuthError(
+            raise RefreshRefused(
                 f"Asana refused the refresh token (HTTP {answer.status_code}"
                 f"{': ' + code[:60] if code else ''}): authorize the app again and set "
                 "ASANA_REFRESH_TOKEN"

@@ -26,13 +26,19 @@ from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from connectors.jira_client import JiraApi
+from connectors.jira_client import JiraApi, TokenRefused
 from connectors.jira_document import description
 from connectors.jira_settings import JiraSettings
 from connectors.registry import register_target
 from kernel.cache import LocalCache, SharedCache, cache_key
 from kernel.connector import OpsRequest, OpsResult, OpsTarget
-from kernel.errors import ConnectorError, PartialFailure, PermanentError, RetryableError
+from kernel.errors import (
+    AuthError,
+    ConnectorError,
+    PartialFailure,
+    PermanentError,
+    RetryableError,
+)
 from kernel.settings import SharedSettings
 from kernel.text import inert
 
@@ -45,6 +51,8 @@ _PROJECT_KEY = re.compile(r"[A-Z][A-Z0-9_]{1,254}")
 _ISSUE_KEY = re.compile(r"[A-Z][A-Z0-9_]{1,254}-[1-9][0-9]*")
 _STRING_OPTIONS = ("issue_type", "priority")
 _LIST_OPTIONS = ("components", "labels")
+# Errors after which the rest of a batch would only spend calls to be told the same.
+_STOPS = (RetryableError, TokenRefused)
 
 
 def handoff_label(handoff_id: str) -> str:
@@ -123,19 +131,26 @@ class JiraTarget(OpsTarget):
         self, requests: Sequence[OpsRequest], *, may_exist: bool = False
     ) -> dict[str, OpsResult]:
         """One issue per request, each its own call (Jira's bulk create cannot say which
-        input an issue came from when one fails). An issue Jira refuses fails alone; once
-        Jira asks to slow down, the rest wait for the retry instead of spending calls."""
+        input an issue came from when one fails). An issue Jira refuses fails alone (a
+        403 too: it is one project's or issue type's permission); once Jira asks to slow
+        down or refuses the token, the rest wait for the retry instead of spending calls.
+        Whatever stops the batch, the issues already made are answered."""
+        self.api  # noqa: B018 - a target without settings stops the whole call here
         todo = list({request.handoff_id: request for request in requests}.values())
         done: dict[str, OpsResult] = {}
         failed: dict[str, ConnectorError] = {}
         for request in todo:
-            stop = next((e for e in failed.values() if isinstance(e, RetryableError)), None)
+            stop = next((e for e in failed.values() if isinstance(e, _STOPS)), None)
             if stop is not None:
                 failed[request.handoff_id] = stop
                 continue
             try:
                 done[request.handoff_id] = self._open(request, may_exist)
-            except (PermanentError, RetryableError) as exc:
+            except TokenRefused as exc:
+                if not done and not failed:
+                    raise  # nothing made: the whole call stops
+                failed[request.handoff_id] = exc
+            except (PermanentError, RetryableError, AuthError) as exc:
                 failed[request.handoff_id] = exc
         if failed:
             raise PartialFailure("Jira create issues", failed, done)

@@ -63,12 +63,16 @@ def translate(exc: BaseException, operation: str) -> ConnectorError:
     said = "; ".join(parse_errors(response)) if response is not None else ""
     message = f"Jira {operation}: HTTP {status}" + (f": {said}" if said else "")
     if status == 401:
-        return AuthError(f"Jira {operation}: JIRA_EMAIL and JIRA_API_TOKEN were refused (401)")
+        return TokenRefused(f"Jira {operation}: JIRA_EMAIL and JIRA_API_TOKEN were refused (401)")
     if status == 403:
         return AuthError(message)
     if status == 429 or status >= 500 or status == 0:
         return RetryableError(message, retry_after=retry_after(response))
     return PermanentError(message)
+
+
+class TokenRefused(AuthError):
+    """401: the site refused JIRA_EMAIL and JIRA_API_TOKEN, whatever the request."""
 
 
 class JiraApi:

@@ -199,9 +199,26 @@ def test_a_refused_token_stops_with_an_auth_error(
     with pytest.raises(AuthError, match="access token was refused"):
         target(asana, token="2/wrong").create([request({"project": gids["project"]})])
     asana.sandbox.fail_next(1, 403)
-    with pytest.raises(AuthError):
+    with pytest.raises(PartialFailure) as forbidden:
         target(asana).create([request({"project": gids["project"]})])
+    assert isinstance(forbidden.value.failed[HANDOFF], AuthError)
     assert task_in(asana, gids) == []
+
+
+def test_a_project_the_token_may_not_write_fails_only_its_own_request(
+    asana: RunningAsanaSandbox, gids: dict[str, str]
+) -> None:
+    """Two kits, two projects: a 403 is that one project's permission, so the other
+    kit's task is still made in the same batch instead of failing with it."""
+    asana.sandbox.fail_next(1, 403)
+    with pytest.raises(PartialFailure) as partial:
+        target(asana).create([
+            request({"project": gids["project"]}, owner=None),
+            request({"project": gids["project"]}, handoff="hubspot:102:1", owner=None),
+        ])  # fmt: skip
+    assert isinstance(partial.value.failed[HANDOFF], AuthError)
+    assert set(partial.value.done) == {"hubspot:102:1"}  # type: ignore[arg-type]
+    assert len(task_in(asana, gids)) == 1
 
 
 def test_rate_limit_carries_retry_after_and_the_paced_retry_succeeds(

@@ -96,7 +96,9 @@ def test_a_revoked_jira_token_fails_the_attempt_at_once(
     site.sandbox.revoke_token()
     hand_off(stack, deal_id)
     attempt = stack.history(deal_id)["attempts"][0]
-    assert attempt["state"] == "failed" and attempt["error"].startswith("AuthError")
+    assert attempt["state"] == "failed"
+    assert attempt["error"].startswith("TokenRefused: ")  # an AuthError: no retry
+    assert "JIRA_EMAIL and JIRA_API_TOKEN were refused" in attempt["error"]
     assert stack.run_scheduled_now() == 0
 
 

@@ -227,9 +227,31 @@ def test_a_revoked_token_stops_at_once(site: RunningJiraSandbox) -> None:
 
 def test_no_permission_in_the_project_stops_at_once(site: RunningJiraSandbox) -> None:
     site.sandbox.fail_next(1, 403, "/rest/api/3/issue")
-    with pytest.raises(AuthError) as raised:
+    with pytest.raises(PartialFailure) as raised:
         target(site).create([request()])
-    assert "permission to create issues" in str(raised.value)
+    refused = raised.value.failed["hubspot:101:1"]
+    assert isinstance(refused, AuthError) and "permission to create issues" in str(refused)
+
+
+def test_a_project_that_refuses_keeps_the_issues_made_for_the_others_of_the_batch(
+    site: RunningJiraSandbox,
+) -> None:
+    """Two kits, two projects: the account may create in OPS but not in the other. The
+    issue made in OPS is answered (its hand-off goes on) and only the refused one stops."""
+    jira = target(site)
+    opened = jira._open
+
+    def then_refuse(request: OpsRequest, may_exist: bool) -> Any:
+        made = opened(request, may_exist)
+        site.sandbox.fail_next(1, 403, "/rest/api/3/issue")
+        return made
+
+    jira._open = then_refuse  # type: ignore[method-assign]
+    with pytest.raises(PartialFailure) as raised:
+        jira.create([request("101"), request("102")])
+    assert raised.value.done["hubspot:101:1"].ref == "OPS-2"
+    assert isinstance(raised.value.failed["hubspot:102:1"], AuthError)
+    assert len(site.sandbox.all_issues("OPS")) == 2
 
 
 def test_a_429_carries_retry_after_pauses_the_budget_and_the_paced_retry_succeeds(

@@ -19,9 +19,11 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy import Engine, select
 
-from bridge import db, intake, ledger
+from bridge import backtest, db, intake, ledger
 from bridge.models import StageChange
+from bridge.rules import load_rules
 from bridge.settings import load_settings
+from tests.conftest import ROOT
 
 OCCURRED_MS = 1795774800123  # 2026-11-27T10:20:00.123Z, as HubSpot's occurredAt
 OCCURRED = dt.datetime(2026, 11, 27, 10, 20, 0, 123000, tzinfo=dt.UTC)
@@ -164,3 +166,17 @@ def test_processes_starting_together_on_a_fresh_ledger_all_migrate_it(
     assert db.current_revision(empty_ledger) == db.head_revision()
     tables = set(sa.inspect(empty_ledger).get_table_names())
     assert {"attempts", "stage_changes", "alembic_version"} <= tables
+
+
+def test_decisions_judged_before_packets_were_kept_are_left_out_of_a_backtest(
+    empty_ledger: Engine,
+) -> None:
+    """Revision 0003 gives old judged attempts a decision without a packet: the backtest
+    of a ledger upgraded that way skips them, as its README says, rather than crash."""
+    _ledger_at_0001_with_rows(empty_ledger)
+    db.upgrade(empty_ledger)
+    with empty_ledger.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM decisions")).scalar() == 2
+        rules = load_rules(ROOT / "kit_rules", None)
+        result = backtest.run(connection, rules, OCCURRED - dt.timedelta(days=3650))
+    assert (result.rejudged, result.changes) == (0, [])

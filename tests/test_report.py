@@ -36,7 +36,7 @@ from flask import Flask
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge import db, report, report_text
+from bridge import db, ledger_figures, report, report_text
 from bridge.cli import cli
 from bridge.ledger import OWNER_OF_STATE
 from bridge.models import Attempt, DecisionRecord, Transition
@@ -350,6 +350,7 @@ def test_report_of_a_kit_never_seen_is_one_line_exit_1(env: dict[str, str]) -> N
         (["--since", "last week"], "Invalid value for '--since': expected a number"),
         (["--by", "colour"], "Invalid value for '--by': 'colour' is not one of"),
         (["--format", "xml"], "Invalid value for '--format': 'xml' is not one of"),
+        (["--since", "9999-12-31T23:59:59-05:00"], "Invalid value for '--since': '9999-12-31T"),
     ],
 )
 def test_bad_options_are_one_line_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
@@ -421,6 +422,15 @@ def test_insights_page_answers_a_bad_filter_with_400(page: Any) -> None:
     assert page.get("/console/insights?crm=pipedrive").status_code == 400
 
 
+@pytest.mark.parametrize("since", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"])
+def test_a_since_beyond_the_calendar_in_utc_is_a_bad_filter_not_a_crash(
+    page: Any, since: str
+) -> None:
+    answer = page.get("/console/insights", query_string={"since": since})
+    assert answer.status_code == 400
+    assert "out of range" in answer.get_data(as_text=True)
+
+
 def test_insights_page_answers_503_while_the_ledger_is_down(page: Any) -> None:
     def down() -> Any:
         raise OperationalError("SELECT 1", {}, Exception("connection refused"))
@@ -443,3 +453,15 @@ def test_terminal_and_csv_output_neutralise_hostile_text() -> None:
     assert lines[-1].split() == ["1", "1", "evil", "line", "one", "line", "two", "[31mred"]
     rows = list(csv.reader(io.StringIO(report_text.csv_text(result))))
     assert rows[1][:2] == ["kit", '\'=HYPERLINK("http://x")']  # text, not a formula
+
+
+def test_metrics_time_to_acceptance_starts_where_the_reports_journey_does(
+    sessions: sessionmaker,
+) -> None:
+    """hubspot:8 found no kit a week before a kit judged and accepted it in 30 minutes:
+    sales held no hand-off that week, so /metrics counts 30 minutes, as the report does."""
+    with sessions() as session:
+        seen = ledger_figures.read(session).sales_time[("hubspot", "new-customer")]
+    expected = [H, 3 * 24 * H + 15 * M, 30 * M, 10 * M]  # hubspot:1, 2, 8 and 10
+    assert seen.count == len(expected)
+    assert seen.total == pytest.approx(sum(expected), abs=1)
