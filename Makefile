@@ -37,9 +37,10 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -n 2 -q
 
-# Chromium for the console's browser tests (Debian's package; see tools/chromium.sh).
-browser:
-	@sh tools/chromium.sh
+# Chromium for the console's browser tests (Debian's package, or Chrome on macOS; see
+# tools/chromium.sh).
+browser: $(STAMP)
+	@sh tools/chromium.sh $(BIN)/python
 
 # The README's picture of the console, from a seeded ledger.
 screenshot: $(STAMP) browser

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import sys
 import threading
 import zlib
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from flask import Flask
-from playwright.sync_api import BrowserContext, Page, Playwright
+from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwright
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 CHROMIUM_FLAGS = [
@@ -28,12 +29,19 @@ LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 
+MACOS_BROWSERS = (
+    "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+    "/Applications/Chromium.app/Contents/MacOS/Chromium",
+)
+
+
 class NoChromium(Exception):
     pass
 
 
 def find_chromium() -> str:
-    """FULLKIT_CHROMIUM, else Debian's /usr/bin/chromium, else `chromium` on PATH."""
+    """FULLKIT_CHROMIUM, else Debian's /usr/bin/chromium, else `chromium` on PATH, else (on
+    macOS) Chrome, Chromium or the Chromium Playwright installed."""
     chosen = os.environ.get("FULLKIT_CHROMIUM")
     if chosen:
         if not os.access(chosen, os.X_OK):
@@ -42,9 +50,15 @@ def find_chromium() -> str:
                 " and run `make browser`"
             )
         return chosen
-    for candidate in ("/usr/bin/chromium", shutil.which("chromium")):
+    for candidate in ("/usr/bin/chromium", shutil.which("chromium"), *MACOS_BROWSERS):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
+    if sys.platform == "darwin":
+        # What `make browser` installs on macOS when neither app is there.
+        with sync_playwright() as playwright:
+            own = playwright.chromium.executable_path
+        if os.access(own, os.X_OK):
+            return own
     raise NoChromium(
         "no Chromium found: run `make browser` (or point FULLKIT_CHROMIUM at Chrome/Chromium)"
     )

@@ -2,6 +2,7 @@
 # The browser the console's tests drive: Debian's Chromium, through Playwright (which then
 # downloads no browser of its own). Quick when one is there; installs it where apt-get can.
 set -eu
+python="${1:-python3}"  # the project's, for Playwright's own Chromium where no other is
 
 if [ -n "${FULLKIT_CHROMIUM:-}" ]; then
     [ -x "$FULLKIT_CHROMIUM" ] && exit 0
@@ -29,8 +30,12 @@ if command -v apt-get >/dev/null 2>&1; then
 fi
 case "$(uname -s)" in
     Darwin)
-        echo "make browser: install Google Chrome, then" \
-            "export FULLKIT_CHROMIUM='/Applications/Google Chrome.app/Contents/MacOS/Google Chrome'" >&2
+        for app in "/Applications/Google Chrome.app" "/Applications/Chromium.app"; do
+            [ -d "$app" ] && exit 0  # tests/browser.py finds it there
+        done
+        # No distribution package on macOS: Playwright's own build of Chromium, once.
+        echo "make browser: installing Playwright's Chromium (once)"
+        exec "$python" -m playwright install chromium
         ;;
     *)
         echo "make browser: install Chromium with your package manager, or set" \
