@@ -4,8 +4,13 @@ hand-off id.
 Asana has no unique key a create could be refused on, so a retry (`may_exist`) looks up
 what an earlier try made before creating, by a consistent read:
 
-* a task carries the hand-off id as its `external.gid` (custom external data), and is
-  read back as `GET /tasks/external:<hand-off id>`: a read by id, not a search;
+* a task carries the hand-off id as its `external.gid` (custom external data), read back
+  as `GET /tasks/external:<hand-off id>`: a read by id, not a search. Asana keeps external
+  data only for OAuth apps' tokens, so the id is also the last line of the task's notes
+  (`Fullkit hand-off hubspot:123:1`, which also tells ops where the task came from); when
+  the read finds nothing, the project's tasks modified since shortly before ops took the
+  deal over are listed (`GET /tasks?project=..&modified_since=..`, a consistent list, not
+  Asana's search, which is premium-only and lags) for the one whose notes end so;
 * a project made from a template (an asynchronous job) carries the hand-off id at the end
   of its name, `... [hubspot:123:1]`, and is found by listing its team's projects.
 
@@ -15,14 +20,13 @@ Asana's create and our ledger write ends with the same single task or project, c
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
 from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
 from typing import Any, ClassVar
-
-import structlog
 
 from connectors.asana_client import AsanaApi, NotFoundError, TokenRefused
 from connectors.asana_oauth import RefreshRefused
@@ -39,9 +43,11 @@ from kernel.errors import (
 from kernel.settings import SharedSettings
 from kernel.text import inert
 
-log = structlog.get_logger("fullkit.asana")
-
 TASK_FIELDS = "name,permalink_url,assignee.email,external,due_on"
+FOOTER = "Fullkit hand-off"
+# How long before ops took the deal over a retry still looks for the first try's task:
+# Asana's clock and ours may disagree, and listing a few more tasks costs little.
+CLOCK_ALLOWANCE = dt.timedelta(minutes=15)
 PROJECT_FIELDS = "name,permalink_url,owner.email"
 _NOT_XML = re.compile("[\ufffe\uffff]")
 # Asana's job statuses that end a job.
@@ -51,13 +57,20 @@ FIRST_POLL_SECONDS = 0.25
 STILL_MAKING_SECONDS = 15.0
 
 
-def html_notes(summary: str) -> str:
+def html_notes(summary: str, handoff_id: str | None = None) -> str:
     """Asana rich text: XML under `<body>`, from a fixed tag set. The summary's lines stay
     lines (Asana keeps line breaks in rich text); every `<`, `>` and `&` is escaped, so
-    nothing in it can become a tag or a link Fullkit did not build."""
+    nothing in it can become a tag or a link Fullkit did not build. With `handoff_id`, a
+    last line names it (how a retry finds the task whatever the token)."""
+    if handoff_id is not None:
+        summary = f"{summary}\n\n{footer(handoff_id)}"
     text = inert(summary, markup="html", lines=True, links=True)
     # The two characters `inert` leaves that XML forbids: Asana would refuse the notes.
     return f"<body>{_NOT_XML.sub('', text)}</body>"
+
+
+def footer(handoff_id: str) -> str:
+    return f"{FOOTER} {inert(handoff_id)}"
 
 
 def project_name(request: OpsRequest) -> str:
@@ -146,15 +159,15 @@ class AsanaTarget(OpsTarget):
         self, request: OpsRequest, owner: dict[str, str] | None, may_exist: bool
     ) -> OpsResult:
         api = self.api
+        project = str(request.options["project"])
         if may_exist:
-            found = self._find_task(request.handoff_id)
+            found = self._find_task(request.handoff_id) or self._find_listed_task(project, request)
             if found is not None:
                 return _result(found, "assignee")
-        project = str(request.options["project"])
         section = request.options.get("section")
         task: dict[str, Any] = {
             "name": inert(request.subject, links=True),
-            "html_notes": html_notes(request.summary),
+            "html_notes": html_notes(request.summary, request.handoff_id),
             "due_on": request.expected_kickoff.isoformat(),
             "external": {"gid": request.handoff_id, "data": _external_data(request)},
         }
@@ -168,14 +181,6 @@ class AsanaTarget(OpsTarget):
         made = api.data(
             "create task", api.tasks.create_task, {"data": task}, {"opt_fields": TASK_FIELDS}
         )
-        if (made.get("external") or {}).get("gid") != request.handoff_id:
-            # Asana keeps external data only for OAuth apps' tokens: without it a retry
-            # after a crash cannot find this task and would make a second one.
-            log.warning(
-                "asana kept no external id on the task: use an OAuth app's token",
-                handoff_id=request.handoff_id,
-                task=made.get("gid"),
-            )
         return _result(made, "assignee")
 
     def _find_task(self, handoff_id: str) -> dict[str, Any] | None:
@@ -191,6 +196,20 @@ class AsanaTarget(OpsTarget):
             )
         except NotFoundError:
             return None
+
+    def _find_listed_task(self, project: str, request: OpsRequest) -> dict[str, Any] | None:
+        """The project's task whose notes carry this hand-off's footer line."""
+        api = self.api
+        opts: dict[str, Any] = {"project": project, "opt_fields": f"{TASK_FIELDS},notes"}
+        if request.accepted_at is not None:
+            since = request.accepted_at.astimezone(dt.UTC) - CLOCK_ALLOWANCE
+            opts["modified_since"] = since.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        line = footer(request.handoff_id)
+        for task in api.pages("find task by hand-off id", api.tasks.get_tasks, opts=opts):
+            # Any line: ops may have written more below it since.
+            if line in (text.strip() for text in str(task.get("notes") or "").splitlines()):
+                return task
+        return None
 
     # --------------------------------------------------------------- projects
 

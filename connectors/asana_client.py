@@ -90,9 +90,10 @@ class AsanaApi:
         self.job_wait_seconds = own.job_wait_seconds
         rate = own.rate
         # One budget per token (Asana counts per token); only its digest reaches Redis.
+        # With the limit off it only counts the calls (for /metrics).
         self.budget: RateBudget | None = (
-            budgets.budget("asana", f"{self.base} {token}", Limit(*rate))
-            if budgets is not None and rate is not None
+            budgets.budget("asana", f"{self.base} {token}", Limit(*rate) if rate else None)
+            if budgets is not None
             else None
         )
         self._digest = hashlib.sha256(token.encode()).hexdigest()

@@ -19,7 +19,8 @@ class AsanaSettings(Section):
 
     # A bearer token used as given, or (better: OAuth access tokens last an hour) an OAuth
     # app's client id and secret and a refresh token, from which tokens are fetched.
-    # Asana keeps tasks' `external` ids, which retries look tasks up by, for OAuth apps.
+    # Asana keeps tasks' `external` ids only for OAuth apps; with a personal access token
+    # retries find a task by the hand-off line of its notes instead (a listing: more calls).
     access_token: SecretStr | None = None
     client_id: str | None = None
     client_secret: SecretStr | None = None

@@ -220,9 +220,10 @@ class HubSpotApi:
         self.session = session or requests.Session()
         rate = own.rate
         # One budget per portal and app: the token names both (only its digest is kept).
+        # With the limit off it only counts the calls (for /metrics).
         self.budget = (
-            budgets.budget("hubspot", f"{self.base} {token}", Limit(*rate))
-            if budgets is not None and rate is not None
+            budgets.budget("hubspot", f"{self.base} {token}", Limit(*rate) if rate else None)
+            if budgets is not None
             else None
         )
         read = own.timeout_seconds

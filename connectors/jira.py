@@ -8,12 +8,13 @@ lost answer (`may_exist`) searches by the label, trusts a hit only when its prop
 the same hand-off, and creates only when none is found.
 
 Jira's search index trails a create by seconds, so "not found" right after a create whose
-answer was lost could be wrong. Before each create the target notes in the shared cache
-when it sent it; a retry that finds nothing while that note is younger than
-`JIRA_SEARCH_SETTLE_SECONDS` waits (a RetryableError with that Retry-After) and searches
-again, rather than create a second issue. A create Jira refused (any 4xx) made nothing, so
-its note is dropped at once. Without a note (a crash before sending, or a cache that lost
-it) the search alone decides.
+answer was lost could be wrong. As each create goes out (its budget slot taken) the
+target notes in the shared cache when it sent it; a retry that finds nothing while that
+note is younger than `JIRA_SEARCH_SETTLE_SECONDS` waits (a RetryableError with that
+Retry-After) and searches again, rather than create a second issue. A create Jira refused
+(any 4xx) made nothing, so its note is dropped at once. Without a note (a crash before
+sending, a spent budget that held the create back, or a cache that lost it) the search
+alone decides.
 """
 
 from __future__ import annotations
@@ -164,9 +165,14 @@ class JiraTarget(OpsTarget):
             self._wait_for_index(request.handoff_id)
         body, owner = self._issue(request)
         note = self._sent_key(request.handoff_id)
-        self.memory.set(note, str(self.clock()), self._note_ttl)
         created = self.api.post(
-            "create issue", "issue", body, refused=lambda: self.memory.forget(note)
+            "create issue",
+            "issue",
+            body,
+            refused=lambda: self.memory.forget(note),
+            # Noted only once the budget let the create go: a spent budget sent nothing,
+            # and its retry must not wait for an issue that was never made.
+            sending=lambda: self.memory.set(note, str(self.clock()), self._note_ttl),
         )
         key = str(created["key"])
         return OpsResult(ref=key, link=self.api.browse_url(key), owner=owner)

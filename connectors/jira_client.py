@@ -112,15 +112,19 @@ class JiraApi:
         operation: str,
         action: Callable[[JIRA], T],
         refused: Callable[[], None] | None = None,
+        sending: Callable[[], None] | None = None,
     ) -> T:
         """Run one request's worth of `action`, paced by the site's budget.
 
-        `refused` runs when Jira answered with a 4xx: it did certainly not do the work
-        (unlike a 5xx or a timeout, after which it may have).
+        `sending` runs once the slot is taken, just before the request goes out (a budget
+        spent first sends nothing). `refused` runs when Jira answered with a 4xx: it did
+        certainly not do the work (unlike a 5xx or a timeout, after which it may have).
         """
         slot = self._slot(operation)
         outcome = api_calls.OK
         try:
+            if sending is not None:
+                sending()
             return action(self.client)
         except Exception as exc:  # noqa: BLE001 - every failure leaves as one of our kinds
             error = translate(exc, operation)
@@ -142,6 +146,7 @@ class JiraApi:
         path: str,
         body: dict[str, Any],
         refused: Callable[[], None] | None = None,
+        sending: Callable[[], None] | None = None,
     ) -> Any:
         """POST through the library's own session (its auth, timeouts and error handling)
         where the library has no method taking the whole body."""
@@ -149,7 +154,7 @@ class JiraApi:
         def send(client: JIRA) -> Any:
             return client._session.post(self.url(path), json=body).json()
 
-        return self.call(operation, send, refused)
+        return self.call(operation, send, refused, sending)
 
     def _slot(self, operation: str) -> str | None:
         if self.budget is None:

@@ -19,6 +19,9 @@ policy), atomically in one Lua script, so all processes together stay under the 
   (kernel/api_calls.py) in the same script, and each budget notes its limit, so any
   process can say how many slots are left (`budgets_left`). Counts a Redis error kept
   from the hash wait in the process and go with its next answered call.
+* A limit turned off (e.g. ASANA_RATE_LIMIT=off) still counts: `RateBudgets.budget` with
+  no limit gives an `UnpacedBudget`, which takes no slot (no round trip before the call)
+  and counts each answered call in one script, one round trip where a paced call has two.
 
 Keys name the account by a digest (`fullkit:rate:<crm>:<digest>`), never by its token.
 """
@@ -108,6 +111,16 @@ redis.call('PEXPIRE', KEYS[1], window * 2)
 return filled
 """
 )
+
+# KEYS: observed, calls. ARGV: crm, the CRM's figures or '', then (calls field, count)
+# pairs. An unpaced call's answer: counted, and the CRM's figures kept for /metrics.
+_COUNTED = """
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+for i = 3, #ARGV - 1, 2 do
+  redis.call('HINCRBY', KEYS[2], ARGV[i], tonumber(ARGV[i + 1]))
+end
+return 0
+"""
 
 # KEYS: (log, pause) per budget. ARGV: now ms ('' = Redis time), then each budget's window
 # ms. -> each budget's slots taken within its window, or -1 while it is paused.
@@ -257,10 +270,7 @@ class RateBudget:
         is counted under `system` (default: the budget's CRM) and its `outcome`
         (kernel/api_calls.py), unless no outcome is given.
         """
-        with self._tally_lock:
-            tally, self._tally = self._tally, Counter()
-        if outcome is not None:
-            tally[api_calls.field(system or self.crm, outcome)] += 1
+        tally = self._tally_with(outcome, system)
         args: list[str | int] = [
             self._now(),
             self._window_ms,
@@ -273,8 +283,19 @@ class RateBudget:
         for name, count in tally.items():
             args += [name, count]
         keys = [self._log_key, OBSERVED_KEY, BUDGETS_KEY, api_calls.CALLS_KEY]
+        self._tell(tally, lambda: self._answered(keys=keys, args=args))
+
+    def _tally_with(self, outcome: str | None, system: str | None) -> Counter[str]:
+        """The calls still to count: those Redis missed so far, and this one."""
+        with self._tally_lock:
+            tally, self._tally = self._tally, Counter()
+        if outcome is not None:
+            tally[api_calls.field(system or self.crm, outcome)] += 1
+        return tally
+
+    def _tell(self, tally: Counter[str], script: Callable[[], object]) -> None:
         try:
-            self._answered(keys=keys, args=args)
+            script()
         except redis.ConnectionError as exc:
             # Never sent: counted with the next call that reaches Redis. (After a timeout
             # the script may have run, and counting twice would be worse than once less.)
@@ -354,6 +375,41 @@ def budgets_left(connection: redis.Redis, *, now: float | None = None) -> list[B
     return found
 
 
+class UnpacedBudget(RateBudget):
+    """An account whose limit is off: calls go ahead at once and are only counted."""
+
+    # No limit to pace by; the window is a typical CRM's, for figures that name none.
+    UNLIMITED = Limit(requests=0, window=10.0)
+
+    def __init__(self, connection: redis.Redis, crm: str, account: str) -> None:
+        super().__init__(connection, crm, account, self.UNLIMITED)
+        self._counted = connection.register_script(_COUNTED)
+
+    def try_take(self) -> tuple[str | None, float]:
+        return uuid.uuid4().hex, 0.0
+
+    def take(self) -> str | None:
+        return None  # nothing to wait for, and no round trip to learn that
+
+    def answered(
+        self,
+        slot: str | None,
+        figures: Observed | None = None,
+        *,
+        outcome: str | None = None,
+        system: str | None = None,
+    ) -> None:
+        tally = self._tally_with(outcome, system)
+        args: list[str | int] = [self.crm, "" if figures is None else figures.encode()]
+        for name, count in tally.items():
+            args += [name, count]
+        keys = [OBSERVED_KEY, api_calls.CALLS_KEY]
+        self._tell(tally, lambda: self._counted(keys=keys, args=args))
+
+    def pause(self, seconds: float) -> None:
+        """Nothing to pause: with the limit off the CRM's own 429s are the only brake."""
+
+
 class RateBudgets:
     """A process's budgets, one per CRM account: what the runtime hands to connectors."""
 
@@ -367,26 +423,31 @@ class RateBudgets:
         self.connection = connection
         self._clock = clock
         self._max_wait = max_wait
-        self._budgets: dict[tuple[str, str, Limit], RateBudget] = {}
+        self._budgets: dict[tuple[str, str, Limit | None], RateBudget] = {}
         self._lock = threading.Lock()
 
-    def budget(self, crm: str, identity: str, limit: Limit) -> RateBudget:
+    def budget(self, crm: str, identity: str, limit: Limit | None) -> RateBudget:
         """The budget of the account `identity` names (e.g. API base + token).
 
-        Only a digest of `identity` reaches Redis, so a token can name its account.
+        Only a digest of `identity` reaches Redis, so a token can name its account. No
+        `limit` (the setting is off): an UnpacedBudget, so the calls are still counted.
         """
         account = hashlib.sha256(identity.encode()).hexdigest()[:24]
         key = (crm, account, limit)
         with self._lock:
             found = self._budgets.get(key)
             if found is None:
-                found = RateBudget(
-                    self.connection,
-                    crm,
-                    account,
-                    limit,
-                    clock=self._clock,
-                    max_wait=self._max_wait,
+                found = (
+                    UnpacedBudget(self.connection, crm, account)
+                    if limit is None
+                    else RateBudget(
+                        self.connection,
+                        crm,
+                        account,
+                        limit,
+                        clock=self._clock,
+                        max_wait=self._max_wait,
+                    )
                 )
                 self._budgets[key] = found
             return found

@@ -21,7 +21,9 @@ neither does the fake: only a lookup before a retry prevents a second task.
 Fault hooks: `fail_next(n, status, retry_after=)` answers the next n calls with that
 error (nothing done); `lose_next_answers(n)` carries out the next n writes and answers
 504, as when the worker dies between Asana's create and the ledger write; `rate_limit`
-answers 429 past n calls per window. `call_log` records every call.
+answers 429 past n calls per window; `external_needs_oauth` keeps tasks' `external`
+data only for OAuth tokens, dropping a personal access token's, as Asana does. `call_log`
+records every call.
 """
 
 from __future__ import annotations
@@ -119,6 +121,9 @@ class AsanaSandbox:
     client_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     refresh_token: str = field(default_factory=lambda: "1/" + secrets.token_hex(16))
     token_seconds: float = 3600.0
+    # True: `external` data is kept only for OAuth tokens (issued by the OAuth endpoint),
+    # as Asana does; a personal access token's (`access_token`) is silently dropped.
+    external_needs_oauth: bool = False
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -226,6 +231,9 @@ class AsanaSandbox:
         with self.lock:
             self.issued[token] = time.monotonic() + self.token_seconds
         return token
+
+    def keeps_external(self, token: str | None) -> bool:
+        return not self.external_needs_oauth or token in self.issued
 
     def token_ok(self, token: str | None) -> bool:
         if token == self.access_token:

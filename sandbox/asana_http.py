@@ -40,6 +40,7 @@ OAUTH_PATH = "/-/oauth_token"
 _RULES = [
     ("GET", "/users/<user_gid>", "get_user"),
     ("POST", "/tasks", "create_task"),
+    ("GET", "/tasks", "list_tasks"),
     ("GET", "/tasks/<task_gid>", "get_task"),
     ("GET", "/project_templates/<template_gid>", "get_template"),
     ("POST", "/project_templates/<template_gid>/instantiateProject", "instantiate"),
@@ -105,7 +106,8 @@ class AsanaApp:
         fault, lose = self.sandbox.take_fault(path, writing)
         if fault is not None:
             return _fault(fault)
-        if not self.sandbox.token_ok(_bearer(request)):
+        token = _bearer(request)
+        if not self.sandbox.token_ok(token):
             return _error(AsanaError(401, "Not Authorized"))
         limited = self._rate_limited()
         if limited is not None:
@@ -114,7 +116,7 @@ class AsanaApp:
             body = _body(request) if writing else None
             handler: Callable[..., Answer] = getattr(self, f"do_{endpoint}")
             with self.sandbox.lock:
-                status, payload = handler(body=body, query=request.args, **args)
+                status, payload = handler(body=body, query=request.args, token=token, **args)
         except AsanaError as exc:
             return _error(exc)
         if lose:
@@ -162,7 +164,7 @@ class AsanaApp:
     def do_get_user(self, user_gid: str, query: Any, **_: Any) -> Answer:
         return 200, {"data": self._view("user", self._user(user_gid, "user", 404), query)}
 
-    def do_create_task(self, body: Any, query: Any, **_: Any) -> Answer:
+    def do_create_task(self, body: Any, query: Any, token: str | None, **_: Any) -> Answer:
         box = self.sandbox
         data = _data(body)
         _only(data, TASK_FIELDS)
@@ -184,7 +186,10 @@ class AsanaApp:
             "external": _external(data.get("external")),
             "completed": False,
             "created_at": _now(),
+            "modified_at": _now(),
         }  # fmt: skip
+        if not box.keeps_external(token):
+            task["external"] = None  # validated, then dropped: a personal access token
         if "notes" in data:
             task["html_notes"] = f"<body>{_escape(_string(data, 'notes'))}</body>"
         box.tasks[task["gid"]] = task
@@ -203,6 +208,30 @@ class AsanaApp:
         if found is None:
             raise AsanaError(404, f"task: Unknown object: {task_gid}")
         return 200, {"data": self._view("task", found, query)}
+
+    def do_list_tasks(self, query: Any, **_: Any) -> Answer:
+        """GET /tasks?project=..: a consistent list (not search), paged, oldest first."""
+        box = self.sandbox
+        project = query.get("project")
+        if not project:
+            raise AsanaError(
+                400,
+                "You must specify a project or tag if you do not specify assignee and workspace",
+            )
+        self._project(project)
+        since = _instant(query.get("modified_since"), "modified_since")
+        limit = _limit(query)
+        start = _offset(query.get("offset"))
+        gids = [
+            gid
+            for gid, t in box.tasks.items()
+            if project in _member_of(t) and (since is None or _modified(t) >= since)
+        ]
+        page = gids[start : start + limit]
+        return 200, {
+            "data": [self._view("task", gid, query) for gid in page],
+            "next_page": self._next_page(f"/tasks?project={project}", start, limit, len(gids)),
+        }
 
     def do_get_template(self, template_gid: str, query: Any, **_: Any) -> Answer:
         if template_gid not in self.sandbox.templates:
@@ -233,6 +262,7 @@ class AsanaApp:
                 "gid": gid, "name": task_name, "html_notes": "<body></body>", "due_on": None,
                 "assignee": None, "memberships": [{"project": project, "section": None}],
                 "external": None, "completed": False, "created_at": _now(),
+                "modified_at": _now(),
             }  # fmt: skip
         job = Job(box.new_gid(), project, box.job_polls)
         box.jobs[job.gid] = job
@@ -260,15 +290,18 @@ class AsanaApp:
             if p["team"] == team_gid and (archived is None or p["archived"] == (archived == "true"))
         ]
         page = gids[start : start + limit]
-        next_page = None
-        if start + limit < len(gids):
-            token = base64.urlsafe_b64encode(json.dumps({"i": start + limit}).encode()).decode()
-            path = f"/teams/{team_gid}/projects?limit={limit}&offset={token}"
-            next_page = {"offset": token, "path": path, "uri": f"{box.ui_base}{API_PREFIX}{path}"}
         return 200, {
             "data": [self._view("project", gid, query) for gid in page],
-            "next_page": next_page,
+            "next_page": self._next_page(f"/teams/{team_gid}/projects?", start, limit, len(gids)),
         }
+
+    def _next_page(self, path: str, start: int, limit: int, total: int) -> dict[str, str] | None:
+        if start + limit >= total:
+            return None
+        token = base64.urlsafe_b64encode(json.dumps({"i": start + limit}).encode()).decode()
+        joiner = "" if path.endswith("?") else "&"
+        path = f"{path}{joiner}limit={limit}&offset={token}"
+        return {"offset": token, "path": path, "uri": f"{self.sandbox.ui_base}{API_PREFIX}{path}"}
 
     def do_update_project(self, project_gid: str, body: Any, query: Any, **_: Any) -> Answer:
         project = self._project(project_gid)
@@ -385,6 +418,7 @@ class AsanaApp:
             return {
                 **{k: v for k, v in t.items() if k not in {"assignee", "memberships"}},
                 "resource_type": "task",
+                "notes": _plain(t["html_notes"]),
                 "assignee": self._full("user", t["assignee"]) if t["assignee"] else None,
                 "projects": [self._full("project", m["project"]) for m in t["memberships"]],
                 "memberships": [
@@ -534,6 +568,31 @@ def _rich_ok(element: Element) -> bool:
     if set(element.attrib) - allowed:
         return False
     return all(_rich_ok(child) for child in element)
+
+
+def _plain(html: str) -> str:
+    """`notes`: the rich text's characters without its tags, as Asana derives it."""
+    return "".join(ElementTree.fromstring(html).itertext())
+
+
+def _member_of(task: dict[str, Any]) -> list[str]:
+    return [m["project"] for m in task["memberships"]]
+
+
+def _modified(task: dict[str, Any]) -> dt.datetime:
+    return dt.datetime.fromisoformat(task["modified_at"])
+
+
+def _instant(value: str | None, name: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        found = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise AsanaError(400, f"{name}: Invalid date-time: {value}") from None
+    if found.tzinfo is None:
+        raise AsanaError(400, f"{name}: Invalid date-time: {value} (no time zone)")
+    return found
 
 
 def _escape(text: str) -> str:

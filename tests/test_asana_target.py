@@ -99,7 +99,8 @@ def test_task_lands_in_the_section_assigned_due_at_kickoff_with_the_kit(
     # Rich text Asana accepts, in which nothing from the CRM became a tag.
     assert task["html_notes"] == (
         "<body>Kit: New customer onboarding\n"
-        "  Billing contact: &lt;script&gt;x&lt;/script&gt;\nDone.</body>"
+        "  Billing contact: &lt;script&gt;x&lt;/script&gt;\nDone.\n\n"
+        "Fullkit hand-off hubspot:101:1</body>"
     )
 
 
@@ -109,7 +110,7 @@ def test_characters_xml_forbids_never_make_asana_refuse_the_notes(
     hostile = replace(request({"project": gids["project"]}), summary="Acme\uffff\x00\u202e Co")
     target(asana).create([hostile])
     [task] = task_in(asana, gids)
-    assert task["html_notes"] == "<body>Acme  Co</body>"
+    assert task["html_notes"] == "<body>Acme  Co\n\nFullkit hand-off hubspot:101:1</body>"
 
 
 def test_task_without_section_or_owner(asana: RunningAsanaSandbox, gids: dict[str, str]) -> None:
@@ -133,6 +134,88 @@ def test_retry_after_a_lost_answer_finds_the_task_instead_of_making_a_second(
     [task] = task_in(asana, gids)
     assert made.ref == task["gid"] and made.owner == "ops-anna@example.com"
     assert asana.sandbox.calls("POST", "/tasks")[-1].status == 504  # no second create
+
+
+def listed(asana: RunningAsanaSandbox) -> list[Any]:
+    """The calls that listed a project's tasks (GET /tasks?project=..)."""
+    return [c for c in asana.sandbox.calls("GET", "/tasks") if c.path == "/tasks"]
+
+
+def pat_target(asana: RunningAsanaSandbox) -> AsanaTarget:
+    """A personal access token, on an Asana that drops its `external` data."""
+    asana.sandbox.external_needs_oauth = True
+    return target(asana)
+
+
+def test_with_a_personal_access_token_a_retry_finds_the_task_by_its_notes(
+    asana: RunningAsanaSandbox, gids: dict[str, str]
+) -> None:
+    ops = pat_target(asana)
+    accepted = dt.datetime.now(dt.UTC)
+    first = replace(request({"project": gids["project"]}), accepted_at=accepted)
+    asana.sandbox.lose_next_answers(1, "/tasks")
+    with pytest.raises(RetryableError):
+        ops.create([first])
+    [lost] = task_in(asana, gids)
+    assert lost["external"] is None  # Asana kept no external id for this token
+
+    made = ops.create([first], may_exist=True)[HANDOFF]
+
+    [task] = task_in(asana, gids)
+    assert made.ref == task["gid"] and made.owner == "ops-anna@example.com"
+    assert asana.sandbox.calls("POST", "/tasks")[-1].status == 504  # no second create
+    assert [c.status for c in listed(asana)] == [200]
+
+
+def test_a_project_with_many_tasks_is_paged_to_find_the_first_try(
+    asana: RunningAsanaSandbox, gids: dict[str, str]
+) -> None:
+    ops = pat_target(asana)
+    asana.sandbox.lose_next_answers(1, "/tasks")
+    with pytest.raises(RetryableError):
+        ops.create([request({"project": gids["project"]})])
+    [first] = [t["gid"] for t in task_in(asana, gids)]
+    others = [request({"project": gids["project"]}, handoff=f"hubspot:9{n}:1") for n in range(250)]
+    ops.create(others)
+    box = asana.sandbox
+    with box.lock:  # the first try's task last in the project's order (ops moved it)
+        box.tasks[first] = box.tasks.pop(first)
+
+    made = ops.create([request({"project": gids["project"]})], may_exist=True)[HANDOFF]
+
+    assert made.ref == first and len(task_in(asana, gids)) == 251
+    assert len(listed(asana)) == 3  # 100 + 100 + 51
+
+
+def test_an_unrelated_task_naming_a_longer_handoff_id_is_not_taken_for_it(
+    asana: RunningAsanaSandbox, gids: dict[str, str]
+) -> None:
+    ops = pat_target(asana)
+    ops.create([request({"project": gids["project"]}, handoff="hubspot:101:10")])
+
+    made = ops.create([request({"project": gids["project"]})], may_exist=True)[HANDOFF]
+
+    assert len(task_in(asana, gids)) == 2
+    assert made.ref != task_in(asana, gids)[0]["gid"]
+
+
+def test_the_fake_lists_tasks_as_strictly_as_asana(
+    asana: RunningAsanaSandbox, gids: dict[str, str]
+) -> None:
+    base = asana.api_base
+    auth = {"Authorization": f"Bearer {asana.access_token}"}
+    no_project = requests.get(f"{base}/tasks", headers=auth, timeout=5)
+    bad_since = requests.get(
+        f"{base}/tasks",
+        params={"project": gids["project"], "modified_since": "yesterday"},
+        headers=auth,
+        timeout=5,
+    )
+    too_many = requests.get(
+        f"{base}/tasks", params={"project": gids["project"], "limit": 101}, headers=auth, timeout=5
+    )
+    assert [r.status_code for r in (no_project, bad_since, too_many)] == [400, 400, 400]
+    assert "errors" in bad_since.json()
 
 
 def test_each_attempt_gets_its_own_task(asana: RunningAsanaSandbox, gids: dict[str, str]) -> None:

@@ -205,6 +205,39 @@ def test_a_retry_after_a_crash_before_sending_creates_the_issue(
     assert len(site.sandbox.all_issues("OPS")) == 2
 
 
+def test_a_create_a_spent_budget_held_back_is_retried_without_waiting_for_the_index(
+    site: RunningJiraSandbox, embedded_redis_url: str
+) -> None:
+    now = [1_000_000.0]
+    budgets = RateBudgets(redis.Redis.from_url(embedded_redis_url), clock=lambda: now[0])
+    jira = target(site)  # the default settle time: a wrong wait would show as a Retry-After
+    jira.rate_budgets = budgets
+    built = jira._issue
+
+    def then_spend_the_budget(request: OpsRequest) -> Any:
+        made = built(request)
+        budget = jira.api.budget
+        assert budget is not None
+        while budget.try_take()[0] is not None:  # other workers took every slot just now
+            pass
+        budget.max_wait = 0.0
+        return made
+
+    jira._issue = then_spend_the_budget  # type: ignore[method-assign]
+    with pytest.raises(PartialFailure) as raised:
+        jira.create([request()])
+    assert isinstance(raised.value.failed["hubspot:101:1"], RetryableError)
+    assert site.sandbox.calls("POST", "/rest/api/3/issue") == []  # nothing was sent
+
+    jira._issue = built  # type: ignore[method-assign]
+    now[0] += 2  # the window has passed
+    made = jira.create([request()], may_exist=True)
+
+    assert made["hubspot:101:1"].ref == "OPS-2"
+    assert len(site.sandbox.calls(path_prefix="/rest/api/3/search")) == 1  # searched once
+    assert len(site.sandbox.all_issues("OPS")) == 2  # the epic and the one issue
+
+
 def test_a_label_copied_onto_another_issue_is_not_taken_for_the_handoffs(
     site: RunningJiraSandbox,
 ) -> None:
