@@ -9,8 +9,6 @@ answer is the plain JSON envelope (`data`, `next_page`) rather than a page itera
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
@@ -30,6 +28,7 @@ from kernel.errors import (
     NotConfigured,
     PermanentError,
     RetryableError,
+    retry_after_seconds,
 )
 from kernel.rate_budget import BudgetSpent, Limit, RateBudget, RateBudgets
 from kernel.settings import SharedSettings
@@ -254,10 +253,11 @@ def from_status(
         return RetryableError(f"Asana {operation}: TLS failure")
     if status == 429:
         return RetryableError(
-            f"Asana {operation}: rate limited", retry_after=retry_after(headers) or 60.0
+            f"Asana {operation}: rate limited",
+            retry_after=retry_after_seconds(headers) or 60.0,
         )
     if status >= 500 or status == 408:
-        return RetryableError(where, retry_after=retry_after(headers))
+        return RetryableError(where, retry_after=retry_after_seconds(headers))
     if status == 401:
         return TokenRefused(f"Asana {operation}: the access token was refused (HTTP 401)")
     if status in {402, 403}:
@@ -282,23 +282,6 @@ def messages(body: Any) -> str:
         return ""
     found = [str(e.get("message")) for e in errors if isinstance(e, dict) and e.get("message")]
     return "; ".join(found)[:500]
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 def _headers(raw: Any) -> dict[str, str]:

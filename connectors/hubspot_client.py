@@ -24,7 +24,6 @@ tomorrow would turn into a crash today.
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import hashlib
 import json
 import threading
@@ -49,6 +48,7 @@ from kernel.errors import (
     PermanentError,
     QuotaError,
     RetryableError,
+    retry_after_seconds,
 )
 from kernel.rate_budget import BudgetSpent, Limit, Observed, RateBudget, RateBudgets
 from kernel.settings import SharedSettings
@@ -486,18 +486,20 @@ def from_status(
             return _DailyLimit(f"HubSpot {operation}: daily API limit reached")
         label = f" ({policy})" if policy else ""
         return RetryableError(
-            f"HubSpot {operation}: rate limited{label}", retry_after=_rate_limit_wait(headers)
+            f"HubSpot {operation}: rate limited{label}",
+            retry_after=_rate_limit_wait(headers),
         )
     if status == 423:
-        wait = max(LOCK_SECONDS, _retry_after(headers) or 0.0)
+        wait = max(LOCK_SECONDS, retry_after_seconds(headers) or 0.0)
         return RetryableError(f"{where} (locked: too many writes at once)", retry_after=wait)
     if status == 477:
         # The portal is moving between data centres; HubSpot says how long in Retry-After.
         return RetryableError(
-            f"{where} (portal migration in progress)", retry_after=_retry_after(headers)
+            f"{where} (portal migration in progress)",
+            retry_after=retry_after_seconds(headers),
         )
     if status >= 500 or status == 408:
-        return RetryableError(where, retry_after=_retry_after(headers))
+        return RetryableError(where, retry_after=retry_after_seconds(headers))
     if status == 401:
         return AuthError(f"HubSpot {operation}: the access token was refused (HTTP 401)")
     if status == 403:
@@ -533,23 +535,8 @@ def _error_body(raw: Any) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 def _rate_limit_wait(headers: Mapping[str, str]) -> float | None:
-    explicit = _retry_after(headers)
+    explicit = retry_after_seconds(headers)
     if explicit is not None:
         return explicit
     # HubSpot's rolling-window answers name the window, not the time left in it; waiting

@@ -29,6 +29,7 @@ from kernel.errors import (
     NotConfigured,
     PermanentError,
     RetryableError,
+    retry_after_seconds,
 )
 from kernel.rate_budget import BudgetSpent, Limit, RateBudget, RateBudgets
 from kernel.settings import SharedSettings
@@ -40,14 +41,6 @@ T = TypeVar("T")
 DEFAULT_LIMIT = Limit(requests=10, window=1.0)
 CONNECT_TIMEOUT = 5.0
 DISABLED_MESSAGE = "jira ops target disabled: JIRA_BASE_URL is not set"
-
-
-def retry_after(response: requests.Response | None) -> float | None:
-    value = response.headers.get("Retry-After") if response is not None else None
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
 
 
 def translate(exc: BaseException, operation: str) -> ConnectorError:
@@ -67,7 +60,10 @@ def translate(exc: BaseException, operation: str) -> ConnectorError:
     if status == 403:
         return AuthError(message)
     if status == 429 or status >= 500 or status == 0:
-        return RetryableError(message, retry_after=retry_after(response))
+        return RetryableError(
+            message,
+            retry_after=retry_after_seconds(None if response is None else response.headers),
+        )
     return PermanentError(message)
 
 

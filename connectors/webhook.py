@@ -11,12 +11,10 @@ delivery is one `requests` POST with timeouts, no redirects followed (the spec c
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import ipaddress
 import json
 import os
 import re
-import time
 from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -38,6 +36,7 @@ from kernel.errors import (
     PartialFailure,
     PermanentError,
     RetryableError,
+    retry_after_seconds,
 )
 from kernel.rate_budget import BudgetSpent, Limit, RateBudget
 from kernel.settings import SharedSettings
@@ -181,7 +180,7 @@ class WebhookTarget(OpsTarget):
             if budget is not None:
                 budget.answered(slot, outcome=outcome, system=self.name)
         if answer.status_code == 429 and budget is not None:
-            wait = _retry_after(answer.headers)
+            wait = retry_after_seconds(answer.headers)
             if wait:
                 budget.pause(wait)  # every worker holds back from this receiver
         _raise_for(answer, text, where, request)
@@ -307,7 +306,7 @@ def _raise_for(answer: requests.Response, text: str, where: str, request: OpsReq
     said = f"webhook {where} answered {status}"
     excerpt = inert(text[:EXCERPT_CHARS])
     if status in RETRY_STATUSES or status >= 500:
-        raise RetryableError(said, retry_after=_retry_after(answer.headers))
+        raise RetryableError(said, retry_after=retry_after_seconds(answer.headers))
     if status in (401, 403):
         env = str(request.options.get("secret_env", DEFAULT_SECRET_ENV))
         raise AuthError(f"{said}: it refused the signature or the sender; check it holds {env}")
@@ -321,21 +320,6 @@ def _raise_for(answer: requests.Response, text: str, where: str, request: OpsReq
             "the final URL"
         )
     raise PermanentError(f"{said}: {excerpt}" if excerpt else said)
-
-
-def _retry_after(headers: MappingABC[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _reply(answer: requests.Response, text: str) -> dict[str, Any]:
