@@ -35,6 +35,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
+import structlog
 import urllib3
 from hubspot import HubSpot
 
@@ -52,6 +53,8 @@ from kernel.errors import (
 )
 from kernel.rate_budget import BudgetSpent, Limit, Observed, RateBudget, RateBudgets
 from kernel.settings import SharedSettings
+
+log = structlog.get_logger("fullkit.hubspot")
 
 DISABLED_MESSAGE = "HubSpot connector disabled: HUBSPOT_ACCESS_TOKEN is not set"
 
@@ -182,6 +185,14 @@ class AccountDetails:
     portal_id: str
     time_zone: str  # IANA name, e.g. "America/New_York"
     ui_domain: str  # where the portal's UI lives, e.g. "app-eu1.hubspot.com"
+
+
+@dataclass(frozen=True)
+class OwnerName:
+    """A HubSpot owner as people know them."""
+
+    email: str | None
+    name: str | None
 
 
 # A portal's details hardly ever change (a time zone setting, a data-centre move): every
@@ -372,6 +383,27 @@ class HubSpotApi:
             self.cache.set(key, found, OWNER_TTL_SECONDS)
         return found
 
+    def owner_name(self, owner_id: str) -> OwnerName | None:
+        """The email and name of the owner with this id, remembered for minutes like the
+        ids by email; None (after a logged warning) when HubSpot will not say: a name is
+        only shown to people, never worth failing a hand-off over."""
+        key = self._key("owner-name", owner_id)
+        cached = _owner_from_json(self.cache.get(key))
+        if cached is not None:
+            return cached
+        owners_api = self.client.crm.owners.owners_api
+        try:
+            answer = self.call("read owner", owners_api.get_by_id, owner_id, id_property="id")
+        except ConnectorError as exc:
+            log.warning(
+                "deal owner's name unknown; showing the id", owner_id=owner_id, error=str(exc)
+            )
+            return None
+        found = _owner_from_wire(answer)
+        if found is not None:
+            self.cache.set(key, json.dumps(found.__dict__), OWNER_TTL_SECONDS)
+        return found
+
     def forget_owner(self, email: str) -> None:
         """HubSpot refused a remembered owner id (the user left): ask again next time."""
         self.cache.forget(self._key("owner", email.strip().lower()))
@@ -431,6 +463,28 @@ def _account_from_json(raw: str | None) -> AccountDetails | None:
         )
     except (ValueError, KeyError, TypeError):
         return None  # written by another version: ask HubSpot again
+
+
+def _owner_from_wire(owner: Any) -> OwnerName | None:
+    if not isinstance(owner, dict):
+        return None
+    email = str(owner.get("email") or "").strip() or None
+    parts = (str(owner.get(key) or "").strip() for key in ("firstName", "lastName"))
+    name = " ".join(part for part in parts if part) or None
+    return OwnerName(email, name) if email or name else None
+
+
+def _owner_from_json(raw: str | None) -> OwnerName | None:
+    try:
+        values = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    if not isinstance(values, dict):
+        return None
+    email, name = values.get("email"), values.get("name")
+    return OwnerName(
+        email if isinstance(email, str) else None, name if isinstance(name, str) else None
+    )
 
 
 def _json(answer: Any) -> Any:
