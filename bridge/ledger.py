@@ -40,6 +40,10 @@ class ChangeOutcome:
     attempt_id: int | None
 
 
+# What the history shows of a decision: its snapshot can be a deal's hundreds of contacts.
+_OWNER_COLUMNS = (DecisionRecord.owner_ref, DecisionRecord.owner_email, DecisionRecord.owner_name)
+
+
 def record_stage_change(sessions: sessionmaker, change: Change) -> ChangeOutcome:
     """Record one hand-off-stage change once; start an attempt when ownership allows.
 
@@ -318,7 +322,17 @@ def attempt_json(attempt: Attempt) -> dict[str, Any]:
         "ops_owner": attempt.ops_owner,
         "error": attempt.error,
         "transitions": [{"state": t.state, "at": iso(t.at)} for t in attempt.transitions],
+        "sales_owner": _sales_owner(attempt.decision),
     }
+
+
+def _sales_owner(decision: DecisionRecord | None) -> dict[str, str | None] | None:
+    """The deal owner when judged (an extension of the SPEC's shape): the CRM id, and
+    the email and name the CRM gave for them (null on decisions kept before Fullkit
+    asked); null before the deal was judged."""
+    if decision is None or not (decision.owner_ref or decision.owner_email):
+        return None
+    return {"id": decision.owner_ref, "email": decision.owner_email, "name": decision.owner_name}
 
 
 def deal_history(session: Session, crm: str, deal_id: str) -> dict[str, Any] | None:
@@ -327,6 +341,7 @@ def deal_history(session: Session, crm: str, deal_id: str) -> dict[str, Any] | N
         session.scalars(
             select(Attempt)
             .where(Attempt.crm == crm, Attempt.deal_id == deal_id)
+            .options(selectinload(Attempt.decision).load_only(*_OWNER_COLUMNS))
             .order_by(Attempt.number)
         )
     )

@@ -10,6 +10,7 @@ from bridge.report import Figures, Report
 
 WIDTH = 100
 KEY_WIDTH = 24
+OWNER_KEY_WIDTH = 40  # "Name <email>": cut short, two Sams would read as one
 TOP_MISSING = 10
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 # A spreadsheet runs a cell that starts with one of these as a formula.
@@ -56,7 +57,8 @@ def one_line(text: str, width: int) -> str:
 def table(report: Report) -> list[str]:
     f = report.overall
     lines = [_title(report), _outcomes(f), _returns(f), ""]
-    rows = [(one_line(g.key, KEY_WIDTH), g.figures) for g in report.groups]
+    width = OWNER_KEY_WIDTH if report.by == "owner" else KEY_WIDTH
+    rows = [(one_line(g.label, width), g.figures) for g in report.groups]
     rows.append(("(all)", f))
     lines += _aligned([(report.by or "", *COLUMNS)] + [(k, *_cells(v)) for k, v in rows])
     lines += [
