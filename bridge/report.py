@@ -188,10 +188,6 @@ class Group:
     figures: Figures
     name: str | None = None  # a sales owner's name, when the key is their email
 
-    @property
-    def label(self) -> str:
-        return f"{self.name} <{self.key}>" if self.name else self.key
-
 
 @dataclass(frozen=True)
 class Report:

@@ -126,8 +126,10 @@ class HubSpotConnector(CrmConnector):
         return self._api
 
     def prepare(self) -> None:
-        # Every batch writes record links (portal id) and task due times (time zone).
+        # Every batch writes record links (portal id) and task due times (time zone), and
+        # records its deal owners' names.
         self.api.time_zone()
+        self.api.remember_owner_names()
 
     # --- reading -------------------------------------------------------------------
 

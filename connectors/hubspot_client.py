@@ -204,6 +204,10 @@ OWNER_TTL_SECONDS = 600.0
 # What the shared cache said is held by this object for a while, sparing a Redis round
 # trip for each of the hundred record links a batch builds.
 ACCOUNT_MEMO_SECONDS = 60.0
+# The owners list answers up to 500 a page; a start-up reads at most this many pages, and
+# owners past them are read one by one when a deal of theirs comes.
+OWNER_PAGE = 500
+OWNER_PAGES = 10
 
 
 class HubSpotApi:
@@ -403,6 +407,23 @@ class HubSpotApi:
         if found is not None:
             self.cache.set(key, json.dumps(found.__dict__), OWNER_TTL_SECONDS)
         return found
+
+    def remember_owner_names(self) -> None:
+        """Every active owner's email and name, read a page of 500 at a time (a worker
+        starting up): the first batches then read no owner by id."""
+        owners_api = self.client.crm.owners.owners_api
+        after: str | None = None
+        for _ in range(OWNER_PAGES):
+            kwargs: dict[str, Any] = {"limit": OWNER_PAGE, **({"after": after} if after else {})}
+            page = self.call("list owners", owners_api.get_page, **kwargs)
+            for owner in results_of(page):
+                found = _owner_from_wire(owner)
+                if found is not None and owner.get("id") is not None:
+                    key = self._key("owner-name", str(owner["id"]))
+                    self.cache.set(key, json.dumps(found.__dict__), OWNER_TTL_SECONDS)
+            after = next_after(page)
+            if after is None:
+                return
 
     def forget_owner(self, email: str) -> None:
         """HubSpot refused a remembered owner id (the user left): ask again next time."""
