@@ -384,8 +384,8 @@ def record_decision(attempt: Attempt, decision: Decision) -> None:
         findings=findings,
         judged_on=decision.judged_on,
         owner_ref=decision.owner_ref,
-        owner_email=decision.owner_email,
-        owner_name=decision.owner_name,
+        owner_email=_cut(decision.owner_email, EMAIL_LENGTH),
+        owner_name=_cut(decision.owner_name, NAME_LENGTH),
         company_ref=decision.company_ref,
         deal_url=decision.deal_url,
         return_stage_ref=decision.return_stage_ref,
@@ -406,8 +406,8 @@ def record_no_kit(attempt: Attempt, packet: Packet, judged_on: dt.date) -> None:
         findings=[],
         judged_on=judged_on,
         owner_ref=packet.owner_ref,
-        owner_email=packet.owner_email,
-        owner_name=packet.owner_name,
+        owner_email=_cut(packet.owner_email, EMAIL_LENGTH),
+        owner_name=_cut(packet.owner_name, NAME_LENGTH),
         company_ref=packet.company_ref,
         deal_url=packet.url,
         return_stage_ref=None,
@@ -416,6 +416,15 @@ def record_no_kit(attempt: Attempt, packet: Packet, judged_on: dt.date) -> None:
         digest=snapshot_digest(snapshot),
         created_at=utcnow(),
     )
+
+
+# The columns' sizes: PostgreSQL refuses a longer value, and a cosmetic name must never
+# fail the decision it rides with.
+EMAIL_LENGTH, NAME_LENGTH = 320, 255
+
+
+def _cut(text: str | None, length: int) -> str | None:
+    return text[:length] if text else None
 
 
 def decision_of(attempt: Attempt) -> Decision | None:

@@ -224,6 +224,8 @@ def test_the_insights_page_and_timeline_name_the_sales_owner(console: Any) -> No
     insights = console.get("/console/insights?since=2026-10-26").get_data(as_text=True)
     assert "Per sales owner" in insights
     assert "Sam Sales <small>sam.sales@example.com</small>" in insights
+    # Each owner's row opens the hand-off list filtered to their deals.
+    assert 'href="/console/?sales=sam.sales@example.com"' in insights
 
     timeline = console.get("/console/handoffs/hubspot/23").get_data(as_text=True)
     assert "Rita Rep &lt;rita@example.com&gt;" in timeline and "HubSpot id 75311" in timeline
