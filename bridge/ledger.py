@@ -40,6 +40,10 @@ class ChangeOutcome:
     attempt_id: int | None
 
 
+# What the history shows of a decision: its snapshot can be a deal's hundreds of contacts.
+_OWNER_COLUMNS = (DecisionRecord.owner_ref, DecisionRecord.owner_email, DecisionRecord.owner_name)
+
+
 def record_stage_change(sessions: sessionmaker, change: Change) -> ChangeOutcome:
     """Record one hand-off-stage change once; start an attempt when ownership allows.
 
@@ -318,7 +322,17 @@ def attempt_json(attempt: Attempt) -> dict[str, Any]:
         "ops_owner": attempt.ops_owner,
         "error": attempt.error,
         "transitions": [{"state": t.state, "at": iso(t.at)} for t in attempt.transitions],
+        "sales_owner": _sales_owner(attempt.decision),
     }
+
+
+def _sales_owner(decision: DecisionRecord | None) -> dict[str, str | None] | None:
+    """The deal owner when judged (an extension of the SPEC's shape): the CRM id, and
+    the email and name the CRM gave for them (null on decisions kept before Fullkit
+    asked); null before the deal was judged."""
+    if decision is None or not (decision.owner_ref or decision.owner_email):
+        return None
+    return {"id": decision.owner_ref, "email": decision.owner_email, "name": decision.owner_name}
 
 
 def deal_history(session: Session, crm: str, deal_id: str) -> dict[str, Any] | None:
@@ -327,6 +341,7 @@ def deal_history(session: Session, crm: str, deal_id: str) -> dict[str, Any] | N
         session.scalars(
             select(Attempt)
             .where(Attempt.crm == crm, Attempt.deal_id == deal_id)
+            .options(selectinload(Attempt.decision).load_only(*_OWNER_COLUMNS))
             .order_by(Attempt.number)
         )
     )
@@ -369,6 +384,8 @@ def record_decision(attempt: Attempt, decision: Decision) -> None:
         findings=findings,
         judged_on=decision.judged_on,
         owner_ref=decision.owner_ref,
+        owner_email=_cut(decision.owner_email, EMAIL_LENGTH),
+        owner_name=_cut(decision.owner_name, NAME_LENGTH),
         company_ref=decision.company_ref,
         deal_url=decision.deal_url,
         return_stage_ref=decision.return_stage_ref,
@@ -389,6 +406,8 @@ def record_no_kit(attempt: Attempt, packet: Packet, judged_on: dt.date) -> None:
         findings=[],
         judged_on=judged_on,
         owner_ref=packet.owner_ref,
+        owner_email=_cut(packet.owner_email, EMAIL_LENGTH),
+        owner_name=_cut(packet.owner_name, NAME_LENGTH),
         company_ref=packet.company_ref,
         deal_url=packet.url,
         return_stage_ref=None,
@@ -397,6 +416,15 @@ def record_no_kit(attempt: Attempt, packet: Packet, judged_on: dt.date) -> None:
         digest=snapshot_digest(snapshot),
         created_at=utcnow(),
     )
+
+
+# The columns' sizes: PostgreSQL refuses a longer value, and a cosmetic name must never
+# fail the decision it rides with.
+EMAIL_LENGTH, NAME_LENGTH = 320, 255
+
+
+def _cut(text: str | None, length: int) -> str | None:
+    return text[:length] if text else None
 
 
 def decision_of(attempt: Attempt) -> Decision | None:
@@ -417,4 +445,6 @@ def decision_of(attempt: Attempt) -> Decision | None:
         applied=tuple(record.applied) if record.applied is not None else None,
         snapshot=record.snapshot,
         digest=record.digest,
+        owner_email=record.owner_email,
+        owner_name=record.owner_name,
     )

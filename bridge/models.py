@@ -126,6 +126,9 @@ class DecisionRecord(Base):
     findings: Mapped[list[dict[str, str]]] = mapped_column(JSON)
     judged_on: Mapped[dt.date] = mapped_column(Date)
     owner_ref: Mapped[str | None] = mapped_column(String(100))
+    # The owner's email and name as the CRM gave them at judgement (null on older rows).
+    owner_email: Mapped[str | None] = mapped_column(String(320))
+    owner_name: Mapped[str | None] = mapped_column(String(255))
     company_ref: Mapped[str | None] = mapped_column(String(100))
     deal_url: Mapped[str | None] = mapped_column(Text)
     return_stage_ref: Mapped[str | None] = mapped_column(String(100))

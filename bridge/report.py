@@ -31,7 +31,9 @@ Definitions (the README's "Reports" section says the same):
 * Times are given as median and p90 (nearest rank: the smallest value that at least 90 %
   of the values do not exceed), in seconds.
 * **Groups**: overall, and per kit (the kit of the journey's first judged attempt), per
-  sales owner (the CRM owner of the deal when it was judged: the decision's `owner_ref`)
+  sales owner (the CRM owner of the deal when it was judged: the decision's owner email,
+  or its `owner_ref` id for decisions that kept no email; such an id counts under the
+  email another decision of the same CRM names for it, so a person is one group)
   or per ISO week of the journey's start (UTC, e.g. `2026-W48`; from the first journey's
   week to the last one's, or to this week with `since`, empty weeks included).
 * **Filters**: `since` keeps journeys that started at or after it; `crm` and `kit` keep
@@ -49,7 +51,7 @@ import math
 import re
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
@@ -109,7 +111,7 @@ class Journey:
     crm: str
     deal_id: str
     kit: str
-    owner: str
+    owner: str  # the sales owner's email (lower case) when known, else the CRM id
     started: dt.datetime
     first_outcome: str | None  # "accepted", "returned", or None while not judged
     outcome: str  # one of OUTCOMES
@@ -117,6 +119,9 @@ class Journey:
     sales_seconds: float
     # Per returned attempt: the (requirement id, message) pairs it listed.
     returns: tuple[frozenset[tuple[str, str]], ...]
+    owner_ref: str | None = None  # the CRM id of the sales owner
+    owner_email: str | None = None
+    owner_name: str | None = None
 
     @property
     def week(self) -> str:
@@ -184,6 +189,7 @@ class Figures:
 class Group:
     key: str
     figures: Figures
+    name: str | None = None  # a sales owner's name, when the key is their email
 
 
 @dataclass(frozen=True)
@@ -207,7 +213,8 @@ def summarize(found: list[Journey], filters: Filters, by: str | None, now: dt.da
     if by is not None and by not in GROUPINGS:
         raise BadFilter(f"cannot group by {by!r}: one of {', '.join(GROUPINGS)}")
     groups = tuple(
-        Group(key, figures(members)) for key, members in grouped(found, by, filters, now)
+        Group(key, figures(members), _owner_name(members) if by == "owner" else None)
+        for key, members in grouped(found, by, filters, now)
     )
     return Report(now, filters, by, figures(found), groups)
 
@@ -253,6 +260,8 @@ def _attempt_rows(filters: Filters) -> Select[Any]:
             Attempt.trigger_at,
             case((Attempt.state == "returned", Attempt.findings), else_=null()).label("findings"),
             DecisionRecord.owner_ref,
+            DecisionRecord.owner_email,
+            DecisionRecord.owner_name,
             _first_transition("accepted").label("accepted_at"),
             _first_transition("returned").label("returned_at"),
         )
@@ -307,17 +316,23 @@ def _journey(rows: list[Row[Any]], now: dt.datetime) -> Journey:
     if back_with_sales is not None:
         sales_seconds += max(0.0, (now - back_with_sales).total_seconds())
     latest = kept[-1]
+    judged = next((row for row in kept if row.owner_ref or row.owner_email), None)
+    email = ((judged.owner_email or "").strip().lower() or None) if judged else None
+    owner_ref = judged.owner_ref if judged else None
     return Journey(
         crm=first.crm,
         deal_id=first.deal_id,
         kit=next((row.kit_id for row in kept if row.kit_id), UNKNOWN),
-        owner=next((row.owner_ref for row in kept if row.owner_ref), UNKNOWN),
+        owner=email or owner_ref or UNKNOWN,
         started=first.trigger_at,
         first_outcome=_outcome_of(first),
         outcome=_journey_outcome(latest),
         accepted_at=accepted_at,
         sales_seconds=sales_seconds,
         returns=tuple(returns),
+        owner_ref=owner_ref,
+        owner_email=email,
+        owner_name=(judged.owner_name or None) if judged else None,
     )
 
 
@@ -390,9 +405,30 @@ def grouped(
     if by == "week":
         return _by_week(journeys, filters, now)
     members: dict[str, list[Journey]] = {}
+    owner_of = _owner_keys(journeys) if by == "owner" else None
     for journey in journeys:
-        members.setdefault(journey.kit if by == "kit" else journey.owner, []).append(journey)
+        key = journey.kit if owner_of is None else owner_of(journey)
+        members.setdefault(key, []).append(journey)
     return sorted(members.items(), key=lambda item: (-len(item[1]), item[0]))
+
+
+def _owner_keys(journeys: list[Journey]) -> Callable[[Journey], str]:
+    """A journey's sales-owner group: its email, or for a decision kept before Fullkit
+    stored emails, the email a newer decision gives the same CRM id (one person, one row)."""
+    emails: dict[tuple[str, str | None], str] = {
+        (j.crm, j.owner_ref): j.owner_email for j in journeys if j.owner_ref and j.owner_email
+    }
+
+    def key(journey: Journey) -> str:
+        if journey.owner_email:
+            return journey.owner_email
+        return emails.get((journey.crm, journey.owner_ref)) or journey.owner
+
+    return key
+
+
+def _owner_name(members: list[Journey]) -> str | None:
+    return next((j.owner_name for j in members if j.owner_name), None)
 
 
 def _by_week(
@@ -431,8 +467,13 @@ def report_json(report: Report) -> dict[str, Any]:
         },
         "by": report.by,
         "overall": figures_json(report.overall),
-        "groups": [{"key": g.key, **figures_json(g.figures)} for g in report.groups],
+        "groups": [_group_json(g, report.by) for g in report.groups],
     }
+
+
+def _group_json(group: Group, by: str | None) -> dict[str, Any]:
+    named = {"name": group.name} if by == "owner" else {}
+    return {"key": group.key, **named, **figures_json(group.figures)}
 
 
 def figures_json(f: Figures) -> dict[str, Any]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections import Counter
 
-from bridge.report import Figures, Report
+from bridge.report import Figures, Group, Report
 
 WIDTH = 100
 KEY_WIDTH = 24
@@ -56,7 +57,7 @@ def one_line(text: str, width: int) -> str:
 def table(report: Report) -> list[str]:
     f = report.overall
     lines = [_title(report), _outcomes(f), _returns(f), ""]
-    rows = [(one_line(g.key, KEY_WIDTH), g.figures) for g in report.groups]
+    rows = [(one_line(key, KEY_WIDTH), g.figures) for key, g in _keyed(report.groups)]
     rows.append(("(all)", f))
     lines += _aligned([(report.by or "", *COLUMNS)] + [(k, *_cells(v)) for k, v in rows])
     lines += [
@@ -67,6 +68,13 @@ def table(report: Report) -> list[str]:
         lines += ["", "Top missing items (by returned attempts):"]
         lines += _missing_lines(f)
     return lines
+
+
+def _keyed(groups: tuple[Group, ...]) -> list[tuple[str, Group]]:
+    """A sales owner by name, as people know them; by email where two share a name (the
+    terminal has no room for both; `--format json` gives both, csv the email)."""
+    names = Counter(g.name for g in groups if g.name)
+    return [(g.name if g.name and names[g.name] == 1 else g.key, g) for g in groups]
 
 
 def _title(report: Report) -> str:

@@ -126,8 +126,10 @@ class HubSpotConnector(CrmConnector):
         return self._api
 
     def prepare(self) -> None:
-        # Every batch writes record links (portal id) and task due times (time zone).
+        # Every batch writes record links (portal id) and task due times (time zone), and
+        # records its deal owners' names.
         self.api.time_zone()
+        self.api.remember_owner_names()
 
     # --- reading -------------------------------------------------------------------
 
@@ -158,7 +160,22 @@ class HubSpotConnector(CrmConnector):
         }
         for deal_id, packet in packets.items():
             packet.attachments = files.get(deal_id, [])
+        self._name_owners(packets.values())
         return packets
+
+    def _name_owners(self, packets: Iterable[Packet]) -> None:
+        """Each deal owner's email and name: one read per distinct owner, shared through
+        the cache, so a batch of a team's deals costs a call per salesperson at most."""
+        by_owner: dict[str, list[Packet]] = {}
+        for packet in packets:
+            if packet.owner_ref:
+                by_owner.setdefault(packet.owner_ref, []).append(packet)
+        for owner_id, owned in by_owner.items():
+            found = self.api.owner_name(owner_id)
+            if found is None:
+                continue  # the id alone is shown
+            for packet in owned:
+                packet.owner_email, packet.owner_name = found.email, found.name
 
     def fill_attachments(self, packets: Sequence[Packet]) -> None:
         if not packets:

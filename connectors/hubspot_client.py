@@ -34,6 +34,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
+import structlog
 import urllib3
 from hubspot import HubSpot
 
@@ -52,6 +53,8 @@ from kernel.errors import (
 )
 from kernel.rate_budget import BudgetSpent, Limit, Observed, RateBudget, RateBudgets
 from kernel.settings import SharedSettings
+
+log = structlog.get_logger("fullkit.hubspot")
 
 DISABLED_MESSAGE = "HubSpot connector disabled: HUBSPOT_ACCESS_TOKEN is not set"
 
@@ -184,6 +187,14 @@ class AccountDetails:
     ui_domain: str  # where the portal's UI lives, e.g. "app-eu1.hubspot.com"
 
 
+@dataclass(frozen=True)
+class OwnerName:
+    """A HubSpot owner as people know them."""
+
+    email: str | None
+    name: str | None
+
+
 # A portal's details hardly ever change (a time zone setting, a data-centre move): every
 # process shares them for an hour. Owners come and go with staff, so their ids by email
 # are shared for minutes; an email that is no owner is not remembered at all, so adding
@@ -193,6 +204,10 @@ OWNER_TTL_SECONDS = 600.0
 # What the shared cache said is held by this object for a while, sparing a Redis round
 # trip for each of the hundred record links a batch builds.
 ACCOUNT_MEMO_SECONDS = 60.0
+# The owners list answers up to 500 a page; a start-up reads at most this many pages, and
+# owners past them are read one by one when a deal of theirs comes.
+OWNER_PAGE = 500
+OWNER_PAGES = 10
 
 
 class HubSpotApi:
@@ -373,6 +388,44 @@ class HubSpotApi:
             self.cache.set(key, found, OWNER_TTL_SECONDS)
         return found
 
+    def owner_name(self, owner_id: str) -> OwnerName | None:
+        """The email and name of the owner with this id, remembered for minutes like the
+        ids by email; None (after a logged warning) when HubSpot will not say: a name is
+        only shown to people, never worth failing a hand-off over."""
+        key = self._key("owner-name", owner_id)
+        cached = _owner_from_json(self.cache.get(key))
+        if cached is not None:
+            return cached
+        owners_api = self.client.crm.owners.owners_api
+        try:
+            answer = self.call("read owner", owners_api.get_by_id, owner_id, id_property="id")
+        except ConnectorError as exc:
+            log.warning(
+                "deal owner's name unknown; showing the id", owner_id=owner_id, error=str(exc)
+            )
+            return None
+        found = _owner_from_wire(answer)
+        if found is not None:
+            self.cache.set(key, json.dumps(found.__dict__), OWNER_TTL_SECONDS)
+        return found
+
+    def remember_owner_names(self) -> None:
+        """Every active owner's email and name, read a page of 500 at a time (a worker
+        starting up): the first batches then read no owner by id."""
+        owners_api = self.client.crm.owners.owners_api
+        after: str | None = None
+        for _ in range(OWNER_PAGES):
+            kwargs: dict[str, Any] = {"limit": OWNER_PAGE, **({"after": after} if after else {})}
+            page = self.call("list owners", owners_api.get_page, **kwargs)
+            for owner in results_of(page):
+                found = _owner_from_wire(owner)
+                if found is not None and owner.get("id") is not None:
+                    key = self._key("owner-name", str(owner["id"]))
+                    self.cache.set(key, json.dumps(found.__dict__), OWNER_TTL_SECONDS)
+            after = next_after(page)
+            if after is None:
+                return
+
     def forget_owner(self, email: str) -> None:
         """HubSpot refused a remembered owner id (the user left): ask again next time."""
         self.cache.forget(self._key("owner", email.strip().lower()))
@@ -432,6 +485,28 @@ def _account_from_json(raw: str | None) -> AccountDetails | None:
         )
     except (ValueError, KeyError, TypeError):
         return None  # written by another version: ask HubSpot again
+
+
+def _owner_from_wire(owner: Any) -> OwnerName | None:
+    if not isinstance(owner, dict):
+        return None
+    email = str(owner.get("email") or "").strip() or None
+    parts = (str(owner.get(key) or "").strip() for key in ("firstName", "lastName"))
+    name = " ".join(part for part in parts if part) or None
+    return OwnerName(email, name) if email or name else None
+
+
+def _owner_from_json(raw: str | None) -> OwnerName | None:
+    try:
+        values = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    if not isinstance(values, dict):
+        return None
+    email, name = values.get("email"), values.get("name")
+    return OwnerName(
+        email if isinstance(email, str) else None, name if isinstance(name, str) else None
+    )
 
 
 def _json(answer: Any) -> Any:

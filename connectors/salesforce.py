@@ -34,7 +34,7 @@ from kernel.settings import SharedSettings
 from kernel.text import inert
 
 # Read on every opportunity whatever the mapping says: they fill the packet's references.
-BASE_FIELDS = ("Id", "Name", "StageName", "OwnerId", "Owner.Email", "AccountId")
+BASE_FIELDS = ("Id", "Name", "StageName", "OwnerId", "Owner.Email", "Owner.Name", "AccountId")
 STATUS, MISSING = "Fullkit_Status__c", "Fullkit_Missing__c"
 OPS_OWNER, OPS_LINK, KICKOFF = (
     "Fullkit_Ops_Owner__c",
@@ -217,6 +217,8 @@ class SalesforceConnector(CrmConnector):
         mapping = self.mapping
         stage = record.get("StageName")
         account = record.get("Account") or {}
+        # A parent field comes nested; the whole parent is null when the lookup is empty.
+        owner = record.get("Owner") or {}
         packet = Packet(
             crm=self.name,
             deal_id=deal_id,
@@ -230,6 +232,8 @@ class SalesforceConnector(CrmConnector):
             stage_ref=str(stage) if stage else None,
             previous_stage_ref=previous_stage(history, stage),
             owner_ref=_text(record.get("OwnerId")),
+            owner_email=_text(owner.get("Email")),
+            owner_name=_text(owner.get("Name")),
             company_ref=_text(record.get("AccountId")),
             url=self.record_url("Opportunity", str(record["Id"])),
         )

@@ -41,6 +41,10 @@ class Decision:
     applied: tuple[str, ...] | None  # ids of the kit's requirements that applied
     snapshot: dict[str, Any] | None  # the judged packet as canonical JSON
     digest: str | None  # sha256 of the snapshot's canonical text
+    # The deal owner as people know them (None before Fullkit kept it, or when the CRM
+    # would not say): what reports and the console show instead of the CRM id.
+    owner_email: str | None = None
+    owner_name: str | None = None
 
     @classmethod
     def judged(
@@ -65,6 +69,8 @@ class Decision:
             applied=tuple(applied),
             snapshot=snapshot,
             digest=snapshot_digest(snapshot),
+            owner_email=packet.owner_email,
+            owner_name=packet.owner_name,
         )
 
     @property

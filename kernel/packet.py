@@ -27,6 +27,10 @@ class Packet:
     stage_ref: str | None = None  # current stage as the CRM names it
     previous_stage_ref: str | None = None  # the stage the deal was in before its current one
     owner_ref: str | None = None  # the CRM user who owns the deal
+    # Who that user is, as the CRM names them when the deal was read: people read names,
+    # not ids. Cosmetic: None when the CRM would not say.
+    owner_email: str | None = None
+    owner_name: str | None = None
     company_ref: str | None = None  # the CRM id of the deal's primary company
     url: str | None = None  # the deal in the CRM's UI
 

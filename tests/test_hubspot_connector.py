@@ -65,7 +65,11 @@ def settings(token: str | None = TOKEN) -> Settings:
 def mocked() -> Iterator[responses.RequestsMock]:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         mock.get(f"{BASE}/account-info/v3/details", json={"portalId": 4242, "uiDomain": "x"})
+        mock.get(f"{BASE}/crm/v3/owners/77", json=OWNER_77)
         yield mock
+
+
+OWNER_77 = {"id": "77", "email": "sam@acme.example", "firstName": "Sam", "lastName": "Sales"}
 
 
 def connector() -> HubSpotConnector:
@@ -275,7 +279,7 @@ def _company(object_id: str, name: str) -> dict[str, Any]:
     return {"id": object_id, "properties": {"name": name, "domain": f"{name.lower()}.test"}}
 
 
-def test_fetch_one_deal_in_four_calls(mocked: responses.RequestsMock) -> None:
+def test_fetch_one_deal_in_four_calls_and_its_owner_in_one(mocked: responses.RequestsMock) -> None:
     deal = dict(DEAL_101)
     deal["associations"] = {
         "companies": {
@@ -327,6 +331,7 @@ def test_fetch_one_deal_in_four_calls(mocked: responses.RequestsMock) -> None:
         "POST /crm/v3/objects/companies/batch/read",
         "POST /crm/v3/objects/contacts/batch/read",
         "POST /crm/v3/objects/line_items/batch/read",
+        "GET /crm/v3/owners/77",
     ]
     query = str(mocked.calls[0].request.url)
     assert "propertiesWithHistory=dealstage" in query
@@ -356,13 +361,14 @@ def test_fetch_one_deal_in_four_calls(mocked: responses.RequestsMock) -> None:
     assert packet.stage_ref == "closedwon"
     assert packet.previous_stage_ref == "contractsent"
     assert packet.owner_ref == "77"
+    assert (packet.owner_email, packet.owner_name) == ("sam@acme.example", "Sam Sales")
     assert packet.url == f"{APP}/contacts/4242/record/0-3/101"
 
 
 def test_fetch_one_deal_without_associations_is_one_call(mocked: responses.RequestsMock) -> None:
     mocked.get(f"{BASE}/crm/v3/objects/deals/101", json=DEAL_101)
     packet = connector().fetch_packets(["101"])["101"]
-    assert api_calls(mocked) == ["GET /crm/v3/objects/deals/101"]
+    assert api_calls(mocked) == ["GET /crm/v3/objects/deals/101", "GET /crm/v3/owners/77"]
     assert packet.company == {} and packet.company_ref is None
     assert packet.contacts == [] and packet.line_items == []
 
@@ -376,7 +382,7 @@ def test_fetch_unknown_deal_is_absent(mocked: responses.RequestsMock) -> None:
     assert connector().fetch_packets(["999"]) == {}
 
 
-def test_fetch_many_deals_in_seven_calls(mocked: responses.RequestsMock) -> None:
+def test_fetch_many_deals_in_seven_calls_and_one_per_owner(mocked: responses.RequestsMock) -> None:
     second = {
         "id": "102",
         "properties": {"dealstage": "closedwon", "dealname": "Beta", "amount": "0"},
@@ -455,6 +461,7 @@ def test_fetch_many_deals_in_seven_calls(mocked: responses.RequestsMock) -> None
         "POST /crm/v4/associations/deals/line_items/batch/read",
         "POST /crm/v3/objects/companies/batch/read",
         "POST /crm/v3/objects/contacts/batch/read",
+        "GET /crm/v3/owners/77",  # deal 102 has no owner
     ]
     read = sent(mocked.calls[0])
     assert read["propertiesWithHistory"] == ["dealstage"]
@@ -698,10 +705,14 @@ def test_sandbox_fetch_packet(running: RunningSandbox) -> None:
         packet.company_ref == running.sandbox.get("deals", deal_id)["associations"]["companies"][0]
     )
     assert packet.url == f"{APP}/contacts/{running.sandbox.portal_id}/record/0-3/{deal_id}"
-    # 4 calls for the deal, 1 for the portal id (asked once per process and token).
+    # 4 calls for the deal, 1 for the portal id and 1 for the owner's name (each asked
+    # once per process and token).
+    owner = packet.owner_ref
     assert calls(running) == [c.format(deal=deal_id) for c in FETCH_ONE] + [
-        "GET /account-info/v3/details"
+        "GET /account-info/v3/details",
+        f"GET /crm/v3/owners/{owner}",
     ]
+    assert (packet.owner_email, packet.owner_name) == ("sales-sam@example.com", "Sam Sales")
     running.sandbox.reset_calls()
     hub.fetch_packets([deal_id])
     assert len(calls(running)) == 4
@@ -720,7 +731,8 @@ def test_sandbox_fetch_many_is_seven_calls(running: RunningSandbox) -> None:
     assert all(packets[i].previous_stage_ref == "contractsent" for i in ids)
     assert all(len(packets[i].contacts) == 2 for i in ids)
     api = [c for c in calls(running) if "account-info" not in c]
-    assert len(api) == 7
+    # The three deals share one owner: one read of their name ("Bare" has none).
+    assert len(api) == 8 and api[-1].startswith("GET /crm/v3/owners/")
 
 
 def _pushback(deal_id: str, owner: str | None, attempt: int = 1) -> PushBack:
@@ -787,8 +799,8 @@ def test_sandbox_push_back_call_count(running: RunningSandbox) -> None:
     item = _pushback(deal_id, packet.owner_ref)
     hub.create_return_tasks([item])
     hub.write_returns([item])
-    # fetch 4 + portal id 1 + task 1 + deal update 1
-    assert running.sandbox.request_count == 7
+    # fetch 4 + portal id 1 + owner's name 1 + task 1 + deal update 1
+    assert running.sandbox.request_count == 8
 
 
 def test_sandbox_accepted_handoff_call_count(running: RunningSandbox) -> None:
@@ -823,10 +835,12 @@ def test_sandbox_accepted_handoff_call_count(running: RunningSandbox) -> None:
             )
         ]
     )
-    # fetch 4 + portal id 1 (shared by connector and target) + owner 1 + ticket 1 + deal 1
+    # fetch 4 + portal id 1 (shared by connector and target) + sales owner's name 1
+    # + ops owner 1 + ticket 1 + deal 1
     assert calls(running) == [
         *[c.format(deal=deal_id) for c in FETCH_ONE],
         "GET /account-info/v3/details",
+        f"GET /crm/v3/owners/{packet.owner_ref}",
         "GET /crm/v3/owners/",
         "POST /crm/v3/objects/tickets",
         f"PATCH /crm/v3/objects/deals/{deal_id}",

@@ -71,6 +71,8 @@ def test_many_opportunities_are_read_in_one_query(org: RunningSalesforceSandbox)
     assert packet.stage_ref == "Closed Won"
     assert packet.previous_stage_ref == "Negotiation/Review"
     assert packet.owner_ref == org.sandbox.user_by_email("sales-sam@example.com")
+    # Parent fields of the same query: the owner's name costs no call.
+    assert (packet.owner_email, packet.owner_name) == ("sales-sam@example.com", "Sam Sales")
 
 
 def test_an_unknown_or_short_id_is_answered_by_the_id_asked_for(

@@ -103,6 +103,7 @@ class View:
     overall: Figures
     weeks: tuple[WeekRow, ...]
     kits: tuple[report.Group, ...]
+    owners: tuple[report.Group, ...]
     yield_chart: ColumnChart
     missing_chart: BarChart
     sales_chart: ColumnChart
@@ -119,6 +120,7 @@ def _view(found: list[Journey], filters: Filters, now: dt.datetime) -> View:
         overall=overall,
         weeks=weeks,
         kits=report.summarize(found, filters, "kit", now).groups,
+        owners=report.summarize(found, filters, "owner", now).groups,
         yield_chart=_yield_chart(weeks),
         missing_chart=bar_chart(
             [

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from bridge.deal_ids import CRMS
@@ -22,7 +22,7 @@ PAGE_SIZE = 50
 STATES = ("failed", "received", "evaluating", "accepted", "ops_created", "returned", "no_kit")
 ERROR_EXCERPT = 140
 _SINCE = re.compile(r"(\d{1,4})([dh])")
-_LIMITS = {"kit": 200, "sales": 100, "ops": 320}
+_LIMITS = {"kit": 200, "sales": 320, "ops": 320}
 
 
 class BadFilter(ValueError):
@@ -38,7 +38,7 @@ class Filters:
     state: str = ""
     crm: str = ""
     kit: str = ""
-    sales: str = ""  # the deal's owner in the CRM (the decision's owner_ref)
+    sales: str = ""  # the deal's owner in the CRM: their email or CRM id, any case
     ops: str = ""  # the ops owner's email
     since: str = ""  # as typed: 7d, 12h or a date
     since_at: dt.datetime | None = None
@@ -109,7 +109,9 @@ class Row:
     owner: str
     owner_since: dt.datetime
     ops_owner: str | None
-    sales_owner: str | None
+    sales_owner: str | None  # the CRM id
+    sales_email: str | None
+    sales_name: str | None
     deal_url: str | None
     error: str | None
     missing: int
@@ -152,7 +154,16 @@ def handoffs(session: Session, filters: Filters) -> Listing:
         state: count for state, count in session.execute(counted.group_by(Attempt.state))
     }
     total = counts.get(filters.state, 0) if filters.state else sum(counts.values())
-    rows_query = scoped(select(Attempt, DecisionRecord.owner_ref, DecisionRecord.deal_url))
+    # The decision's narrow columns only: its snapshot can be a deal's hundreds of contacts.
+    rows_query = scoped(
+        select(
+            Attempt,
+            DecisionRecord.owner_ref,
+            DecisionRecord.owner_email,
+            DecisionRecord.owner_name,
+            DecisionRecord.deal_url,
+        )
+    )
     if filters.state:
         rows_query = rows_query.where(Attempt.state == filters.state)
     rows_query = (
@@ -164,7 +175,7 @@ def handoffs(session: Session, filters: Filters) -> Listing:
         .limit(PAGE_SIZE)
         .offset((filters.page - 1) * PAGE_SIZE)
     )
-    rows = [_row(a, owner_ref, url) for a, owner_ref, url in session.execute(rows_query)]
+    rows = [_row(attempt, *decided) for attempt, *decided in session.execute(rows_query)]
     kits = session.scalars(select(Attempt.kit_id).where(Attempt.kit_id.is_not(None)).distinct())
     return Listing(
         rows=rows,
@@ -182,7 +193,14 @@ def _conditions(filters: Filters) -> list[ColumnElement[bool]]:
     if filters.kit:
         conditions.append(Attempt.kit_id == filters.kit)
     if filters.sales:
-        conditions.append(DecisionRecord.owner_ref == filters.sales)
+        # People know a salesperson by email; the id still works, as links carry it.
+        wanted = filters.sales.lower()
+        conditions.append(
+            or_(
+                func.lower(DecisionRecord.owner_email) == wanted,
+                func.lower(DecisionRecord.owner_ref) == wanted,
+            )
+        )
     if filters.ops:
         conditions.append(func.lower(Attempt.ops_owner) == filters.ops.lower())
     if filters.since_at is not None:
@@ -190,7 +208,13 @@ def _conditions(filters: Filters) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _row(attempt: Attempt, owner_ref: str | None, deal_url: str | None) -> Row:
+def _row(
+    attempt: Attempt,
+    owner_ref: str | None,
+    owner_email: str | None,
+    owner_name: str | None,
+    deal_url: str | None,
+) -> Row:
     error = attempt.error
     if error and len(error) > ERROR_EXCERPT:
         error = error[: ERROR_EXCERPT - 1] + "…"
@@ -204,6 +228,8 @@ def _row(attempt: Attempt, owner_ref: str | None, deal_url: str | None) -> Row:
         owner_since=attempt.owner_since,
         ops_owner=attempt.ops_owner,
         sales_owner=owner_ref,
+        sales_email=owner_email,
+        sales_name=owner_name,
         deal_url=deal_url,
         error=error,
         missing=len(attempt.findings or []),
