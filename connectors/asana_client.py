@@ -30,7 +30,7 @@ from kernel.errors import (
     RetryableError,
     retry_after_seconds,
 )
-from kernel.rate_budget import BudgetSpent, Limit, RateBudget, RateBudgets
+from kernel.rate_budget import Limit, RateBudget, RateBudgets, take_slot
 from kernel.settings import SharedSettings
 
 DISABLED_MESSAGE = (
@@ -217,13 +217,7 @@ class AsanaApi:
         return found
 
     def _slot(self, operation: str) -> str | None:
-        if self.budget is None:
-            return None
-        try:
-            return self.budget.take()
-        except BudgetSpent as spent:
-            # Too long to hold a worker: the job layer reschedules the attempt instead.
-            raise RetryableError(f"Asana {operation}: {spent}", retry_after=spent.wait) from None
+        return take_slot(self.budget, f"Asana {operation}")
 
 
 def _limited(exc: BaseException) -> bool:

@@ -51,7 +51,7 @@ from kernel.errors import (
     RetryableError,
     retry_after_seconds,
 )
-from kernel.rate_budget import BudgetSpent, Limit, Observed, RateBudget, RateBudgets
+from kernel.rate_budget import Limit, Observed, RateBudget, RateBudgets, take_slot
 from kernel.settings import SharedSettings
 
 log = structlog.get_logger("fullkit.hubspot")
@@ -161,13 +161,7 @@ class _SessionPool:
         )
 
     def _slot(self) -> str | None:
-        if self.budget is None:
-            return None
-        try:
-            return self.budget.take()
-        except BudgetSpent as spent:
-            # Too long to hold a worker: the job layer reschedules the attempt instead.
-            raise RetryableError(f"HubSpot: {spent}", retry_after=spent.wait) from None
+        return take_slot(self.budget, "HubSpot")
 
     def _timeout(self, timeout: urllib3.Timeout | None) -> tuple[float, float]:
         if timeout is None:

@@ -31,7 +31,7 @@ from kernel.errors import (
     RetryableError,
     retry_after_seconds,
 )
-from kernel.rate_budget import BudgetSpent, Limit, RateBudget, RateBudgets
+from kernel.rate_budget import Limit, RateBudget, RateBudgets, take_slot
 from kernel.settings import SharedSettings
 
 T = TypeVar("T")
@@ -153,12 +153,7 @@ class JiraApi:
         return self.call(operation, send, refused, sending)
 
     def _slot(self, operation: str) -> str | None:
-        if self.budget is None:
-            return None
-        try:
-            return self.budget.take()
-        except BudgetSpent as spent:
-            raise RetryableError(f"Jira {operation}: {spent}", retry_after=spent.wait) from None
+        return take_slot(self.budget, f"Jira {operation}")
 
 
 def error_status(exc: BaseException) -> int | None:

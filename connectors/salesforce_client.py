@@ -44,7 +44,7 @@ from kernel.errors import (
     QuotaError,
     RetryableError,
 )
-from kernel.rate_budget import BudgetSpent, Limit, Observed, RateBudget, RateBudgets
+from kernel.rate_budget import Limit, Observed, RateBudget, RateBudgets, take_slot
 from kernel.settings import SharedSettings
 
 T = TypeVar("T")
@@ -192,12 +192,7 @@ class BudgetedSession(requests.Session):
         return answer
 
     def _slot(self) -> str | None:
-        if self.budget is None:
-            return None
-        try:
-            return self.budget.take()
-        except BudgetSpent as spent:
-            raise RetryableError(f"Salesforce: {spent}", retry_after=spent.wait) from None
+        return take_slot(self.budget, "Salesforce")
 
 
 def login_domain(instance_url: str) -> str:

@@ -38,7 +38,7 @@ from kernel.errors import (
     RetryableError,
     retry_after_seconds,
 )
-from kernel.rate_budget import BudgetSpent, Limit, RateBudget
+from kernel.rate_budget import Limit, RateBudget, take_slot
 from kernel.settings import SharedSettings
 from kernel.text import inert
 
@@ -283,12 +283,7 @@ def _describe(url: str) -> str:
 
 
 def _take(budget: RateBudget | None, where: str) -> str | None:
-    if budget is None:
-        return None
-    try:
-        return budget.take()
-    except BudgetSpent as spent:
-        raise RetryableError(f"webhook {where}: {spent}", retry_after=spent.wait) from None
+    return take_slot(budget, f"webhook {where}")
 
 
 def _bounded_text(answer: requests.Response) -> str:

@@ -41,6 +41,7 @@ import redis
 import structlog
 
 from kernel import api_calls
+from kernel.errors import RetryableError
 
 log = structlog.get_logger("fullkit.rate_budget")
 
@@ -451,3 +452,17 @@ class RateBudgets:
                 )
                 self._budgets[key] = found
             return found
+
+
+def take_slot(budget: RateBudget | None, what: str) -> str | None:
+    """A slot of `budget` for one call (None when the calls are unpaced).
+
+    A wait too long to hold a worker raises RetryableError instead: the job layer
+    reschedules the attempt for when the budget has room.
+    """
+    if budget is None:
+        return None
+    try:
+        return budget.take()
+    except BudgetSpent as spent:
+        raise RetryableError(f"{what}: {spent}", retry_after=spent.wait) from None
