@@ -12,16 +12,14 @@ import binascii
 import datetime as dt
 import json
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
-from werkzeug.routing import Map, Rule
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from sandbox.call_log import CallRecord
+from sandbox.call_log import RecordingApp
 from sandbox.jira import SCREEN_FIELDS, Issue, JiraError, JiraSandbox, user_json
 from sandbox.server import RunningServer
 
@@ -43,22 +41,12 @@ _ORDER = re.compile(r"\s+ORDER\s+BY\s+created\s*(ASC|DESC)?\s*$", re.I)
 MAX_RESULTS = 5000
 
 
-class JiraApp:
+class JiraApp(RecordingApp):
     """The WSGI application in front of one `JiraSandbox`."""
 
     def __init__(self, sandbox: JiraSandbox) -> None:
+        super().__init__(sandbox, _RULES)
         self.sandbox = sandbox
-        rules = [Rule(path, methods=[method], endpoint=name) for method, path, name in _RULES]
-        self.url_map = Map(rules, strict_slashes=False, merge_slashes=False)
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        request = Request(environ)
-        response = self.handle(request)
-        with self.sandbox.lock:
-            self.sandbox.call_log.append(
-                CallRecord(request.method, request.path, response.status_code, time.time())
-            )
-        return response(environ, start_response)
 
     def handle(self, request: Request) -> Response:
         if not self._authenticated(request):

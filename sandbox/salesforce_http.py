@@ -22,10 +22,10 @@ from xml.sax.saxutils import escape
 
 from defusedxml import DefusedXmlException, ElementTree
 from werkzeug.exceptions import MethodNotAllowed, NotFound
-from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from sandbox.salesforce import CallRecord, SalesforceSandbox
+from sandbox.call_log import RecordingApp
+from sandbox.salesforce import SalesforceSandbox
 from sandbox.salesforce_model import SalesforceError, not_found
 from sandbox.salesforce_soql import Executor, parse
 
@@ -58,22 +58,12 @@ _RULES = [
 _REFERENCE = re.compile(r"@\{([A-Za-z0-9_]+)\.([^}]+)\}")
 
 
-class SalesforceApp:
+class SalesforceApp(RecordingApp):
     """The WSGI application in front of one `SalesforceSandbox`."""
 
     def __init__(self, sandbox: SalesforceSandbox) -> None:
+        super().__init__(sandbox, _RULES)
         self.sandbox = sandbox
-        rules = [Rule(path, methods=[method], endpoint=name) for method, path, name in _RULES]
-        self.url_map = Map(rules, strict_slashes=False, merge_slashes=False)
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        request = Request(environ)
-        response = self.handle(request)
-        with self.sandbox.lock:
-            self.sandbox.call_log.append(
-                CallRecord(request.method, request.path, response.status_code, time.time())
-            )
-        return response(environ, start_response)
 
     def handle(self, request: Request) -> Response:
         # Salesforce's request size limits: the URI, then the URI and headers together.
