@@ -174,12 +174,14 @@ class HandoffQueue:
         push = "LPUSH" if at_front else "RPUSH"
         scripted = []
         for data in calls:
+            key = data.job_id
             fields = job_fields(data, QUEUE_NAME, moment)
             if fields is None:  # what job_fields does not build, RQ's Job does
                 job = _job(self.rq, data, enqueued_at)
+                key = job.id
                 fields = [part for item in job.to_dict().items() for part in item]
-            keys = [Job.key_for(data.job_id), _QUEUE_KEY, _QUEUES_KEY]
-            scripted.append((keys, [data.job_id, _QUEUE_KEY, push, *fields]))
+            keys = [Job.key_for(key), _QUEUE_KEY, _QUEUES_KEY]
+            scripted.append((keys, [key, _QUEUE_KEY, push, *fields]))
         try:
             if len(scripted) == 1:
                 # A webhook delivery is one job: the script alone is atomic, and only its
@@ -296,8 +298,9 @@ def _job(queue: Queue, data: EnqueueData, enqueued_at: dt.datetime) -> Job:
     """The job RQ's enqueue would write, built without touching the server."""
     job = queue.create_job(
         data.func, args=data.args, kwargs=data.kwargs, timeout=data.timeout,
-        result_ttl=data.result_ttl, failure_ttl=data.failure_ttl, job_id=data.job_id,
-        retry=data.retry, status=JobStatus.QUEUED,
+        result_ttl=data.result_ttl, ttl=data.ttl, failure_ttl=data.failure_ttl,
+        description=data.description, job_id=data.job_id, meta=data.meta, retry=data.retry,
+        status=JobStatus.QUEUED,
     )  # fmt: skip
     job.enqueued_at = enqueued_at
     return job

@@ -165,3 +165,15 @@ def test_an_rq_worker_runs_a_job_queued_by_name_and_a_redelivery_is_not_queued_t
     assert job is not None and job.is_finished and job.return_value() == "recorded"
     assert queue.enqueue_unique_many([call]) == [False]  # redelivered once done: a no-op
     assert queue.rq.count == 0
+
+
+def test_a_call_with_meta_is_queued_through_rqs_own_job(backend: Any) -> None:
+    connection = redis.Redis.from_url(backend.redis_url)
+    queue = HandoffQueue(connection)
+    call = Queue.prepare_data(flaky, args=(backend.redis_url,), job_id="with-meta",
+                              meta={"why": "a test"})  # fmt: skip
+    assert queue.enqueue_unique_many([call]) == [True]
+    assert queue.enqueue_unique_many([call]) == [False]
+    job = queue.rq.fetch_job("with-meta")
+    assert job is not None and job.meta == {"why": "a test"}
+    assert queue.rq.job_ids == ["with-meta"]
