@@ -14,6 +14,10 @@ Valkey with its append-only file) over loopback HTTP, with keep-alive connection
 Every event is a hand-off stage change of its own deal, so each one is queued. No worker
 runs: this measures the receivers and the queue only. The client shares the machine's
 cores with the server and Valkey, as HubSpot would not; the figures are on the low side.
+So the fixed-rate client is bench/open_loop.py, one thread sending requests signed
+beforehand, and it prints its own CPU per request too. (Its predecessor, 16 threads with
+http.client signing as they sent, took a quarter of a core at 500/s and timed an answer
+only when its thread next got the GIL.)
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import http.client
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -32,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from queue import Empty, SimpleQueue
 
+from bench import open_loop
 from bench.figures import Figure
 from bridge.valkey import EmbeddedValkey, free_port
 from tests.hubspot_signing import v3_headers
@@ -41,7 +47,7 @@ HOME = Path(".fullkit") / "bench" / "ingest"
 SECRET = "bench-ingest-secret"
 PATH = "/webhooks/hubspot"
 # Client connections for the fixed-rate run: at 500/s and a few ms each, 16 are never the
-# limit, and more threads would only queue for this process's GIL.
+# limit (HubSpot itself opens a handful per app).
 CONNECTIONS = 16
 BATCH_CONNECTIONS = 4
 TIMEOUT = 10.0
@@ -98,6 +104,12 @@ class Server:
 
     def connection(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
+
+    def request(self, body: str) -> bytes:
+        """A signed single request, whole, for the open-loop client."""
+        headers = v3_headers(SECRET, self.url, body)
+        return open_loop.request_bytes("POST", PATH, f"127.0.0.1:{self.port}", headers,
+                                       body.encode())  # fmt: skip
 
     def post(self, connection: http.client.HTTPConnection, body: str) -> int:
         connection.request("POST", PATH, body=body, headers=v3_headers(SECRET, self.url, body))
@@ -161,47 +173,16 @@ def fixed_rate(server: Server, rate: int, seconds: float, first: int) -> list[Fi
     count = int(rate * seconds)
     cpu_before = server.cpu_seconds()
     within_before = server.within()
-    bodies = [events(first + n, 1) for n in range(count)]
-    work: SimpleQueue[tuple[float, str] | None] = SimpleQueue()
-    acks: list[float] = []
-    statuses: list[int] = []
-    lock = threading.Lock()
-
-    def sender() -> None:
-        connection = server.connection()
-        while True:
-            item = work.get()
-            if item is None:
-                break
-            due, body = item
-            try:
-                status = server.post(connection, body)
-            except (OSError, http.client.HTTPException):
-                connection.close()
-                connection = server.connection()
-                status = 0
-            took = time.perf_counter() - due
-            with lock:
-                statuses.append(status)
-                if status == 204:
-                    acks.append(took)
-        connection.close()
-
-    threads = [threading.Thread(target=sender, daemon=True) for _ in range(CONNECTIONS)]
-    for thread in threads:
-        thread.start()
-    start = time.perf_counter() + 0.2
-    for n, body in enumerate(bodies):
-        due = start + n / rate
-        pause = due - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-        work.put((due, body))
-    for _ in threads:
-        work.put(None)
-    for thread in threads:
-        thread.join(timeout=TIMEOUT * 3)
-    elapsed = time.perf_counter() - start
+    # Signed beforehand, as HubSpot signs on its own machines: the timestamps are a few
+    # seconds old when sent, well inside the receiver's 5-minute window.
+    requests = [server.request(events(first + n, 1)) for n in range(count)]
+    client_before = _own_cpu_seconds()
+    outcome = open_loop.run(("127.0.0.1", server.port), requests, rate, CONNECTIONS, TIMEOUT)
+    client_cpu = _own_cpu_seconds() - client_before
+    acks = [took for took, status in zip(outcome.latencies, outcome.statuses, strict=True)
+            if status == 204]  # fmt: skip
+    statuses = outcome.statuses + [0] * outcome.lost
+    elapsed = outcome.elapsed
     refused = len(statuses) - len(acks)
     if not acks:
         print(f"  single-event webhooks offered at {rate}/s: none acknowledged")
@@ -214,6 +195,7 @@ def fixed_rate(server: Server, rate: int, seconds: float, first: int) -> list[Fi
         + (f", {refused} not acknowledged" if refused else "")
     )
     _print_cpu(server, cpu_before, len(statuses), "single-event webhook")
+    print(f"    CPU of this client per request: {client_cpu / max(1, len(statuses)) * 1000:.2f} ms")
     # Inside the app only (no queueing for a thread or the CPU): where the time goes.
     within = {le: n - within_before.get(le, 0) for le, n in server.within().items()}
     total = within.get(float("inf"))
@@ -231,6 +213,11 @@ def fixed_rate(server: Server, rate: int, seconds: float, first: int) -> list[Fi
         Figure(f"{label}: ack p50", _percentile(acks, 0.5) * 1000, "ms"),
         Figure(f"{label}: ack p99", _percentile(acks, 0.99) * 1000, "ms", ("<", 25)),
     ]
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _print_cpu(server: Server, before: float | None, requests: int, what: str) -> None:

@@ -33,6 +33,8 @@ class TrustedProxies:
     def trusts(self, address: str | None) -> bool:
         if self.everyone:
             return True
+        if not self.networks:  # the default: no proxy to match, no address to parse
+            return False
         try:
             peer = ipaddress.ip_address(address or "")
         except ValueError:  # a unix socket or no address: nothing to match, so not trusted

@@ -7,18 +7,44 @@ open; so do proxies and test clients) is only done when its keep-alive of 75 s r
 every deploy or restart would wait the full graceful_timeout. Here a connection that is
 waiting for its next request is closed at once, as the gthread worker did;
 requests in flight still get graceful_timeout to finish. And a SIGTERM that arrives while
-the worker is still starting is not lost.
+the worker is still starting is not lost. And the queue's client checks a pooled connection
+without a turn of gevent's loop (see checks_without_yielding).
 """
 
 from __future__ import annotations
 
 import contextlib
+import select
 import signal
 from collections.abc import Iterator
 from typing import Any
 
 import gevent
+from gevent import monkey
 from gunicorn.workers.ggevent import GeventWorker
+from redis._parsers import hiredis
+
+
+def checks_without_yielding() -> None:
+    """Before each command redis-py asks whether a pooled connection has data waiting: a
+    poll with timeout 0. gevent's patched poll answers that only after a whole turn of its
+    event loop, so every webhook went to the back of the line once more before its one
+    round trip to the queue: 13 us of CPU and 0.1 ms when idle, and at 500 webhooks/s
+    (bench_ingest, four runs each, alternating) an ack p99 of 7.6-48.9 ms (median 13.9)
+    against 6.4-14.7 ms (median 10.0) without it. A real poll with timeout 0 never blocks,
+    so it runs under gevent as it is; a check that may wait keeps gevent's.
+    """
+    cooperative = hiredis._socket_can_read
+    real_poll = monkey.get_original("select", "poll")
+
+    def can_read(sock: Any, timeout: float) -> bool:
+        if timeout != 0 or (hasattr(sock, "pending") and sock.pending()):
+            return cooperative(sock, timeout)
+        poller = real_poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+
+    hiredis._socket_can_read = can_read
 
 
 class WebWorker(GeventWorker):
@@ -26,6 +52,10 @@ class WebWorker(GeventWorker):
         super().__init__(*args, **kwargs)
         # Each greenlet now waiting for a request, with the timeout it waits under.
         self._waiting: dict[gevent.Greenlet, gevent.Timeout] = {}
+
+    def patch(self) -> None:
+        super().patch()
+        checks_without_yielding()
 
     def init_process(self) -> None:
         # gunicorn installs the worker's signal handlers only after gevent has patched the

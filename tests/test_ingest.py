@@ -207,3 +207,36 @@ def test_the_procfile_web_process_uses_the_serve_settings(tmp_path: Path) -> Non
     assert settings["workers"] == "3"
     assert settings["worker_class"] == "bridge.web_worker.WebWorker"
     assert settings["keepalive"] == "75"  # the file's own choices, not gunicorn's defaults
+
+
+_YIELDS = """
+from gevent import monkey
+monkey.patch_all()
+import sys
+import gevent
+import redis
+from bridge.web_worker import checks_without_yielding
+if sys.argv[2] == "web worker":
+    checks_without_yielding()
+client = redis.Redis.from_url(sys.argv[1])
+client.ping()
+ran = []
+gevent.spawn(ran.append, "another request")
+connection = client.connection_pool.get_connection()
+client.connection_pool.release(connection)
+print(len(ran))
+"""
+
+
+@pytest.mark.parametrize(("setup", "turns"), [("web worker", "0"), ("gevent alone", "1")])
+def test_a_pooled_queue_connection_is_checked_without_a_turn_of_the_event_loop(
+    backend: Any, setup: str, turns: str
+) -> None:
+    """Under the web worker, taking a queue connection for a webhook's one round trip lets
+    no other request run first (gevent's own poll would: a whole turn of its loop)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _YIELDS, backend.redis_url, setup],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == turns

@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue, Retry, SimpleWorker
+from rq.job import Job
+from rq.utils import utcparse
 
-from bridge.queue import QUEUE_NAME, HandoffQueue
+from bridge.queue import DEDUPE_SECONDS, JOB_TIMEOUT_SECONDS, QUEUE_NAME, HandoffQueue
 
 CALLS_KEY = "test:flaky:calls"
 
@@ -117,3 +119,61 @@ def test_a_batch_redelivery_requeues_only_the_job_that_failed(backend: Any) -> N
     for key in ("fails-first", "new-one"):
         job = queue.rq.fetch_job(key)
         assert job is not None and job.is_finished and job.return_value() == "recorded"
+
+
+def _job_hash(connection: redis.Redis, key: str) -> dict[bytes, bytes]:
+    found: dict[bytes, bytes] = connection.hgetall(Job.key_for(key))  # type: ignore[assignment]
+    return found
+
+
+def test_a_job_is_written_as_rqs_own_enqueue_writes_it(backend: Any) -> None:
+    """The hash is built without RQ's Job (the receivers' hot path): field for field what
+    RQ's enqueue writes, the data as RQ's worker unpickles it, the times as RQ formats them."""
+    connection = redis.Redis.from_url(backend.redis_url)
+    ours = HandoffQueue(connection)
+    theirs = Queue("theirs", connection=connection)
+    changes = [("hubspot", "1234", "closedwon", "2026-11-27T10:20:00+00:00", "e:1", "k" * 300)]
+    retry = Retry(max=3, interval=[5, 15])
+    for name, func, args in (
+        ("by-name", "bridge.jobs.handle_stage_changes", (changes,)),
+        ("by-function", flaky, (backend.redis_url,)),
+    ):
+        assert ours.enqueue_unique(func, f"ours-{name}", *args, retry=retry, result_ttl=60)
+        theirs.enqueue_call(
+            func, args=args, job_id=f"theirs-{name}", result_ttl=60,
+            failure_ttl=DEDUPE_SECONDS, timeout=JOB_TIMEOUT_SECONDS, retry=retry,
+        )  # fmt: skip
+        mine, rqs = _job_hash(connection, f"ours-{name}"), _job_hash(connection, f"theirs-{name}")
+        for field in (b"created_at", b"enqueued_at"):
+            assert utcparse(mine.pop(field).decode()) and utcparse(rqs.pop(field).decode())
+        assert mine.pop(b"origin") == QUEUE_NAME.encode() and rqs.pop(b"origin") == b"theirs"
+        assert mine == rqs
+
+
+def test_an_rq_worker_runs_a_job_queued_by_name_and_a_redelivery_is_not_queued_twice(
+    backend: Any,
+) -> None:
+    connection = redis.Redis.from_url(backend.redis_url)
+    queue = HandoffQueue(connection)
+    call = queue.call("tests.test_queue.flaky", "by-name", backend.redis_url)
+    connection.incr(CALLS_KEY)  # past the first (failing) call: this run succeeds
+    assert queue.enqueue_unique_many([call]) == [True]
+    assert queue.enqueue_unique_many([call]) == [False]  # redelivered while it waits
+    assert queue.rq.job_ids == ["by-name"]
+    drain(connection)
+    job = queue.rq.fetch_job("by-name")
+    assert job is not None and job.is_finished and job.return_value() == "recorded"
+    assert queue.enqueue_unique_many([call]) == [False]  # redelivered once done: a no-op
+    assert queue.rq.count == 0
+
+
+def test_a_call_with_meta_is_queued_through_rqs_own_job(backend: Any) -> None:
+    connection = redis.Redis.from_url(backend.redis_url)
+    queue = HandoffQueue(connection)
+    call = Queue.prepare_data(flaky, args=(backend.redis_url,), job_id="with-meta",
+                              meta={"why": "a test"})  # fmt: skip
+    assert queue.enqueue_unique_many([call]) == [True]
+    assert queue.enqueue_unique_many([call]) == [False]
+    job = queue.rq.fetch_job("with-meta")
+    assert job is not None and job.meta == {"why": "a test"}
+    assert queue.rq.job_ids == ["with-meta"]

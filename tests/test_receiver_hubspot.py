@@ -13,13 +13,19 @@ import hypothesis
 import pytest
 import redis
 from flask.testing import FlaskClient
+from hubspot.utils.signature import Signature
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from rq import Queue
 
 from bridge.app import create_app
 from bridge.queue import QUEUE_NAME
-from bridge.receivers.hubspot_signature import SignatureInvalid, decode_v3_uri, verify
+from bridge.receivers.hubspot_signature import (
+    SignatureInvalid,
+    decode_v3_uri,
+    v3_signature,
+    verify,
+)
 from connectors.hubspot_client import HubSpotApi
 from kernel.rate_budget import RateBudgets
 from sandbox import RunningSandbox
@@ -330,6 +336,21 @@ def test_v3_uri_decoding_follows_hubspot_table() -> None:
     assert (
         decode_v3_uri("https://x.io/hook%3Fa%3Db%2Cc%40d%20e") == "https://x.io/hook?a%3Db,c@d%20e"
     )
+
+
+@pytest.mark.parametrize(
+    ("uri", "body"),
+    [
+        (URI, fixture("deal_stage__closedwon.json")),
+        ("https://x.io/hook%3Fa%3Db%2Cc%40d%20e?q=%2F", '[{"propertyValue": "Zürich ✓"}]'),
+        ("https://x.io/hook", ""),
+    ],
+)
+def test_our_v3_signature_is_the_one_hubspots_client_computes(uri: str, body: str) -> None:
+    timestamp = "1795774800000"
+    ours = v3_signature(SECRET, "POST", uri, body, timestamp)
+    theirs = Signature.get_signature(SECRET, body, "v3", decode_v3_uri(uri), "POST", timestamp)
+    assert ours == theirs
 
 
 def test_hostile_nesting_is_400_not_a_crash(client: FlaskClient, app: Any) -> None:

@@ -110,7 +110,7 @@ def _receive() -> int:
     text = _text(body)
     try:
         hubspot_signature.verify(
-            dict(request.headers), secret.get_secret_value(), request.method,
+            request.headers, secret.get_secret_value(), request.method,
             public_url(request), text if text is not None else body.decode("latin-1"),
             accept_legacy=own.accept_legacy_signatures,
         )  # fmt: skip
