@@ -299,14 +299,29 @@ class Handoffs:
             carried.setdefault(target, []).append(attempt)
         results: dict[str, OpsResult] = {}
         # A retry after a crash asks the ops tool for what the first try may have made.
-        may_exist = any(attempt.ops_started for attempt in unticketed)
-        if by_target:
-            for attempt in unticketed:
+        may_exist = {
+            target: any(attempt.ops_started for attempt in of_target)
+            for target, of_target in carried.items()
+        }
+        # The intent is recorded before the create for tools with no unique key; where the
+        # tool refuses a second record with the same hand-off id, the create itself is the
+        # guard, and the commit would only delay the ticket.
+        intents = [
+            attempt
+            for target, of_target in carried.items()
+            if not self.runtime.target(target).unique_handoff_key
+            for attempt in of_target
+            if not attempt.ops_started
+        ]
+        if intents:
+            for attempt in intents:
                 attempt.ops_started = True
             self.session.commit()
         for target, requests in by_target.items():
             try:
-                results.update(self.runtime.target(target).create(requests, may_exist=may_exist))
+                results.update(
+                    self.runtime.target(target).create(requests, may_exist=may_exist[target])
+                )
             except PartialFailure as partial:
                 results.update(cast(dict[str, OpsResult], partial.done or {}))
                 self._set_aside_by(unticketed, partial, key=_handoff_key)

@@ -42,6 +42,7 @@ class HubSpotTicketTarget(OpsTarget):
     # The ticket is associated with the deal and its company: HubSpot records only.
     crms: ClassVar[frozenset[str] | None] = frozenset({"hubspot"})
     option_keys: ClassVar[frozenset[str]] = frozenset({"pipeline", "stage"})
+    unique_handoff_key: ClassVar[bool] = True
 
     def __init__(self, settings: SharedSettings) -> None:
         super().__init__(settings)

@@ -39,6 +39,7 @@ class SalesforceCaseTarget(OpsTarget):
     # The Case points at the opportunity and its account: only Salesforce deals have them.
     crms: ClassVar[frozenset[str] | None] = frozenset({"salesforce"})
     option_keys: ClassVar[frozenset[str]] = frozenset({"object", "record_type"})
+    unique_handoff_key: ClassVar[bool] = True
 
     def __init__(self, settings: SharedSettings) -> None:
         super().__init__(settings)

@@ -218,6 +218,10 @@ class OpsTarget(ABC):
     # account, a HubSpot ticket a HubSpot deal); None: any CRM (e.g. a webhook). Rules
     # loading refuses a kit that pairs its CRM with a target that cannot serve it.
     crms: ClassVar[frozenset[str] | None] = None
+    # True when the tool itself refuses a second record with the same hand-off id (a
+    # unique property or an external-id upsert): the create is then its own guard, and no
+    # intent needs recording before it.
+    unique_handoff_key: ClassVar[bool] = False
 
     rate_budgets: RateBudgets | None = None  # as for CrmConnector
     cache: SharedCache | None = None  # as for CrmConnector
