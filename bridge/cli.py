@@ -350,6 +350,9 @@ def status(handoff: str) -> None:
         # An attempt that failed before a kit was chosen has none: say so, not "None".
         kit_id = attempt["kit"] or "-"
         click.echo(f"  attempt {attempt['attempt']} ({kit_id}): {attempt['state']}")
+        seller = attempt.get("sales_owner")
+        if seller:
+            click.echo(f"    sales owner: {_seller(seller)}")
         for finding in attempt["findings"]:
             click.echo(f"    missing: {finding['message']}")
         if attempt["ops_link"]:
@@ -359,6 +362,16 @@ def status(handoff: str) -> None:
         elif attempt["error"]:
             # In progress: the error says what the attempt is waiting for, not why it failed.
             click.echo(f"    {attempt['error']}")
+
+
+def _seller(owner: dict[str, str | None]) -> str:
+    """The sales owner as the CRM names them, on one line: CRM text may carry a newline
+    or a terminal escape."""
+    from bridge.report_text import one_line
+
+    name, email = owner.get("name"), owner.get("email")
+    said = f"{name} <{email}>" if name and email else name or email or owner.get("id") or "?"
+    return one_line(said, 200)
 
 
 def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy.orm import sessionmaker
 
-from bridge import db
+from bridge import db, ledger
 from bridge.cli import cli
 from bridge.models import Attempt
 from bridge.report import Filters, Group, Report, figures
@@ -229,3 +229,25 @@ def test_the_insights_page_and_timeline_name_the_sales_owner(console: Any) -> No
 
     timeline = console.get("/console/handoffs/hubspot/23").get_data(as_text=True)
     assert "Rita Rep &lt;rita@example.com&gt;" in timeline and "HubSpot id 75311" in timeline
+
+
+def test_status_names_each_attempts_sales_owner_on_one_line(
+    sessions: sessionmaker, settings: Settings
+) -> None:
+    with sessions() as session:
+        attempt = ledger.latest_attempt(session, "hubspot", "23")
+        assert attempt is not None and attempt.decision is not None
+        attempt.decision.owner_name = "Rita\x1b[31m Rep\nsecond line"
+        session.commit()
+    env = {"FULLKIT_HOME": str(settings.home), "REDIS_URL": str(secret(settings.redis_url))}
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url.get_secret_value()
+
+    named = CliRunner().invoke(cli, ["status", "hubspot:21"], env=env)
+    hostile = CliRunner().invoke(cli, ["status", "hubspot:23"], env=env)
+    id_only = CliRunner().invoke(cli, ["status", "hubspot:24"], env=env)
+
+    assert "    sales owner: Sam Sales <Sam.Sales@Example.com>\n" in named.output
+    line = next(x for x in hostile.output.splitlines() if "sales owner" in x)
+    assert "\x1b" not in line and "second line <rita@example.com>" in line
+    assert "    sales owner: 75399\n" in id_only.output
