@@ -33,7 +33,7 @@ class Refused(Exception):
 
 
 class Throttle:
-    """Failed attempts per client, kept in Redis for WINDOW_SECONDS after the first one.
+    """Tries per client (right ones given back), kept in Redis for WINDOW_SECONDS after the first.
 
     When Redis cannot be reached the throttle lets requests through: the token's length
     (bridge/settings.py) is the real guard, and the API must not go down with the queue.
@@ -44,35 +44,48 @@ class Throttle:
         # and that must mean "throttle unavailable" like any other Redis error.
         self.redis = connection
 
-    def retry_after(self, client: str) -> int | None:
-        """Seconds until `client` may try again, or None when it may try now."""
+    def admit(self, client: str) -> int | None:
+        """Count this try against `client`; seconds until it may try again, or None now.
+
+        The try is counted before its token is compared, in one round trip: a guesser's
+        parallel requests would otherwise all read a count below the limit and all be
+        compared. A right token gives its try back (`give_back`).
+        """
         try:
-            pipe = self.redis().pipeline(transaction=False)
-            pipe.get(_KEY + client)
+            pipe = self.redis().pipeline(transaction=True)
+            # The window starts at the first try; later ones do not extend it.
+            pipe.set(_KEY + client, 0, ex=WINDOW_SECONDS, nx=True)
+            pipe.incr(_KEY + client)
             pipe.ttl(_KEY + client)
-            count, ttl = pipe.execute()
+            _, count, ttl = pipe.execute()
         except (redis.RedisError, QueueUnavailable):
             log.warning("admin login throttle unavailable: Redis unreachable")
             return None
-        if count is None or int(count) < MAX_FAILURES:
+        if int(count) <= MAX_FAILURES:
             return None
         return max(int(ttl), 1)
 
-    def failed(self, client: str) -> None:
+    def give_back(self, client: str) -> None:
+        """Uncount a try that guessed nothing: the right token, or no token at all."""
         try:
-            pipe = self.redis().pipeline(transaction=False)
-            # The window starts at the first failure; later ones do not extend it.
-            pipe.set(_KEY + client, 0, ex=WINDOW_SECONDS, nx=True)
-            pipe.incr(_KEY + client)
-            pipe.execute()
+            # Only within a window still open: a DECR on an expired key would leave a
+            # count of -1 with no expiry, one extra try forever.
+            self.redis().eval(_GIVE_BACK, 1, _KEY + client)
         except (redis.RedisError, QueueUnavailable):
             log.warning("admin login throttle unavailable: Redis unreachable")
+
+
+_GIVE_BACK = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
 
 
 def authorize(header: str, token: SecretStr | None, client: str, throttle: Throttle) -> None:
     """Raise Refused unless `header` carries the admin token (None: the API is closed)."""
     _not_throttled(client, throttle)
     if not header.startswith("Bearer "):
+        throttle.give_back(client)
         ADMIN_AUTH_FAILURES.labels(reason="missing").inc()
         raise Refused(401, "bearer token required")
     _compare(header[len("Bearer ") :], token, client, throttle)
@@ -88,7 +101,7 @@ def check(given: str, token: SecretStr | None, client: str, throttle: Throttle) 
 
 
 def _not_throttled(client: str, throttle: Throttle) -> None:
-    wait = throttle.retry_after(client)
+    wait = throttle.admit(client)
     if wait is not None:
         ADMIN_AUTH_FAILURES.labels(reason="throttled").inc()
         raise Refused(429, "too many wrong tokens; try again later", retry_after=wait)
@@ -97,8 +110,8 @@ def _not_throttled(client: str, throttle: Throttle) -> None:
 def _compare(given_text: str, token: SecretStr | None, client: str, throttle: Throttle) -> None:
     given = given_text.encode()
     if token is None or not hmac.compare_digest(given, token.get_secret_value().encode()):
-        throttle.failed(client)
         ADMIN_AUTH_FAILURES.labels(reason="wrong").inc()
         # Who and how often, never what was tried: a near-miss token is half a secret.
         log.warning("admin token refused", client=client)
         raise Refused(403, "wrong token")
+    throttle.give_back(client)
