@@ -79,7 +79,10 @@ def test_the_right_token_signs_in_and_lands_on_the_page_asked_for(client: FlaskC
     assert "HubSpot refused the access token" in text_of(client.get(answer.headers["Location"]))
 
 
-@pytest.mark.parametrize("next_page", ["https://evil.example/", "//evil.example/", "/api/x"])
+@pytest.mark.parametrize(
+    "next_page",
+    ["https://evil.example/", "//evil.example/", "/api/x", "/console\r\nSet-Cookie: a=b"],
+)
 def test_the_login_never_sends_anyone_off_the_console(client: FlaskClient, next_page: str) -> None:
     form = client.get("/console/login").get_data(as_text=True)
     data = {"token": ADMIN_TOKEN, "csrf_token": csrf_of(form), "next": next_page}

@@ -147,4 +147,7 @@ def _next_page() -> str:
     parts = urlsplit(wanted)
     if parts.scheme or parts.netloc or not wanted.startswith("/console") or "\\" in wanted:
         return url_for("console.handoffs")
+    if not wanted.isprintable():
+        # CR/LF would be refused in the Location header (a 500); a tab, browsers drop.
+        return url_for("console.handoffs")
     return wanted
