@@ -222,12 +222,21 @@ def test_a_date_filter_and_the_counts_follow_the_other_filters(signed_in: FlaskC
         ("since=last-week", "since 'last-week' is not a number of days or hours"),
         ("page=0", "page '0' is not a page number"),
         ("kit=" + "k" * 201, "kit is longer than 200 characters"),
+        ("sales=anna%00@example.com", "sales holds a control character"),
     ],
 )
 def test_a_bad_filter_is_a_clear_message(signed_in: FlaskClient, query: str, message: str) -> None:
     answer = signed_in.get(f"/console/?{query}")
     assert answer.status_code == 400
     assert message in text_of(answer).replace("&#39;", "'")
+
+
+def test_a_control_character_in_the_insights_kit_is_a_clear_message(
+    signed_in: FlaskClient,
+) -> None:
+    answer = signed_in.get("/console/insights?kit=new%00customer")
+    assert answer.status_code == 400
+    assert "the kit holds a control character" in text_of(answer)
 
 
 def test_the_list_pages_through_many_hand_offs(app: Flask, signed_in: FlaskClient) -> None:
