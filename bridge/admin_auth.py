@@ -33,7 +33,7 @@ class Refused(Exception):
 
 
 class Throttle:
-    """Tries per client (right ones given back), kept in Redis for WINDOW_SECONDS after the first.
+    """Failed attempts per client, kept in Redis for WINDOW_SECONDS after the first one.
 
     When Redis cannot be reached the throttle lets requests through: the token's length
     (bridge/settings.py) is the real guard, and the API must not go down with the queue.
@@ -44,16 +44,29 @@ class Throttle:
         # and that must mean "throttle unavailable" like any other Redis error.
         self.redis = connection
 
-    def admit(self, client: str) -> int | None:
-        """Count this try against `client`; seconds until it may try again, or None now.
+    def retry_after(self, client: str) -> int | None:
+        """Seconds until `client` may try again, or None when it may try now."""
+        try:
+            pipe = self.redis().pipeline(transaction=False)
+            pipe.get(_KEY + client)
+            pipe.ttl(_KEY + client)
+            count, ttl = pipe.execute()
+        except (redis.RedisError, QueueUnavailable):
+            log.warning("admin login throttle unavailable: Redis unreachable")
+            return None
+        if count is None or int(count) < MAX_FAILURES:
+            return None
+        return max(int(ttl), 1)
 
-        The try is counted before its token is compared, in one round trip: a guesser's
-        parallel requests would otherwise all read a count below the limit and all be
-        compared. A right token gives its try back (`give_back`).
+    def failed(self, client: str) -> int | None:
+        """Count a wrong token; seconds to wait when it is past the limit, else None.
+
+        Counting and judging are one step: parallel guesses that each read the count
+        first and recorded their failure later would all be judged under the limit.
         """
         try:
             pipe = self.redis().pipeline(transaction=True)
-            # The window starts at the first try; later ones do not extend it.
+            # The window starts at the first failure; later ones do not extend it.
             pipe.set(_KEY + client, 0, ex=WINDOW_SECONDS, nx=True)
             pipe.incr(_KEY + client)
             pipe.ttl(_KEY + client)
@@ -65,30 +78,14 @@ class Throttle:
             return None
         return max(int(ttl), 1)
 
-    def give_back(self, client: str) -> None:
-        """Uncount a try that guessed nothing: the right token, or no token at all."""
-        try:
-            # Only within a window still open: a DECR on an expired key would leave a
-            # count of -1 with no expiry, one extra try forever.
-            self.redis().eval(_GIVE_BACK, 1, _KEY + client)
-        except (redis.RedisError, QueueUnavailable):
-            log.warning("admin login throttle unavailable: Redis unreachable")
-
-
-_GIVE_BACK = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
-return 0
-"""
-
 
 def authorize(header: str, token: SecretStr | None, client: str, throttle: Throttle) -> None:
     """Raise Refused unless `header` carries the admin token (None: the API is closed)."""
-    _not_throttled(client, throttle)
     if not header.startswith("Bearer "):
-        throttle.give_back(client)
+        _not_throttled(client, throttle)
         ADMIN_AUTH_FAILURES.labels(reason="missing").inc()
         raise Refused(401, "bearer token required")
-    _compare(header[len("Bearer ") :], token, client, throttle)
+    _judge(header[len("Bearer ") :], token, client, throttle)
 
 
 def check(given: str, token: SecretStr | None, client: str, throttle: Throttle) -> None:
@@ -96,22 +93,32 @@ def check(given: str, token: SecretStr | None, client: str, throttle: Throttle) 
 
     The same throttle as the API's: a guesser gains nothing by switching doors.
     """
-    _not_throttled(client, throttle)
-    _compare(given, token, client, throttle)
+    _judge(given, token, client, throttle)
 
 
 def _not_throttled(client: str, throttle: Throttle) -> None:
-    wait = throttle.admit(client)
+    wait = throttle.retry_after(client)
     if wait is not None:
-        ADMIN_AUTH_FAILURES.labels(reason="throttled").inc()
-        raise Refused(429, "too many wrong tokens; try again later", retry_after=wait)
+        _throttled(wait)
 
 
-def _compare(given_text: str, token: SecretStr | None, client: str, throttle: Throttle) -> None:
+def _throttled(wait: int) -> None:
+    ADMIN_AUTH_FAILURES.labels(reason="throttled").inc()
+    raise Refused(429, "too many wrong tokens; try again later", retry_after=wait)
+
+
+def _judge(given_text: str, token: SecretStr | None, client: str, throttle: Throttle) -> None:
+    """Compare, then ask the throttle: a wrong guess is answered by the count its own
+    failure made; a right token is refused (429, so no hit shows) once the limit is reached.
+    A client's parallel right-token requests never count against it."""
     given = given_text.encode()
-    if token is None or not hmac.compare_digest(given, token.get_secret_value().encode()):
-        ADMIN_AUTH_FAILURES.labels(reason="wrong").inc()
-        # Who and how often, never what was tried: a near-miss token is half a secret.
-        log.warning("admin token refused", client=client)
-        raise Refused(403, "wrong token")
-    throttle.give_back(client)
+    if token is not None and hmac.compare_digest(given, token.get_secret_value().encode()):
+        _not_throttled(client, throttle)
+        return
+    wait = throttle.failed(client)
+    if wait is not None:
+        _throttled(wait)
+    ADMIN_AUTH_FAILURES.labels(reason="wrong").inc()
+    # Who and how often, never what was tried: a near-miss token is half a secret.
+    log.warning("admin token refused", client=client)
+    raise Refused(403, "wrong token")
