@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -99,6 +100,19 @@ def test_the_session_cookie_is_httponly_lax_scoped_and_bounded(client: FlaskClie
     ).replace(tzinfo=dt.UTC)
     assert expires - dt.datetime.now(dt.UTC) <= dt.timedelta(hours=12, minutes=1)
     assert ADMIN_TOKEN not in cookie
+
+
+def test_a_session_in_use_all_along_still_ends_12_hours_after_its_sign_in(
+    signed_in: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The clock itsdangerous signs and checks the cookie by moves too: the renewal at 11 h
+    # is what a console kept open would get.
+    signed_at = time.time()
+    monkeypatch.setattr(time, "time", lambda: signed_at + 11 * 3600)
+    assert signed_in.get("/console/").status_code == 200
+    monkeypatch.setattr(time, "time", lambda: signed_at + 12 * 3600 + 60)
+    answer = signed_in.get("/console/")
+    assert answer.status_code == 302 and answer.headers["Location"].startswith("/console/login")
 
 
 def test_the_cookie_is_secure_behind_an_https_public_url(make_settings: Any) -> None:
