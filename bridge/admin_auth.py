@@ -58,24 +58,34 @@ class Throttle:
             return None
         return max(int(ttl), 1)
 
-    def failed(self, client: str) -> None:
+    def failed(self, client: str) -> int | None:
+        """Count a wrong token; seconds to wait when it is past the limit, else None.
+
+        Counting and judging are one step: parallel guesses that each read the count
+        first and recorded their failure later would all be judged under the limit.
+        """
         try:
-            pipe = self.redis().pipeline(transaction=False)
+            pipe = self.redis().pipeline(transaction=True)
             # The window starts at the first failure; later ones do not extend it.
             pipe.set(_KEY + client, 0, ex=WINDOW_SECONDS, nx=True)
             pipe.incr(_KEY + client)
-            pipe.execute()
+            pipe.ttl(_KEY + client)
+            _, count, ttl = pipe.execute()
         except (redis.RedisError, QueueUnavailable):
             log.warning("admin login throttle unavailable: Redis unreachable")
+            return None
+        if int(count) <= MAX_FAILURES:
+            return None
+        return max(int(ttl), 1)
 
 
 def authorize(header: str, token: SecretStr | None, client: str, throttle: Throttle) -> None:
     """Raise Refused unless `header` carries the admin token (None: the API is closed)."""
-    _not_throttled(client, throttle)
     if not header.startswith("Bearer "):
+        _not_throttled(client, throttle)
         ADMIN_AUTH_FAILURES.labels(reason="missing").inc()
         raise Refused(401, "bearer token required")
-    _compare(header[len("Bearer ") :], token, client, throttle)
+    _judge(header[len("Bearer ") :], token, client, throttle)
 
 
 def check(given: str, token: SecretStr | None, client: str, throttle: Throttle) -> None:
@@ -83,22 +93,32 @@ def check(given: str, token: SecretStr | None, client: str, throttle: Throttle) 
 
     The same throttle as the API's: a guesser gains nothing by switching doors.
     """
-    _not_throttled(client, throttle)
-    _compare(given, token, client, throttle)
+    _judge(given, token, client, throttle)
 
 
 def _not_throttled(client: str, throttle: Throttle) -> None:
     wait = throttle.retry_after(client)
     if wait is not None:
-        ADMIN_AUTH_FAILURES.labels(reason="throttled").inc()
-        raise Refused(429, "too many wrong tokens; try again later", retry_after=wait)
+        _throttled(wait)
 
 
-def _compare(given_text: str, token: SecretStr | None, client: str, throttle: Throttle) -> None:
+def _throttled(wait: int) -> None:
+    ADMIN_AUTH_FAILURES.labels(reason="throttled").inc()
+    raise Refused(429, "too many wrong tokens; try again later", retry_after=wait)
+
+
+def _judge(given_text: str, token: SecretStr | None, client: str, throttle: Throttle) -> None:
+    """Compare, then ask the throttle: a wrong guess is answered by the count its own
+    failure made; a right token is refused (429, so no hit shows) once the limit is reached.
+    A client's parallel right-token requests never count against it."""
     given = given_text.encode()
-    if token is None or not hmac.compare_digest(given, token.get_secret_value().encode()):
-        throttle.failed(client)
-        ADMIN_AUTH_FAILURES.labels(reason="wrong").inc()
-        # Who and how often, never what was tried: a near-miss token is half a secret.
-        log.warning("admin token refused", client=client)
-        raise Refused(403, "wrong token")
+    if token is not None and hmac.compare_digest(given, token.get_secret_value().encode()):
+        _not_throttled(client, throttle)
+        return
+    wait = throttle.failed(client)
+    if wait is not None:
+        _throttled(wait)
+    ADMIN_AUTH_FAILURES.labels(reason="wrong").inc()
+    # Who and how often, never what was tried: a near-miss token is half a secret.
+    log.warning("admin token refused", client=client)
+    raise Refused(403, "wrong token")

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from pydantic import SecretStr
 
+from bridge import admin_auth
 from bridge.admin_auth import MAX_FAILURES
 from bridge.app import create_app
 from bridge.server import CannotServe, serve_forever
@@ -140,3 +142,57 @@ def test_the_api_answers_while_the_embedded_queue_cannot_be_started(
     client = create_app(settings).test_client()
     assert client.get(DEAL, headers=bearer(ADMIN_TOKEN)).status_code == 404
     assert client.get(DEAL, headers=bearer("guess")).status_code == 403
+
+
+class _GuessesMeanwhile(SecretStr):
+    """The admin token, but while one guess is compared the next one arrives: what a
+    guesser's parallel requests do under gevent, made deterministic."""
+
+    def __init__(self, value: str, guess: Any) -> None:
+        super().__init__(value)
+        self._guess = guess
+
+    def get_secret_value(self) -> str:
+        self._guess()
+        return super().get_secret_value()
+
+
+def test_parallel_wrong_guesses_get_no_more_tries_than_sequential_ones(settings: Any) -> None:
+    state = create_app(settings).config["FULLKIT"]
+    throttle = admin_auth.Throttle(lambda: state.redis)
+    client = "203.0.113.9"
+    compared: list[int] = []
+    answers: list[int] = []
+
+    def guess() -> None:
+        if len(answers) + len(compared) >= 3 * MAX_FAILURES:
+            return
+        compared.append(1)
+        try:
+            admin_auth.check("a wrong guess", token, client, throttle)
+        except admin_auth.Refused as refused:
+            answers.append(refused.status)
+
+    token = _GuessesMeanwhile(ADMIN_TOKEN, guess)
+    try:
+        admin_auth.check("a wrong guess", token, client, throttle)
+    except admin_auth.Refused as refused:
+        answers.append(refused.status)
+    assert answers.count(403) == MAX_FAILURES
+    assert set(answers) == {403, 429}
+
+
+def test_parallel_requests_with_the_right_token_are_never_throttled(settings: Any) -> None:
+    state = create_app(settings).config["FULLKIT"]
+    throttle = admin_auth.Throttle(lambda: state.redis)
+    client = "198.51.100.9"
+    admitted: list[str] = []
+
+    def request() -> None:
+        if len(admitted) + 1 < 3 * MAX_FAILURES:
+            admitted.append("started")
+            admin_auth.check(ADMIN_TOKEN, token, client, throttle)
+
+    token = _GuessesMeanwhile(ADMIN_TOKEN, request)
+    admin_auth.check(ADMIN_TOKEN, token, client, throttle)  # raises on a refusal
+    assert len(admitted) == 3 * MAX_FAILURES - 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -79,7 +80,10 @@ def test_the_right_token_signs_in_and_lands_on_the_page_asked_for(client: FlaskC
     assert "HubSpot refused the access token" in text_of(client.get(answer.headers["Location"]))
 
 
-@pytest.mark.parametrize("next_page", ["https://evil.example/", "//evil.example/", "/api/x"])
+@pytest.mark.parametrize(
+    "next_page",
+    ["https://evil.example/", "//evil.example/", "/api/x", "/console\r\nSet-Cookie: a=b"],
+)
 def test_the_login_never_sends_anyone_off_the_console(client: FlaskClient, next_page: str) -> None:
     form = client.get("/console/login").get_data(as_text=True)
     data = {"token": ADMIN_TOKEN, "csrf_token": csrf_of(form), "next": next_page}
@@ -96,6 +100,19 @@ def test_the_session_cookie_is_httponly_lax_scoped_and_bounded(client: FlaskClie
     ).replace(tzinfo=dt.UTC)
     assert expires - dt.datetime.now(dt.UTC) <= dt.timedelta(hours=12, minutes=1)
     assert ADMIN_TOKEN not in cookie
+
+
+def test_a_session_in_use_all_along_still_ends_12_hours_after_its_sign_in(
+    signed_in: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The clock itsdangerous signs and checks the cookie by moves too: the renewal at 11 h
+    # is what a console kept open would get.
+    signed_at = time.time()
+    monkeypatch.setattr(time, "time", lambda: signed_at + 11 * 3600)
+    assert signed_in.get("/console/").status_code == 200
+    monkeypatch.setattr(time, "time", lambda: signed_at + 12 * 3600 + 60)
+    answer = signed_in.get("/console/")
+    assert answer.status_code == 302 and answer.headers["Location"].startswith("/console/login")
 
 
 def test_the_cookie_is_secure_behind_an_https_public_url(make_settings: Any) -> None:
@@ -219,12 +236,21 @@ def test_a_date_filter_and_the_counts_follow_the_other_filters(signed_in: FlaskC
         ("since=last-week", "since 'last-week' is not a number of days or hours"),
         ("page=0", "page '0' is not a page number"),
         ("kit=" + "k" * 201, "kit is longer than 200 characters"),
+        ("sales=anna%00@example.com", "sales holds a control character"),
     ],
 )
 def test_a_bad_filter_is_a_clear_message(signed_in: FlaskClient, query: str, message: str) -> None:
     answer = signed_in.get(f"/console/?{query}")
     assert answer.status_code == 400
     assert message in text_of(answer).replace("&#39;", "'")
+
+
+def test_a_control_character_in_the_insights_kit_is_a_clear_message(
+    signed_in: FlaskClient,
+) -> None:
+    answer = signed_in.get("/console/insights?kit=new%00customer")
+    assert answer.status_code == 400
+    assert "the kit holds a control character" in text_of(answer)
 
 
 def test_the_list_pages_through_many_hand_offs(app: Flask, signed_in: FlaskClient) -> None:

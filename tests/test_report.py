@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -378,6 +379,7 @@ def page(sessions: sessionmaker, settings: Settings) -> Any:
     client = app.test_client()
     with client.session_transaction() as session:
         session["signed_in"] = True
+        session["signed_in_at"] = int(time.time())
     return client
 
 

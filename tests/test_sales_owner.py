@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -194,6 +195,7 @@ def console(sessions: sessionmaker, settings: Settings) -> Any:
     client = app.test_client()
     with client.session_transaction() as session:
         session["signed_in"] = True
+        session["signed_in_at"] = int(time.time())
     return client
 
 

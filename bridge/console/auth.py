@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import time
 from urllib.parse import urlsplit
 
 from flask import (
@@ -86,9 +87,21 @@ def guard() -> ResponseReturnValue | None:
         return render_template("console/closed.html"), 503
     if request.method == "POST":
         csrf.protect()
-    if request.endpoint in _OPEN_ENDPOINTS or session.get("signed_in"):
+    if request.endpoint in _OPEN_ENDPOINTS or _signed_in():
         return None
     return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
+
+
+def _signed_in() -> bool:
+    """Signed in, and less than SESSION_LIFETIME ago: Flask renews the cookie with every
+    answer, so its own expiry only ends a session left idle, never one kept in use."""
+    since = session.get("signed_in_at")
+    if not session.get("signed_in") or not isinstance(since, int | float):
+        return False
+    if time.time() - since < SESSION_LIFETIME.total_seconds():
+        return True
+    session.clear()
+    return False
 
 
 def _policy(answer: Response) -> Response:
@@ -103,7 +116,7 @@ def _csrf_refused(error: CSRFError) -> tuple[str, int]:
 
 def login() -> ResponseReturnValue:
     if request.method == "GET":
-        if session.get("signed_in"):
+        if _signed_in():
             return redirect(_next_page())
         return render_template("console/login.html", next=_next_page())
     state = _state()
@@ -119,6 +132,7 @@ def login() -> ResponseReturnValue:
     session.clear()  # nothing from before the login carries over
     session.permanent = True
     session["signed_in"] = True
+    session["signed_in_at"] = int(time.time())
     return redirect(_next_page())
 
 
@@ -146,5 +160,8 @@ def _next_page() -> str:
     wanted = request.values.get("next", "")
     parts = urlsplit(wanted)
     if parts.scheme or parts.netloc or not wanted.startswith("/console") or "\\" in wanted:
+        return url_for("console.handoffs")
+    if not wanted.isprintable():
+        # CR/LF would be refused in the Location header (a 500); a tab, browsers drop.
         return url_for("console.handoffs")
     return wanted

@@ -57,6 +57,9 @@ class Choice:
     def filters(self, now: dt.datetime) -> Filters:
         if self.crm and self.crm not in CRMS:
             raise BadFilter(f"unknown CRM {self.crm!r}: one of {', '.join(CRMS)}")
+        if not self.kit.isprintable():
+            # PostgreSQL refuses a NUL in a query outright: a 503 for a typo otherwise.
+            raise BadFilter("the kit holds a control character")
         since = report.parse_since(self.since, now) if self.since else None
         return Filters(since=since, crm=self.crm or None, kit=self.kit or None)
 

@@ -67,6 +67,9 @@ def parse_filters(args: Mapping[str, str], now: dt.datetime) -> Filters:
     for name, limit in _LIMITS.items():
         if len(texts[name]) > limit:
             problems.append(f"{name} is longer than {limit} characters")
+        elif not texts[name].isprintable():
+            # PostgreSQL refuses a NUL in a query outright: a 503 for a typo otherwise.
+            problems.append(f"{name} holds a control character")
     since = args.get("since", "").strip()
     since_at = _since(since, now, problems)
     page = _page(args.get("page", "").strip(), problems)
