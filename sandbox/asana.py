@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox.call_log import CallRecord, matching
+from sandbox.faults import Fault, take_fault
 
 API_PREFIX = "/api/1.0"
 HELP = (
@@ -79,14 +80,6 @@ FAULT_MESSAGES = {
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
-
-
-@dataclass
-class Fault:
-    remaining: int
-    status: int
-    path_prefix: str | None
-    retry_after: float | None = None
 
 
 @dataclass
@@ -272,16 +265,10 @@ class AsanaSandbox:
     def take_fault(self, path: str, writing: bool) -> tuple[Fault | None, bool]:
         """(an error to answer instead, whether to lose this write's answer)."""
         with self.lock:
-            for fault in self.faults:
-                if fault.remaining > 0 and _under(path, fault.path_prefix):
-                    fault.remaining -= 1
-                    return fault, False
-            if writing:
-                for lost in self.lost_answers:
-                    if lost.remaining > 0 and _under(path, lost.path_prefix):
-                        lost.remaining -= 1
-                        return None, True
-        return None, False
+            fault = take_fault(self.faults, path)
+            if fault is not None:
+                return fault, False
+            return None, writing and take_fault(self.lost_answers, path) is not None
 
     def calls(self, method: str | None = None, path_prefix: str | None = None) -> list[CallRecord]:
         """The calls received (path without /api/1.0), e.g. calls("POST", "/tasks")."""
@@ -317,10 +304,6 @@ class AsanaSandbox:
 
 def _task_projects(task: dict[str, Any]) -> list[str]:
     return [m["project"] for m in task.get("memberships", [])]
-
-
-def _under(path: str, prefix: str | None) -> bool:
-    return prefix is None or path.startswith(prefix)
 
 
 def _now() -> str:

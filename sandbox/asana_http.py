@@ -27,11 +27,11 @@ from sandbox.asana import (
     FAULT_MESSAGES,
     AsanaError,
     AsanaSandbox,
-    Fault,
     Job,
     _now,
 )
 from sandbox.call_log import CallRecord
+from sandbox.faults import Fault
 from sandbox.server import RunningServer
 
 Answer = tuple[int, dict[str, Any]]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox.call_log import CallRecord, matching
+from sandbox.faults import Fault
 from sandbox.hubspot_chaos import Chaos
 from sandbox.hubspot_model import (
     ASSOCIATION_BY_ID,
@@ -175,15 +176,6 @@ class Pipeline:
                 for i, (sid, label, meta) in enumerate(self.stages)
             ],
         }
-
-
-@dataclass
-class Fault:
-    remaining: int
-    status: int
-    path_prefix: str | None
-    retry_after: float | None = None  # seconds, sent as Retry-After
-    policy: str | None = None  # a 429's policyName, e.g. DAILY
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from sandbox.hubspot import CallRecord, Fault, HubSpotSandbox, Record, WriteSource
+from sandbox.faults import Fault, take_fault
+from sandbox.hubspot import CallRecord, HubSpotSandbox, Record, WriteSource
 from sandbox.hubspot_model import (
     ASSOCIATION_BY_ID,
     OBJECT_TYPE_IDS,
@@ -172,14 +173,9 @@ class HubSpotApp:
 
     def _take_fault(self, path: str) -> Fault | None:
         with self.sandbox.lock:
-            for fault in self.sandbox.faults:
-                if fault.remaining > 0 and (
-                    fault.path_prefix is None or path.startswith(fault.path_prefix)
-                ):
-                    fault.remaining -= 1
-                    return fault
+            fault = take_fault(self.sandbox.faults, path)
             self.sandbox.faults = [f for f in self.sandbox.faults if f.remaining > 0]
-        return None
+        return fault
 
     def _rate_limit(
         self, token: str, is_search: bool

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox.call_log import CallRecord, matching
+from sandbox.faults import Fault, take_fault
 
 SCREEN_FIELDS = frozenset(
     {"project", "issuetype", "summary", "description", "labels", "parent", "components",
@@ -108,14 +109,6 @@ class Issue:
     fields: dict[str, Any]
     properties: dict[str, Any]
     created: float
-
-
-@dataclass
-class Fault:
-    remaining: int
-    status: int
-    path_prefix: str | None
-    retry_after: float | None = None
 
 
 @dataclass
@@ -232,13 +225,7 @@ class JiraSandbox:
 
     def take_fault(self, path: str) -> Fault | None:
         with self.lock:
-            for fault in self.faults:
-                if fault.remaining > 0 and (
-                    fault.path_prefix is None or path.startswith(fault.path_prefix)
-                ):
-                    fault.remaining -= 1
-                    return fault
-            return None
+            return take_fault(self.faults, path)
 
     def take_lost_answer(self) -> bool:
         with self.lock:
