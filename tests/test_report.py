@@ -26,14 +26,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from flask import Flask
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,9 +39,9 @@ from bridge import db, ledger_figures, report, report_text
 from bridge.cli import cli
 from bridge.ledger import OWNER_OF_STATE
 from bridge.models import Attempt, DecisionRecord, Transition
-from bridge.rules import load_rules
 from bridge.settings import Settings
 from tests.conftest import ROOT, secret
+from tests.console_client import signed_in_console
 
 H, M = 3600, 60
 MON = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)  # Monday of ISO week 2026-W45
@@ -371,22 +369,7 @@ def test_bad_options_are_one_line_exit_2(args: list[str], message: str, tmp_path
 @pytest.fixture
 def page(sessions: sessionmaker, settings: Settings) -> Any:
     """The page in the console, signed in: the login itself is tests/test_console.py's."""
-    from bridge import console
-
-    app = Flask("fullkit")
-    app.config["FULLKIT"] = _State(sessions, settings)
-    console.init_app(app)
-    client = app.test_client()
-    with client.session_transaction() as session:
-        session["signed_in"] = True
-        session["signed_in_at"] = int(time.time())
-    return client
-
-
-class _State:
-    def __init__(self, sessions: sessionmaker, settings: Settings) -> None:
-        self.sessions, self.settings = sessions, settings
-        self.rules = load_rules(settings.rules_dir, None)
+    return signed_in_console(sessions, settings)
 
 
 def test_insights_page_shows_the_figures_and_charts(page: Any) -> None:

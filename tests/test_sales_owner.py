@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from flask import Flask
 from sqlalchemy.orm import sessionmaker
 
 from bridge import db, ledger
@@ -22,9 +20,9 @@ from bridge.cli import cli
 from bridge.models import Attempt
 from bridge.report import Filters, Group, Report, figures
 from bridge.report_text import table
-from bridge.rules import load_rules
 from bridge.settings import Settings
 from tests.conftest import secret
+from tests.console_client import signed_in_console
 from tests.e2e import SALES, Stack, move_together, start_stack
 from tests.test_e2e_salesforce import SfStack
 from tests.test_e2e_salesforce import stack as sf_stack  # noqa: F401 - a fixture
@@ -187,22 +185,7 @@ def test_two_sales_owners_of_one_name_are_told_apart_by_email() -> None:
 
 @pytest.fixture
 def console(sessions: sessionmaker, settings: Settings) -> Any:
-    from bridge import console as console_module
-
-    app = Flask("fullkit")
-    app.config["FULLKIT"] = _State(sessions, settings)
-    console_module.init_app(app)
-    client = app.test_client()
-    with client.session_transaction() as session:
-        session["signed_in"] = True
-        session["signed_in_at"] = int(time.time())
-    return client
-
-
-class _State:
-    def __init__(self, sessions: sessionmaker, settings: Settings) -> None:
-        self.sessions, self.settings = sessions, settings
-        self.rules = load_rules(settings.rules_dir, None)
+    return signed_in_console(sessions, settings)
 
 
 def deals_listed(html: str) -> set[str]:
